@@ -1,0 +1,27 @@
+# The two entry points: `make demo` and `make test`. Both set up the virtual environment themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,demo]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m bot.demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check bot commands storage tests
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check bot commands storage tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,67 @@
+"""One task per room that drains that room's queue in order; different rooms run side by side.
+
+Used for both queues: commands waiting for an answer, and messages waiting to be sent. A slow or
+throttled room never holds up the others, and within a room the order is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class RoomLanes:
+    def __init__(
+        self,
+        name: str,
+        pending_rooms: Callable[[], Awaitable[list[str]]],
+        drain: Callable[[str], Awaitable[None]],
+        max_parallel: int = 16,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._pending_rooms = pending_rooms
+        self._drain = drain
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._retry_delay = retry_delay
+        self._wakeup = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks) or self._wakeup.is_set()
+
+    async def run(self) -> None:
+        self.wake()  # work off whatever was left from before a restart
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                for room_id in await self._pending_rooms():
+                    if room_id not in self._tasks:
+                        self._tasks[room_id] = asyncio.create_task(
+                            self._lane(room_id), name=f"{self.name}:{room_id}"
+                        )
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _lane(self, room_id: str) -> None:
+        try:
+            async with self._slots:
+                await self._drain(room_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: room %s failed; retried shortly", self.name, room_id)
+            await asyncio.sleep(self._retry_delay)
+        finally:
+            self._tasks.pop(room_id, None)
+            self.wake()  # rows may have arrived after the drain's last look

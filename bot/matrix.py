@@ -1,0 +1,304 @@
+"""The Matrix connection: the only module that imports nio.
+
+It turns nio's responses into the small, plain types below, and its errors into three kinds:
+`TransientError` (retry with back-off), rate limits (wait as told), and permanent refusals.
+nio's own retry loops are switched off so that one back-off policy governs every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import nio
+
+from bot.settings import MatrixSettings
+from storage.session import SessionRepository
+
+log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT_MS = 30_000
+TIMELINE_LIMIT = 50
+PAGE_SIZE = 100
+
+
+class TransientError(Exception):
+    """The homeserver could not be reached or answered with a server error: try again later."""
+
+
+class LoginError(Exception):
+    """The bot cannot log in; retrying will not help (wrong password, unknown user)."""
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    event_id: str
+    room_id: str
+    sender: str
+    type: str
+    origin_ts: int
+    content: dict[str, Any]
+    state_key: str | None = None
+    unsigned: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_source(cls, room_id: str, source: dict[str, Any]) -> RoomEvent | None:
+        """None for anything that is not a well-formed event (we never trust its shape)."""
+        event_id, sender, etype = (source.get(k) for k in ("event_id", "sender", "type"))
+        if not (isinstance(event_id, str) and isinstance(sender, str) and isinstance(etype, str)):
+            return None
+        content = source.get("content")
+        ts = source.get("origin_server_ts")
+        unsigned = source.get("unsigned")
+        state_key = source.get("state_key")
+        return cls(
+            event_id=event_id,
+            room_id=room_id,
+            sender=sender,
+            type=etype,
+            origin_ts=ts if isinstance(ts, int) else 0,
+            content=content if isinstance(content, dict) else {},
+            state_key=state_key if isinstance(state_key, str) else None,
+            unsigned=unsigned if isinstance(unsigned, dict) else {},
+        )
+
+
+@dataclass(frozen=True)
+class RoomTimeline:
+    room_id: str
+    events: list[RoomEvent]  # oldest first; state events from the `state` block come first
+    limited: bool
+    prev_batch: str | None
+
+
+@dataclass(frozen=True)
+class Invite:
+    room_id: str
+    inviter: str | None
+
+
+@dataclass(frozen=True)
+class SyncBatch:
+    next_batch: str
+    rooms: list[RoomTimeline]
+    invites: list[Invite]
+
+
+class SendOutcome(enum.Enum):
+    SENT = "sent"
+    RATE_LIMITED = "rate_limited"
+    TRANSIENT = "transient"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: SendOutcome
+    retry_after_ms: int = 0
+    errcode: str | None = None
+    event_id: str | None = None
+
+
+class MatrixConnection:
+    def __init__(self, settings: MatrixSettings) -> None:
+        self._settings = settings
+        config = nio.AsyncClientConfig(
+            max_limit_exceeded=0,  # hand every 429 back to us
+            max_timeouts=0,  # hand every network error back to us
+            encryption_enabled=False,
+            store_sync_tokens=False,  # the sync token lives in our own database
+        )
+        self.client = nio.AsyncClient(
+            settings.homeserver.rstrip("/"), settings.user_id, config=config,
+            store_path=str(settings.store_path),
+        )
+
+    @property
+    def user_id(self) -> str:
+        return self.client.user_id
+
+    async def close(self) -> None:
+        # Never log out: that would delete the device and its keys.
+        await self.client.close()
+
+    # -- session ---------------------------------------------------------------------------------
+
+    async def start_session(self, sessions: SessionRepository) -> None:
+        """Reuse the stored device and token; log in with the password only the first time."""
+        stored = await sessions.get()
+        if stored and stored.user_id == self._settings.user_id:
+            self.client.restore_login(stored.user_id, stored.device_id, stored.access_token)
+            if await self._token_works():
+                log.info("restored session of device %s", stored.device_id)
+                return
+            log.warning("the stored access token was rejected; logging in again")
+        token = self._settings.access_token
+        stored_token = stored.access_token if stored else None
+        if token is not None and stored_token != token.get_secret_value():
+            self.client.access_token = token.get_secret_value()
+            whoami = await self._call(self.client.whoami())
+            if isinstance(whoami, nio.WhoamiResponse) and whoami.device_id:
+                self.client.restore_login(whoami.user_id, whoami.device_id,
+                                          token.get_secret_value())
+                await sessions.save_login(whoami.user_id, whoami.device_id,
+                                          token.get_secret_value())
+                log.info("using the configured access token (device %s)", whoami.device_id)
+                return
+            log.warning("the configured access token was rejected")
+        password = self._settings.password
+        if password is None:
+            raise LoginError("no working access token and no password configured")
+        response = await self._call(
+            self.client.login(password.get_secret_value(), device_name=self._settings.device_name)
+        )
+        if not isinstance(response, nio.LoginResponse):
+            raise LoginError(f"login failed: {getattr(response, 'status_code', '')} "
+                             f"{getattr(response, 'message', '')}".strip())
+        await sessions.save_login(response.user_id, response.device_id, response.access_token)
+        log.info("logged in as %s, new device %s", response.user_id, response.device_id)
+
+    async def _token_works(self) -> bool:
+        while True:
+            try:
+                response = await self._call(self.client.whoami())
+            except TransientError:
+                await asyncio.sleep(2)  # homeserver not up yet; the token may still be fine
+                continue
+            return isinstance(response, nio.WhoamiResponse)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def sync(self, since: str | None, timeout_ms: int = SYNC_TIMEOUT_MS) -> SyncBatch:
+        timeline_limit = TIMELINE_LIMIT if since else 1  # a first sync needs no history
+        sync_filter = {
+            "room": {
+                "timeline": {"limit": timeline_limit},
+                "state": {"lazy_load_members": True},
+            },
+            "presence": {"not_types": ["*"]},
+        }
+        response = await self._call(
+            self.client.sync(timeout=timeout_ms, since=since, sync_filter=sync_filter,
+                             full_state=False)
+        )
+        if not isinstance(response, nio.SyncResponse):
+            self._raise_for(response, "sync")
+        rooms = []
+        for room_id, info in response.rooms.join.items():
+            events = [
+                e for e in (RoomEvent.from_source(room_id, _source(ev))
+                            for ev in [*info.state, *info.timeline.events])
+                if e is not None
+            ]
+            rooms.append(RoomTimeline(room_id, events, bool(info.timeline.limited),
+                                      info.timeline.prev_batch))
+        invites = [
+            Invite(room_id, self._inviter(info.invite_state))
+            for room_id, info in response.rooms.invite.items()
+        ]
+        return SyncBatch(response.next_batch, rooms, invites)
+
+    def _inviter(self, invite_state: list[Any]) -> str | None:
+        for ev in invite_state:
+            source = _source(ev)
+            if (source.get("type") == "m.room.member"
+                    and source.get("state_key") == self.user_id
+                    and (source.get("content") or {}).get("membership") == "invite"):
+                sender = source.get("sender")
+                return sender if isinstance(sender, str) else None
+        return None
+
+    async def messages_before(self, room_id: str, token: str,
+                              limit: int = PAGE_SIZE) -> tuple[list[RoomEvent], str | None]:
+        """One page of history going back from `token`: newest first, and the next token."""
+        response = await self._call(
+            self.client.room_messages(room_id, start=token, direction=nio.MessageDirection.back,
+                                      limit=limit)
+        )
+        if not isinstance(response, nio.RoomMessagesResponse):
+            self._raise_for(response, "messages")
+        events = [e for e in (RoomEvent.from_source(room_id, _source(ev))
+                              for ev in response.chunk) if e is not None]
+        return events, (response.end if response.chunk else None)
+
+    async def room_state(self, room_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The room's power-levels content and its create event (with sender), read live."""
+        response = await self._call(self.client.room_get_state(room_id))
+        if not isinstance(response, nio.RoomGetStateResponse):
+            self._raise_for(response, "room state")
+        power_levels, create = None, None
+        for event in response.events:
+            if event.get("type") == "m.room.power_levels" and event.get("state_key") == "":
+                power_levels = event.get("content") or {}
+            elif event.get("type") == "m.room.create" and event.get("state_key") == "":
+                create = event
+        return power_levels, create
+
+    # -- acting ----------------------------------------------------------------------------------
+
+    async def send(self, room_id: str, event_type: str, content: dict[str, Any],
+                   txn_id: str) -> SendResult:
+        try:
+            response = await self._call(
+                self.client.room_send(room_id, event_type, content, tx_id=txn_id)
+            )
+        except TransientError:
+            return SendResult(SendOutcome.TRANSIENT)
+        if isinstance(response, nio.RoomSendResponse):
+            return SendResult(SendOutcome.SENT, event_id=response.event_id)
+        status = _http_status(response)
+        errcode = getattr(response, "status_code", None)
+        if status == 429 or errcode == "M_LIMIT_EXCEEDED":
+            return SendResult(SendOutcome.RATE_LIMITED,
+                              retry_after_ms=int(getattr(response, "retry_after_ms", 0) or 1000),
+                              errcode=errcode)
+        if status is None or status >= 500 or not str(errcode or "").startswith("M_"):
+            return SendResult(SendOutcome.TRANSIENT, errcode=errcode)
+        return SendResult(SendOutcome.REFUSED, errcode=errcode)
+
+    async def join(self, room_id: str) -> bool:
+        response = await self._call(self.client.join(room_id))
+        if isinstance(response, nio.JoinResponse):
+            return True
+        self._raise_if_transient(response)
+        return False
+
+    async def reject(self, room_id: str) -> bool:
+        response = await self._call(self.client.room_leave(room_id))
+        if isinstance(response, nio.RoomLeaveResponse):
+            return True
+        self._raise_if_transient(response)
+        return False
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    async def _call(self, request: Any) -> Any:
+        try:
+            return await request
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransientError(type(exc).__name__) from exc
+
+    def _raise_if_transient(self, response: Any) -> None:
+        status = _http_status(response)
+        if status is None or status >= 500 or status == 429:
+            raise TransientError(f"HTTP {status}")
+
+    def _raise_for(self, response: Any, what: str) -> None:
+        errcode = getattr(response, "status_code", None)
+        if errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+            raise LoginError(f"{what}: the access token is no longer valid ({errcode})")
+        raise TransientError(f"{what}: HTTP {_http_status(response)} {errcode or ''}".strip())
+
+
+def _source(event: Any) -> dict[str, Any]:
+    source = getattr(event, "source", None)
+    return source if isinstance(source, dict) else {}
+
+
+def _http_status(response: Any) -> int | None:
+    transport = getattr(response, "transport_response", None)
+    return getattr(transport, "status", None)

@@ -1,0 +1,131 @@
+"""Wiring: settings → database → Matrix connection → sync loop, command handling, sending.
+
+```
+sync loop ──► inbox (SQLite) ──► command lanes (per room) ──► outbox (SQLite) ──► send lanes
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.handling import CommandHandler
+from bot.lanes import RoomLanes
+from bot.matrix import LoginError, MatrixConnection
+from bot.permissions import Permissions
+from bot.sender import Sender
+from bot.settings import Settings
+from bot.syncer import Syncer
+from commands import core
+from commands.framework import Registry, Router, Services
+from commands.i18n import Catalog
+from storage import Storage
+from storage.database import DatabaseTooNewError
+
+log = logging.getLogger(__name__)
+
+# Every feature module's router, in the order `!help` lists them.
+FEATURES: list[Router] = [core.router]
+
+HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
+
+
+class SystemClock:
+    def __init__(self, settings: Settings) -> None:
+        self._tz = settings.tzinfo
+
+    def now(self) -> datetime:
+        return datetime.now(self._tz)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Bot:
+    """The whole bot in one object: `await bot.start()`, later `await bot.stop()`."""
+
+    def __init__(self, settings: Settings, routers: Sequence[Router] | None = None) -> None:
+        self.settings = settings
+        self.routers = list(routers if routers is not None else FEATURES)
+        self.storage: Storage | None = None
+        self.connection: MatrixConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def user_id(self) -> str:
+        return self.settings.matrix.user_id
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.storage = storage = await Storage.open(settings.storage.database)
+        await storage.inbox.forget_handled_before(now_ms() - HANDLED_EVENTS_KEPT_MS)
+        self.connection = connection = MatrixConnection(settings.matrix)
+        try:
+            await connection.start_session(storage.session)
+        except BaseException:
+            await self._close()
+            raise
+
+        services = Services(storage=storage, catalog=Catalog.load(),
+                            registry=Registry(self.routers), clock=SystemClock(settings),
+                            prefix=settings.bot.command_prefix)
+        permissions = Permissions(connection.room_state, settings.bot.admins,
+                                  settings.bot.moderator_level)
+        sender = Sender(connection, storage.outbox)
+        send_lanes = RoomLanes("send", storage.outbox.pending_rooms, sender.drain_room)
+        handler = CommandHandler(services, permissions, settings.bot.language, now_ms,
+                                 on_reply=send_lanes.wake)
+        command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
+        self.syncer = Syncer(
+            connection, storage,
+            prefix=settings.bot.command_prefix,
+            may_invite=lambda inviter: bool(inviter) and settings.may_invite(inviter),
+            on_commands=command_lanes.wake,
+            on_power_levels=permissions.forget,
+            now_ms=now_ms,
+        )
+        self._tasks = [
+            asyncio.create_task(send_lanes.run(), name="send-lanes"),
+            asyncio.create_task(command_lanes.run(), name="command-lanes"),
+            asyncio.create_task(self.syncer.run(), name="sync"),
+        ]
+        log.info("bot %s running with %d commands", self.user_id,
+                 len(services.registry.all()))
+
+    async def wait(self) -> None:
+        """Until a task ends: only a lost login or a bug ends one."""
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._close()
+
+    async def _close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+        if self.storage is not None:
+            await self.storage.close()
+            self.storage = None
+
+
+async def run_bot(settings: Settings) -> None:
+    bot = Bot(settings)
+    try:
+        await bot.start()
+        await bot.wait()
+    except (LoginError, DatabaseTooNewError) as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
+    finally:
+        await bot.stop()

@@ -1,0 +1,55 @@
+"""Sending the outbox: per room in order, rate limits honoured, retries idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from bot.backoff import Backoff
+from bot.matrix import SendOutcome, SendResult
+from storage.outbox import OutboxRepository
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    async def send(self, room_id: str, event_type: str, content: dict[str, Any],
+                   txn_id: str) -> SendResult: ...
+
+
+class Sender:
+    def __init__(
+        self,
+        transport: Transport,
+        outbox: OutboxRepository,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff_factory: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        self._transport = transport
+        self._outbox = outbox
+        self._sleep = sleep
+        self._backoff_factory = backoff_factory
+
+    async def drain_room(self, room_id: str) -> None:
+        backoff = self._backoff_factory()
+        while (message := await self._outbox.next_for_room(room_id)) is not None:
+            result = await self._transport.send(message.room_id, message.event_type,
+                                                message.content, message.txn_id)
+            if result.outcome is SendOutcome.SENT:
+                await self._outbox.remove(message.txn_id)
+                backoff.reset()
+            elif result.outcome is SendOutcome.RATE_LIMITED:
+                log.info("room %s: rate limited, waiting %d ms", room_id, result.retry_after_ms)
+                await self._sleep(result.retry_after_ms / 1000)
+            elif result.outcome is SendOutcome.TRANSIENT:
+                delay = backoff.next_delay()
+                log.warning("room %s: send failed (%s), retrying in %.1f s", room_id,
+                            result.errcode or "network", delay)
+                await self._sleep(delay)
+            else:
+                # The server will never take it (not in the room, too large, …): drop, not block.
+                log.error("room %s: message %s refused (%s), dropped", room_id, message.txn_id,
+                          result.errcode)
+                await self._outbox.remove(message.txn_id)

@@ -1,0 +1,353 @@
+"""Configuration: a TOML file, overridable by ``NEXTBOT_*`` environment variables.
+
+``load_settings(path)`` reads the file, lets the environment win key by key
+(``NEXTBOT_MATRIX__PASSWORD`` overrides ``[matrix] password``) and validates the
+result. Every problem is reported as one line ``<dotted.key>: <reason>`` in
+``ConfigError.problems``; secret values never appear in any message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+ENV_PREFIX = "NEXTBOT_"
+ENV_NESTED_DELIMITER = "__"
+
+# Field names whose values must never be echoed back, not even in error messages.
+SECRET_FIELDS = frozenset({"password", "access_token"})
+
+# A Matrix server name: DNS name or IP literal, optional port.
+_SERVER_NAME = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+_SERVER_RE = re.compile(rf"^{_SERVER_NAME}$")
+_USER_ID_RE = re.compile(rf"^@[^\s:]+:{_SERVER_NAME}$")
+
+# Custom errors carry their final one-line reason in ctx["reason"]; ctx["field"], if
+# present, names the key the problem is reported under (for model-level checks).
+_CUSTOM_ERROR = "nextbot"
+
+
+def _problem(reason: str, **ctx: Any) -> PydanticCustomError:
+    return PydanticCustomError(_CUSTOM_ERROR, "{reason}", {"reason": reason, **ctx})
+
+
+def _check_user_id(value: str) -> str:
+    if not _USER_ID_RE.match(value):
+        raise _problem(f"bad user id {value!r} (expected @name:server)")
+    return value
+
+
+def _check_server_name(value: str) -> str:
+    if not _SERVER_RE.match(value):
+        raise _problem(f"bad server name {value!r} (expected e.g. example.org)")
+    return value
+
+
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+UserId = Annotated[str, BeforeValidator(_stripped), AfterValidator(_check_user_id)]
+ServerName = Annotated[str, BeforeValidator(_stripped), AfterValidator(_check_server_name)]
+
+
+def server_of(user_id: str) -> str:
+    """The server name part of a Matrix user id (``@a:example.org`` -> ``example.org``)."""
+    return user_id.split(":", 1)[1]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MatrixSettings(_Section):
+    homeserver: str
+    user_id: UserId
+    password: SecretStr | None = None
+    access_token: SecretStr | None = None
+    device_name: str = "NExT-Bot"
+    # Directory for the end-to-end encryption store (olm/megolm keys).
+    store_path: Path = Path("./data/store")
+
+    @field_validator("homeserver")
+    @classmethod
+    def _homeserver_is_url(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise _problem("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("password", "access_token")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _needs_credentials(self) -> MatrixSettings:
+        if self.password is None and self.access_token is None:
+            raise _problem("missing (set matrix.password or matrix.access_token)", field="password")
+        return self
+
+
+class BotSettings(_Section):
+    command_prefix: str = "!"
+    language: Literal["de", "en"] = "de"
+    timezone: str = "Europe/Berlin"
+    admins: list[UserId] = Field(default_factory=list)
+    # Server names whose users may invite the bot; see Settings.may_invite().
+    allowed_servers: list[ServerName] = Field(default_factory=list)
+    # Power level from which a room member counts as moderator.
+    moderator_level: int = Field(default=50, ge=0, le=100)
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _prefix_valid(cls, value: str) -> str:
+        if not value:
+            raise _problem("must not be empty")
+        if any(ch.isspace() for ch in value):
+            raise _problem("must not contain whitespace")
+        return value
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_valid(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise _problem(f"bad time zone {value!r}") from None
+        return value
+
+
+class StorageSettings(_Section):
+    database: Path = Path("./data/nextbot.db")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        case_sensitive=False,
+    )
+
+    matrix: MatrixSettings
+    bot: BotSettings = Field(default_factory=BotSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First source wins; nested dicts are deep-merged, so the environment
+        # overrides single keys of the file (passed in as init kwargs).
+        return (env_settings, init_settings)
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.bot.timezone)
+
+    def is_admin(self, user_id: str) -> bool:
+        return user_id in self.bot.admins
+
+    def may_invite(self, user_id: str) -> bool:
+        """Whether an invite from ``user_id`` should be accepted.
+
+        Admins always may. Otherwise the inviter's server must be listed in
+        ``bot.allowed_servers``; an empty list means the bot's own server only.
+        """
+        if self.is_admin(user_id):
+            return True
+        if ":" not in user_id:
+            return False
+        allowed = self.bot.allowed_servers or [server_of(self.matrix.user_id)]
+        return server_of(user_id) in allowed
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --- error formatting -------------------------------------------------------------
+
+_TYPE_REASONS = {
+    "missing": "missing",
+    "extra_forbidden": "unknown key",
+    "string_type": "wrong type (expected a string)",
+    "string_sub_type": "wrong type (expected a string)",
+    "int_type": "wrong type (expected an integer)",
+    "int_parsing": "wrong type (expected an integer)",
+    "int_from_float": "wrong type (expected an integer)",
+    "bool_type": "wrong type (expected true or false)",
+    "bool_parsing": "wrong type (expected true or false)",
+    "list_type": "wrong type (expected a list)",
+    "path_type": "wrong type (expected a path string)",
+    "model_type": "wrong type (expected a table)",
+    "model_attributes_type": "wrong type (expected a table)",
+    "dict_type": "wrong type (expected a table)",
+}
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "config"
+
+
+def _reason(err: Any) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == _CUSTOM_ERROR:
+        return str(ctx["reason"])
+    if kind in _TYPE_REASONS:
+        return _TYPE_REASONS[kind]
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected', 'one of the allowed values')}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    # Pydantic's own messages never quote the input value.
+    msg = str(err.get("msg") or kind)
+    return msg[:1].lower() + msg[1:]
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == _CUSTOM_ERROR and "field" in ctx:
+            loc = (*loc, ctx["field"])
+        line = f"{_dotted(loc)}: {_reason(err)}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+# --- loading ----------------------------------------------------------------------
+
+
+def _build(data: dict[str, Any]) -> Settings:
+    data = dict(data)
+    # Validate an absent [matrix] as empty, so each required key is reported by name.
+    data.setdefault("matrix", {})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+    except SettingsError as exc:
+        # e.g. NEXTBOT_BOT__ADMINS is not valid JSON. Only the field name is reported.
+        match = re.search(r'field "([^"]+)"', str(exc))
+        key = match.group(1) if match else "environment"
+        env = f"{ENV_PREFIX}{key.upper()}{ENV_NESTED_DELIMITER}*" if match else f"{ENV_PREFIX}*"
+        raise ConfigError(
+            [f"{key}: cannot parse environment variable {env} (lists must be JSON)"]
+        ) from None
+
+
+def _env_in_use() -> bool:
+    return any(name.upper().startswith(ENV_PREFIX) for name in os.environ)
+
+
+def load_settings(path: Path | str) -> Settings:
+    """Load and validate the configuration; raises ``ConfigError``.
+
+    A missing file is accepted only if the ``NEXTBOT_*`` environment alone yields a
+    valid configuration.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        try:
+            return _build({})
+        except ConfigError as exc:
+            problems = [f"config: file not found: {path}"]
+            if _env_in_use():
+                problems += exc.problems
+            raise ConfigError(problems) from None
+    except OSError as exc:
+        raise ConfigError([f"config: cannot read {path}: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(["config: not valid TOML: file is not UTF-8 encoded"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config: not valid TOML: {exc}"]) from None
+    return _build(data)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for a log line; set secrets appear as ``"***"``."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "***"
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return clean(settings.model_dump())

@@ -1,0 +1,204 @@
+"""The sync loop: the one way events come in.
+
+Each batch's commands go into the inbox in the same transaction as the new sync token and the
+rooms' read cursors, so a crash loses none and a redelivered event is recognised. A timeline the
+server cut short (`limited`) is filled by paging back to where the bot last read. History from
+before the bot's first start, or from before it joined a room, is never treated as a command.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from bot.backoff import Backoff
+from bot.matrix import Invite, LoginError, RoomEvent, RoomTimeline, SyncBatch, TransientError
+from storage import Storage
+from storage.inbox import InboxMessage
+from storage.rooms import RoomCursor
+
+log = logging.getLogger(__name__)
+
+MAX_GAP_PAGES = 50  # 50 pages of 100 events: a gap larger than that is logged, not read
+MAX_COMMAND_CHARS = 10_000
+
+
+class SyncSource(Protocol):
+    user_id: str
+
+    async def sync(self, since: str | None, timeout_ms: int = ...) -> SyncBatch: ...
+    async def messages_before(self, room_id: str, token: str,
+                              limit: int = ...) -> tuple[list[RoomEvent], str | None]: ...
+    async def join(self, room_id: str) -> bool: ...
+    async def reject(self, room_id: str) -> bool: ...
+
+
+class Syncer:
+    def __init__(
+        self,
+        source: SyncSource,
+        storage: Storage,
+        *,
+        prefix: str,
+        may_invite: Callable[[str | None], bool],
+        on_commands: Callable[[], None],
+        on_power_levels: Callable[[str], None],
+        now_ms: Callable[[], int],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._source = source
+        self._storage = storage
+        self._prefix = prefix
+        self._may_invite = may_invite
+        self._on_commands = on_commands
+        self._on_power_levels = on_power_levels
+        self._now_ms = now_ms
+        self._backoff = backoff or Backoff()
+        self._first_synced_at = 0
+
+    async def run(self) -> None:
+        """Sync until cancelled. Errors of the homeserver are waited out, never raised."""
+        while True:
+            try:
+                await self.sync_once()
+            except LoginError:
+                raise
+            except TransientError as exc:
+                delay = await self._backoff.wait()
+                log.warning("sync failed (%s); retried after %.1f s", exc, delay)
+            except Exception:
+                delay = await self._backoff.wait()
+                log.exception("sync batch could not be processed; retried after %.1f s", delay)
+            else:
+                self._backoff.reset()
+
+    async def sync_once(self, timeout_ms: int | None = None) -> None:
+        session = await self._storage.session.get()
+        since = session.sync_token if session else None
+        self._first_synced_at = (session.first_synced_at if session else None) or 0
+        kwargs = {} if timeout_ms is None else {"timeout_ms": timeout_ms}
+        if since is None:
+            batch = await self._source.sync(None, timeout_ms=0)
+            await self._handle_invites(batch.invites)
+            await self._commit_first(batch)
+            return
+        batch = await self._source.sync(since, **kwargs)
+        await self._handle_invites(batch.invites)
+        commands: list[InboxMessage] = []
+        cursors: list[RoomCursor] = []
+        for room in batch.rooms:
+            events = await self._new_events(room)
+            if events:
+                last = events[-1]
+                cursors.append(RoomCursor(room.room_id, last.event_id, last.origin_ts))
+            for event in events:
+                if event.type == "m.room.power_levels" and event.state_key == "":
+                    self._on_power_levels(room.room_id)
+                command = self._as_command(event)
+                if command is not None:
+                    commands.append(command)
+        async with self._storage.db.transaction():
+            added = await self._storage.inbox.add(commands, received_at=self._now_ms())
+            for cursor in cursors:
+                await self._storage.rooms.set_cursor(cursor)
+            await self._storage.session.set_sync_token(batch.next_batch)
+        if added:
+            log.debug("queued %d new command(s)", added)
+            self._on_commands()
+
+    async def _commit_first(self, batch: SyncBatch) -> None:
+        """The very first sync: remember where each room stands, answer nothing from before."""
+        now = self._now_ms()
+        async with self._storage.db.transaction():
+            for room in batch.rooms:
+                if room.events:
+                    last = room.events[-1]
+                    await self._storage.rooms.set_cursor(
+                        RoomCursor(room.room_id, last.event_id, last.origin_ts))
+            await self._storage.session.set_first_synced_at(now)
+            await self._storage.session.set_sync_token(batch.next_batch)
+        log.info("first sync done: %d room(s); their history is not answered", len(batch.rooms))
+
+    async def _new_events(self, room: RoomTimeline) -> list[RoomEvent]:
+        events = room.events
+        if room.limited and room.prev_batch:
+            events = await self._fill_gap(room) + events
+        events = self._after_own_join(events)
+        return [e for e in events if e.origin_ts >= self._first_synced_at]
+
+    async def _fill_gap(self, room: RoomTimeline) -> list[RoomEvent]:
+        """Page back from the sync's `prev_batch` to the last event the bot read in this room."""
+        cursor = await self._storage.rooms.cursor(room.room_id)
+        older: list[RoomEvent] = []  # newest first while collecting
+        token: str | None = room.prev_batch
+        pages = 0
+        while token and pages < MAX_GAP_PAGES:
+            page, token = await self._source.messages_before(room.room_id, token)
+            pages += 1
+            for event in page:
+                if cursor and event.event_id == cursor.last_event_id:
+                    return older[::-1]
+                if event.origin_ts < self._first_synced_at:
+                    return older[::-1]
+                older.append(event)
+                if self._is_own_join(event):
+                    return older[::-1]
+        if token:
+            log.warning("room %s: gap of more than %d pages; older events not read",
+                        room.room_id, MAX_GAP_PAGES)
+        return older[::-1]
+
+    def _is_own_join(self, event: RoomEvent) -> bool:
+        if event.type != "m.room.member" or event.state_key != self._source.user_id:
+            return False
+        if event.content.get("membership") != "join":
+            return False
+        previous = event.unsigned.get("prev_content") or {}
+        return previous.get("membership") != "join"  # a display name change is no join
+
+    def _after_own_join(self, events: list[RoomEvent]) -> list[RoomEvent]:
+        """Everything before the bot's own join is history it must not answer."""
+        for index in range(len(events) - 1, -1, -1):
+            if self._is_own_join(events[index]):
+                return events[index + 1:]
+        return events
+
+    def _as_command(self, event: RoomEvent) -> InboxMessage | None:
+        if event.type != "m.room.message" or event.sender == self._source.user_id:
+            return None
+        content = event.content
+        if content.get("msgtype") != "m.text":  # notices come from bots: never answer them
+            return None
+        relates = content.get("m.relates_to")
+        if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+            return None  # an edit: the original was already seen
+        body = content.get("body")
+        if not isinstance(body, str):
+            return None
+        body = strip_reply_fallback(body).strip()
+        if not body.startswith(self._prefix) or len(body) <= len(self._prefix):
+            return None
+        return InboxMessage(event.event_id, event.room_id, event.sender,
+                            body[:MAX_COMMAND_CHARS], event.origin_ts)
+
+    async def _handle_invites(self, invites: list[Invite]) -> None:
+        for invite in invites:
+            if self._may_invite(invite.inviter):
+                joined = await self._source.join(invite.room_id)
+                log.info("invited to %s by an allowed user: %s", invite.room_id,
+                         "joined" if joined else "join failed")
+            else:
+                await self._source.reject(invite.room_id)
+                log.info("invite to %s from a server not allowed: rejected", invite.room_id)
+
+
+def strip_reply_fallback(body: str) -> str:
+    """Drop the quoted `> ` lines older clients put before a reply's own text."""
+    if not body.startswith("> "):
+        return body
+    lines = body.split("\n")
+    index = 0
+    while index < len(lines) and lines[index].startswith(">"):
+        index += 1
+    return "\n".join(lines[index:])

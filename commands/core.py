@@ -1,0 +1,94 @@
+"""The commands every deployment has: help, ping, the room's language, the bot's status."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+from commands.framework import Arg, Context, Level, Router, UserError, usage
+from commands.i18n import LANGUAGES, Text
+
+router = Router("core")
+
+
+@router.command("help", "hilfe", aliases=["?"], args=[Arg("command", optional=True)])
+async def help_command(ctx: Context, command: str | None = None) -> Text:
+    services, lang = ctx.services, ctx.language
+    level = await ctx.level()
+    if command is not None:
+        return _help_for(ctx, command.removeprefix(services.prefix), level)
+    sections = [ctx.t("help.intro")]
+    for router_ in services.registry.routers:
+        allowed = [c for c in router_.commands if c.level <= level]
+        if not allowed:
+            continue
+        lines = [ctx.t("help.group", title=ctx.t(f"groups.{router_.group}"))]
+        for c in allowed:
+            lines.append(ctx.t("help.line", usage=usage(c, services.catalog, lang, services.prefix),
+                               summary=ctx.t(f"commands.{c.name}.summary")))
+        sections.append(Text.join(lines))
+    help_name = ctx.command.display_name(lang)
+    placeholder = services.catalog.template(lang, "args.command")
+    more = Text.code(f"{services.prefix}{help_name} <{placeholder}>")
+    sections.append(ctx.t("help.more", help=more))
+    return Text.join(sections, "\n\n")
+
+
+def _help_for(ctx: Context, name: str, level: Level) -> Text:
+    services, lang = ctx.services, ctx.language
+    found = services.registry.find(name)
+    if found is None:
+        closest = services.registry.closest(name)
+        suggestions = Text.join(
+            (Text.code(f"{services.prefix}{c.display_name(lang)}") for c in closest), ", "
+        )
+        raise UserError("help.unknown", command=name, suggestions=suggestions if closest else "–")
+    names = Text.join((Text.code(f"{services.prefix}{n}") for n in found.names()), ", ")
+    parts = [
+        ctx.t("help.detail", usage=usage(found, services.catalog, lang, services.prefix),
+              summary=ctx.t(f"commands.{found.name}.summary"), names=names,
+              level=ctx.t(found.level.key)),
+        ctx.t("help.examples", examples=Text.join(
+            ctx.t("help.example", example=Text.code(line.replace("!", services.prefix, 1)))
+            for line in ctx.t(f"commands.{found.name}.examples").plain.splitlines()
+        )),
+    ]
+    if found.level > level:
+        parts.append(ctx.t("help.not_allowed", level=ctx.t(found.level.key)))
+    return Text.join(parts, "\n\n")
+
+
+@router.command("ping", "ping")
+async def ping(ctx: Context) -> Text:
+    return ctx.t("ping.pong")
+
+
+@router.command("language", "sprache", args=[Arg("language", choices=LANGUAGES)],
+                level=Level.MODERATOR)
+async def language(ctx: Context, language: str) -> Text:
+    await ctx.services.storage.rooms.set_language(ctx.room_id, language)
+    # Confirm in the new language: that is the language the room will see from now on.
+    return ctx.services.catalog.text(language, "language.changed",
+                                     language=ctx.services.catalog.text(language,
+                                                                        f"languages.{language}"))
+
+
+@router.command("status", "status", level=Level.ADMIN)
+async def status(ctx: Context) -> Text:
+    storage = ctx.services.storage
+    uptime = int(time.monotonic() - ctx.services.started_at)
+    return ctx.t(
+        "status.summary",
+        version=_version(),
+        uptime=f"{uptime // 3600}:{uptime // 60 % 60:02d}:{uptime % 60:02d}",
+        inbox=await storage.inbox.count(),
+        outbox=await storage.outbox.count(),
+        commands=len(ctx.services.registry.all()),
+    )
+
+
+def _version() -> str:
+    try:
+        return version("nextbot")
+    except PackageNotFoundError:
+        return "dev"

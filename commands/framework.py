@@ -1,0 +1,295 @@
+"""Declaring commands once, and dispatching a message to them.
+
+A feature module makes a `Router`, declares its commands with `@router.command(...)`, and the
+`Registry` collects every router. From that one declaration come parsing, level checks, usage
+lines, `!help` and the "did you mean" suggestions. Handlers get a `Context` and return `Text`
+(or raise `UserError`); they never talk to Matrix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from commands.i18n import Catalog, Text
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Level(enum.IntEnum):
+    """Who may run a command. Compared with `>=`: an admin may do what a moderator may."""
+
+    MEMBER = 0
+    MODERATOR = 1
+    ADMIN = 2
+
+    @property
+    def key(self) -> str:
+        return f"levels.{self.name.lower()}"
+
+
+class UserError(Exception):
+    """A problem the member can fix; answered with the catalog message `key`."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.values = values
+
+
+class ArgumentError(Exception):
+    """The arguments do not fit the command; answered with its usage line."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A command argument. `convert` turns the word into a value or raises ValueError."""
+
+    name: str
+    convert: Callable[[str], Any] = str
+    optional: bool = False
+    rest: bool = False  # takes the rest of the line, spaces included
+    choices: tuple[str, ...] = ()
+
+
+Handler = Callable[..., Awaitable["Text | None"]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # English name; the catalog keys are `commands.<name>.*`
+    german: str
+    aliases: tuple[str, ...]
+    handler: Handler
+    args: tuple[Arg, ...]
+    level: Level
+    group: str
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, self.german, *self.aliases)
+
+    def display_name(self, language: str) -> str:
+        return self.german if language == "de" else self.name
+
+
+class Router:
+    """The commands of one feature module."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group  # the catalog key `groups.<group>` titles it in !help
+        self.commands: list[Command] = []
+
+    def command(
+        self,
+        name: str,
+        german: str,
+        *,
+        aliases: Sequence[str] = (),
+        args: Sequence[Arg] = (),
+        level: Level = Level.MEMBER,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.commands.append(
+                Command(name, german, tuple(aliases), handler, tuple(args), level, self.group)
+            )
+            return handler
+
+        return register
+
+
+class Registry:
+    def __init__(self, routers: Sequence[Router]) -> None:
+        self.routers = list(routers)
+        self._by_name: dict[str, Command] = {}
+        for router in self.routers:
+            for command in router.commands:
+                for name in command.names():
+                    key = name.casefold()
+                    if key in self._by_name:
+                        raise ValueError(f"command name {name!r} is declared twice")
+                    self._by_name[key] = command
+
+    def find(self, name: str) -> Command | None:
+        return self._by_name.get(name.casefold())
+
+    def all(self) -> list[Command]:
+        return [c for r in self.routers for c in r.commands]
+
+    def closest(self, name: str, limit: int = 3) -> list[Command]:
+        matches = difflib.get_close_matches(name.casefold(), self._by_name, n=8, cutoff=0.6)
+        found: list[Command] = []
+        for match in matches:
+            command = self._by_name[match]
+            if command not in found:
+                found.append(command)
+        return found[:limit]
+
+
+@dataclass
+class Services:
+    """What handlers may use. Grows with the features; never holds anything from nio."""
+
+    storage: Storage
+    catalog: Catalog
+    registry: Registry
+    clock: Clock
+    prefix: str = "!"
+    started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A command as received: who, where, what. `level` is looked up only when needed."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    body: str
+    language: str
+    level: Callable[[], Awaitable[Level]]
+
+
+@dataclass
+class Context:
+    request: Request
+    services: Services
+    command: Command
+
+    @property
+    def sender(self) -> str:
+        return self.request.sender
+
+    @property
+    def room_id(self) -> str:
+        return self.request.room_id
+
+    @property
+    def language(self) -> str:
+        return self.request.language
+
+    async def level(self) -> Level:
+        return await self.request.level()
+
+    def t(self, key: str, **values: Any) -> Text:
+        return self.services.catalog.text(self.language, key, **values)
+
+
+def split_command(body: str, prefix: str) -> tuple[str, str] | None:
+    """`!name rest of line` → (name, rest); None when the text is no command."""
+    text = body.strip()
+    if not text.startswith(prefix):
+        return None
+    name, _, rest = text[len(prefix):].partition(" ")
+    name = name.strip()
+    if not name:
+        return None
+    return name, rest.strip()
+
+
+def parse_args(command: Command, rest: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    remaining = rest
+    for arg in command.args:
+        if arg.rest:
+            word, remaining = remaining.strip(), ""
+        else:
+            word, _, remaining = remaining.strip().partition(" ")
+        if not word:
+            if arg.optional:
+                continue
+            raise ArgumentError(arg.name)
+        if arg.choices and word.casefold() not in arg.choices:
+            raise ArgumentError(arg.name)
+        try:
+            values[arg.name] = arg.convert(word.casefold() if arg.choices else word)
+        except ValueError as exc:
+            raise ArgumentError(arg.name) from exc
+    if remaining.strip():
+        raise ArgumentError("")
+    return values
+
+
+def usage(command: Command, catalog: Catalog, language: str, prefix: str) -> Text:
+    parts = [f"{prefix}{command.display_name(language)}"]
+    for arg in command.args:
+        if arg.choices:
+            label = "|".join(arg.choices)
+        else:
+            label = catalog.template(language, f"args.{arg.name}")
+        parts.append(f"[{label}]" if arg.optional else f"<{label}>")
+    return Text.code(" ".join(parts))
+
+
+async def dispatch(request: Request, services: Services) -> Text | None:
+    """Answer one message. None means: not a command, stay silent."""
+    split = split_command(request.body, services.prefix)
+    if split is None:
+        return None
+    name, rest = split
+    catalog, lang, prefix = services.catalog, request.language, services.prefix
+    command = services.registry.find(name)
+    if command is None:
+        log.info("command=? room=%s outcome=unknown", request.room_id)
+        return _unknown_command(name, services, lang)
+
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        if command.level > Level.MEMBER and await request.level() < command.level:
+            outcome = "refused"
+            return catalog.text(lang, "errors.level", command=Text.code(f"{prefix}{name}"),
+                                level=catalog.text(lang, command.level.key))
+        try:
+            values = parse_args(command, rest)
+        except ArgumentError:
+            outcome = "usage"
+            return catalog.text(lang, "errors.usage", usage=usage(command, catalog, lang, prefix),
+                                help=Text.code(
+                                    f"{prefix}{_help_name(services, lang)} "
+                                    f"{command.display_name(lang)}"))
+        context = Context(request, services, command)
+        reply = await command.handler(context, **values)
+        return reply
+    except UserError as exc:
+        outcome = "user_error"
+        return catalog.text(lang, exc.key, **exc.values)
+    except Exception as exc:
+        outcome = "error"
+        # The traceback shows where it failed; the exception's message may quote the member.
+        log.error(
+            "command %s failed in %s: %s\n%s", command.name, request.room_id,
+            type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
+        return catalog.text(lang, "errors.internal")
+    finally:
+        log.info("command=%s room=%s outcome=%s ms=%.1f", command.name, request.room_id,
+                 outcome, (time.perf_counter() - started) * 1000)
+
+
+def _help_name(services: Services, language: str) -> str:
+    help_command = services.registry.find("help")
+    return help_command.display_name(language) if help_command else "help"
+
+
+def _unknown_command(name: str, services: Services, lang: str) -> Text:
+    catalog, prefix = services.catalog, services.prefix
+    suggestions = services.registry.closest(name)
+    help_command = Text.code(f"{prefix}{_help_name(services, lang)}")
+    command = Text.code(f"{prefix}{name}")
+    if not suggestions:
+        return catalog.text(lang, "errors.unknown", command=command, help=help_command)
+    names = Text.join((Text.code(f"{prefix}{c.display_name(lang)}") for c in suggestions), ", ")
+    return catalog.text(lang, "errors.unknown_suggest", command=command,
+                        suggestions=names, help=help_command)

@@ -1,0 +1,38 @@
+"""SQL lives here: one repository per entity, typed models out, migrations in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.database import Database
+from storage.inbox import InboxRepository
+from storage.migrations import MIGRATIONS
+from storage.outbox import OutboxRepository
+from storage.rooms import RoomRepository
+from storage.session import SessionRepository
+
+
+@dataclass
+class Storage:
+    """The database and every repository on it."""
+
+    db: Database
+    session: SessionRepository
+    inbox: InboxRepository
+    outbox: OutboxRepository
+    rooms: RoomRepository
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Storage:
+        db = await Database.open(path, MIGRATIONS)
+        return cls(
+            db=db,
+            session=SessionRepository(db),
+            inbox=InboxRepository(db),
+            outbox=OutboxRepository(db),
+            rooms=RoomRepository(db),
+        )
+
+    async def close(self) -> None:
+        await self.db.close()
