@@ -203,13 +203,11 @@ class MatrixConnection:
         return SyncBatch(response.next_batch, rooms, invites)
 
     def _inviter(self, invite_state: list[Any]) -> str | None:
+        # nio's invite events lose `content` from their source: read their attributes instead.
         for ev in invite_state:
-            source = _source(ev)
-            if (source.get("type") == "m.room.member"
-                    and source.get("state_key") == self.user_id
-                    and (source.get("content") or {}).get("membership") == "invite"):
-                sender = source.get("sender")
-                return sender if isinstance(sender, str) else None
+            if (isinstance(ev, nio.InviteMemberEvent) and ev.state_key == self.user_id
+                    and ev.membership == "invite"):
+                return ev.sender
         return None
 
     async def messages_before(self, room_id: str, token: str,

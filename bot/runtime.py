@@ -61,16 +61,18 @@ class Bot:
         return self.settings.matrix.user_id
 
     async def start(self) -> None:
-        settings = self.settings
-        self.storage = storage = await Storage.open(settings.storage.database)
-        await storage.inbox.forget_handled_before(now_ms() - HANDLED_EVENTS_KEPT_MS)
-        self.connection = connection = MatrixConnection(settings.matrix)
         try:
-            await connection.start_session(storage.session)
+            await self._start()
         except BaseException:
             await self._close()
             raise
 
+    async def _start(self) -> None:
+        settings = self.settings
+        self.storage = storage = await Storage.open(settings.storage.database)
+        await storage.inbox.forget_handled_before(now_ms() - HANDLED_EVENTS_KEPT_MS)
+        self.connection = connection = MatrixConnection(settings.matrix)
+        await connection.start_session(storage.session)
         services = Services(storage=storage, catalog=Catalog.load(),
                             registry=Registry(self.routers), clock=SystemClock(settings),
                             prefix=settings.bot.command_prefix)

@@ -277,7 +277,11 @@ def _problems(exc: ValidationError) -> list[str]:
         ctx = err.get("ctx") or {}
         if err["type"] == _CUSTOM_ERROR and "field" in ctx:
             loc = (*loc, ctx["field"])
-        line = f"{_dotted(loc)}: {_reason(err)}"
+        reason = _reason(err)
+        safe = err["type"] in _TYPE_REASONS or err["type"] == _CUSTOM_ERROR
+        if loc and loc[-1] in SECRET_FIELDS and not safe:
+            reason = "invalid value"  # belt and braces: never risk echoing a secret
+        line = f"{_dotted(loc)}: {reason}"
         if line not in lines:
             lines.append(line)
     return lines

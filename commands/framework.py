@@ -78,7 +78,7 @@ class Command:
     group: str
 
     def names(self) -> tuple[str, ...]:
-        return (self.name, self.german, *self.aliases)
+        return tuple(dict.fromkeys((self.name, self.german, *self.aliases)))
 
     def display_name(self, language: str) -> str:
         return self.german if language == "de" else self.name

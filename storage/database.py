@@ -148,4 +148,5 @@ class Database:
 
 def _split_sql(script: str) -> list[str]:
     """Split a migration script into statements (our migrations hold no ';' inside literals)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    without_comments = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [s.strip() for s in without_comments.split(";") if s.strip()]
