@@ -182,7 +182,7 @@ class Context:
     async def level(self) -> Level:
         return await self.request.level()
 
-    def t(self, key: str, **values: Any) -> Text:
+    def t(self, key: str, /, **values: Any) -> Text:
         return self.services.catalog.text(self.language, key, **values)
 
 

@@ -107,7 +107,7 @@ class Catalog:
                 return template
         raise KeyError(f"no message {key!r} in any catalog")
 
-    def text(self, language: str, key: str, **values: Any) -> Text:
+    def text(self, language: str, key: str, /, **values: Any) -> Text:
         template = self.template(language, key)
         return Text(
             template.format_map(_Values(values, markdown=True)),
