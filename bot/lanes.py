@@ -33,10 +33,6 @@ class RoomLanes:
     def wake(self) -> None:
         self._wakeup.set()
 
-    @property
-    def busy(self) -> bool:
-        return bool(self._tasks) or self._wakeup.is_set()
-
     async def run(self) -> None:
         self.wake()  # work off whatever was left from before a restart
         try:

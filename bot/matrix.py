@@ -7,7 +7,6 @@ nio's own retry loops are switched off so that one back-off policy governs every
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import aiohttp
 import nio
 
+from bot.backoff import Backoff
 from bot.settings import MatrixSettings
 from storage.session import SessionRepository
 
@@ -140,7 +140,7 @@ class MatrixConnection:
         stored_token = stored.access_token if stored else None
         if token is not None and stored_token != token.get_secret_value():
             self.client.access_token = token.get_secret_value()
-            whoami = await self._call(self.client.whoami())
+            whoami = await self._until_answered(self.client.whoami)
             if isinstance(whoami, nio.WhoamiResponse) and whoami.device_id:
                 self.client.restore_login(whoami.user_id, whoami.device_id,
                                           token.get_secret_value())
@@ -152,8 +152,9 @@ class MatrixConnection:
         password = self._settings.password
         if password is None:
             raise LoginError("no working access token and no password configured")
-        response = await self._call(
-            self.client.login(password.get_secret_value(), device_name=self._settings.device_name)
+        response = await self._until_answered(
+            lambda: self.client.login(password.get_secret_value(),
+                                      device_name=self._settings.device_name)
         )
         if not isinstance(response, nio.LoginResponse):
             raise LoginError(f"login failed: {getattr(response, 'status_code', '')} "
@@ -162,13 +163,20 @@ class MatrixConnection:
         log.info("logged in as %s, new device %s", response.user_id, response.device_id)
 
     async def _token_works(self) -> bool:
+        response = await self._until_answered(self.client.whoami)
+        return isinstance(response, nio.WhoamiResponse)
+
+    async def _until_answered(self, request: Any) -> Any:
+        """Repeat a start-up request while the homeserver is unreachable or failing."""
+        backoff = Backoff()
         while True:
             try:
-                response = await self._call(self.client.whoami())
-            except TransientError:
-                await asyncio.sleep(2)  # homeserver not up yet; the token may still be fine
-                continue
-            return isinstance(response, nio.WhoamiResponse)
+                response = await self._call(request())
+                self._raise_if_transient(response)
+                return response
+            except TransientError as exc:
+                delay = await backoff.wait()
+                log.warning("homeserver not reachable (%s); retrying in %.1f s", exc, delay)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -281,6 +289,8 @@ class MatrixConnection:
             raise TransientError(type(exc).__name__) from exc
 
     def _raise_if_transient(self, response: Any) -> None:
+        if not isinstance(response, nio.ErrorResponse):
+            return
         status = _http_status(response)
         if status is None or status >= 500 or status == 429:
             raise TransientError(f"HTTP {status}")
