@@ -21,7 +21,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """Half the exponential step fixed, half random: never a tight loop, never in lockstep."""
-        step = min(self.cap, self.base * 2 ** self.failures)
+        step = min(self.cap, self.base * 2.0 ** min(self.failures, 64))
         self.failures += 1
         return step / 2 + self._rng() * step / 2
 

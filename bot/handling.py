@@ -11,9 +11,10 @@ import hashlib
 import logging
 from collections.abc import Callable
 
+from bot.matrix import TransientError
 from bot.permissions import Permissions
 from bot.render import paginate
-from commands.framework import Request, Services, dispatch
+from commands.framework import Level, Request, RetryLater, Services, dispatch
 from commands.i18n import Text
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
@@ -51,8 +52,11 @@ class CommandHandler:
         storage = self._services.storage
         language = await storage.rooms.language(message.room_id) or self._default_language
 
-        async def level():
-            return await self._permissions.level(message.room_id, message.sender)
+        async def level() -> Level:
+            try:
+                return await self._permissions.level(message.room_id, message.sender)
+            except TransientError as exc:
+                raise RetryLater from exc  # the command stays in the inbox
 
         request = Request(message.event_id, message.room_id, message.sender, message.body,
                           language, level)

@@ -70,9 +70,11 @@ class RoomEvent:
 @dataclass(frozen=True)
 class RoomTimeline:
     room_id: str
-    events: list[RoomEvent]  # oldest first; state events from the `state` block come first
+    events: list[RoomEvent]  # the timeline, oldest first
     limited: bool
     prev_batch: str | None
+    # State that changed before the timeline starts: no place in the order of events.
+    state: list[RoomEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -195,15 +197,12 @@ class MatrixConnection:
         )
         if not isinstance(response, nio.SyncResponse):
             self._raise_for(response, "sync")
-        rooms = []
-        for room_id, info in response.rooms.join.items():
-            events = [
-                e for e in (RoomEvent.from_source(room_id, _source(ev))
-                            for ev in [*info.state, *info.timeline.events])
-                if e is not None
-            ]
-            rooms.append(RoomTimeline(room_id, events, bool(info.timeline.limited),
-                                      info.timeline.prev_batch))
+        rooms = [
+            RoomTimeline(room_id, _events(room_id, info.timeline.events),
+                         bool(info.timeline.limited), info.timeline.prev_batch,
+                         state=_events(room_id, info.state))
+            for room_id, info in response.rooms.join.items()
+        ]
         invites = [
             Invite(room_id, self._inviter(info.invite_state))
             for room_id, info in response.rooms.invite.items()
@@ -227,9 +226,7 @@ class MatrixConnection:
         )
         if not isinstance(response, nio.RoomMessagesResponse):
             self._raise_for(response, "messages")
-        events = [e for e in (RoomEvent.from_source(room_id, _source(ev))
-                              for ev in response.chunk) if e is not None]
-        return events, (response.end if response.chunk else None)
+        return _events(room_id, response.chunk), (response.end if response.chunk else None)
 
     async def room_state(self, room_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The room's power-levels content and its create event (with sender), read live."""
@@ -300,6 +297,11 @@ class MatrixConnection:
         if errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
             raise LoginError(f"{what}: the access token is no longer valid ({errcode})")
         raise TransientError(f"{what}: HTTP {_http_status(response)} {errcode or ''}".strip())
+
+
+def _events(room_id: str, events: list[Any]) -> list[RoomEvent]:
+    parsed = (RoomEvent.from_source(room_id, _source(ev)) for ev in events)
+    return [e for e in parsed if e is not None]
 
 
 def _source(event: Any) -> dict[str, Any]:

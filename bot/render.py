@@ -12,7 +12,7 @@ from typing import Any
 import nh3
 from markdown_it import MarkdownIt
 
-from commands.i18n import Text
+from commands.i18n import Text, escape_markdown
 
 # Events over 65,536 bytes are refused; leave room for the envelope the server adds.
 MAX_CONTENT_BYTES = 60_000
@@ -75,41 +75,45 @@ def paginate(text: Text, page_label: Any, reply_to: str | None = None,
         return [whole]
     # Markdown and plain text hold the same lines (escaping never adds a line break).
     lines = list(zip(text.markdown.split("\n"), text.plain.split("\n"), strict=False))
-    # Budget per page: HTML roughly doubles the Markdown, and body and formatted_body both count.
-    budget = limit // 4
+    budget = limit // 4  # HTML can double the Markdown; body and formatted_body both count
+    while True:
+        pages = _pack(lines, budget)
+        contents = []
+        for number, page in enumerate(pages, start=1):
+            body = Text("\n".join(md for md, _ in page), "\n".join(p for _, p in page))
+            label = page_label(number, len(pages))
+            contents.append(notice(body + Text("\n\n", "\n\n") + label, reply_to))
+        if all(content_size(c) <= limit for c in contents) or budget < 256:
+            return contents
+        budget //= 2  # unusual text (control characters, entities) grew more than expected
+
+
+def _json_size(value: str) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def _pack(lines: list[tuple[str, str]], budget: int) -> list[list[tuple[str, str]]]:
     pages: list[list[tuple[str, str]]] = [[]]
     size = 0
     for md, plain in lines:
-        for md_part, plain_part in _split_long_line(md, plain, budget):
-            cost = len(md_part.encode()) + len(plain_part.encode()) + 2
+        for part in _split_long_line(md, plain, budget):
+            cost = _json_size(part[0]) + _json_size(part[1])
             if pages[-1] and size + cost > budget:
                 pages.append([])
                 size = 0
-            pages[-1].append((md_part, plain_part))
+            pages[-1].append(part)
             size += cost
-    contents = []
-    for number, page in enumerate(pages, start=1):
-        label = page_label(number, len(pages))
-        body = Text("\n".join(md for md, _ in page), "\n".join(p for _, p in page))
-        contents.append(notice(body + Text("\n\n", "\n\n") + label, reply_to))
-    return contents
+    return pages
 
 
 def _split_long_line(md: str, plain: str, budget: int) -> list[tuple[str, str]]:
-    if len(md.encode()) + len(plain.encode()) <= budget:
+    """A line too long for one page is cut in its plain text and escaped anew per piece.
+
+    The pieces lose the line's own Markdown (such a line is almost all member text anyway),
+    but each shows the same text in `body` and `formatted_body`.
+    """
+    if _json_size(md) + _json_size(plain) <= budget:
         return [(md, plain)]
-    step = max(1, budget // 8)  # characters; up to 4 bytes each in UTF-8, twice over
-    md_parts, plain_parts = [], []
-    start = 0
-    while start < len(md):
-        end = min(len(md), start + step)
-        # Never cut between a backslash and the character it escapes.
-        while end < len(md) and end > start + 1 and md[end - 1] == "\\":
-            end -= 1
-        md_parts.append(md[start:end])
-        start = end
-    plain_parts = [plain[i:i + step] for i in range(0, len(plain), step)] or [""]
-    count = max(len(md_parts), len(plain_parts))
-    md_parts += [""] * (count - len(md_parts))
-    plain_parts += [""] * (count - len(plain_parts))
-    return list(zip(md_parts, plain_parts, strict=True))
+    step = max(1, budget // 16)  # characters: escaping and JSON may grow each up to ~8 bytes
+    return [(escape_markdown(plain[i:i + step]), plain[i:i + step])
+            for i in range(0, len(plain), step)]

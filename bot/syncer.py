@@ -92,9 +92,10 @@ class Syncer:
             if events:
                 last = events[-1]
                 cursors.append(RoomCursor(room.room_id, last.event_id, last.origin_ts))
+            if any(e.type == "m.room.power_levels" and e.state_key == ""
+                   for e in [*room.state, *events]):
+                self._on_power_levels(room.room_id)
             for event in events:
-                if event.type == "m.room.power_levels" and event.state_key == "":
-                    self._on_power_levels(room.room_id)
                 command = self._as_command(event)
                 if command is not None:
                     commands.append(command)

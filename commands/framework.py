@@ -45,6 +45,10 @@ class UserError(Exception):
         self.values = values
 
 
+class RetryLater(Exception):
+    """Something the command needs is unreachable right now: keep it queued and try again."""
+
+
 class ArgumentError(Exception):
     """The arguments do not fit the command; answered with its usage line."""
 
@@ -191,11 +195,11 @@ def split_command(body: str, prefix: str) -> tuple[str, str] | None:
     text = body.strip()
     if not text.startswith(prefix):
         return None
-    name, _, rest = text[len(prefix):].partition(" ")
-    name = name.strip()
-    if not name:
+    after = text[len(prefix):]
+    if not after or after[0].isspace():  # the name follows the prefix directly
         return None
-    return name, rest.strip()
+    parts = after.split(maxsplit=1)  # any whitespace, line breaks too
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
 
 
 def parse_args(command: Command, rest: str) -> dict[str, Any]:
@@ -262,6 +266,9 @@ async def dispatch(request: Request, services: Services) -> Text | None:
         context = Context(request, services, command)
         reply = await command.handler(context, **values)
         return reply
+    except RetryLater:
+        outcome = "retry_later"
+        raise
     except UserError as exc:
         outcome = "user_error"
         return catalog.text(lang, exc.key, **exc.values)

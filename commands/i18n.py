@@ -41,6 +41,7 @@ class Text:
     @classmethod
     def code(cls, value: str) -> Text:
         """Untrusted text as an inline code span (CommonMark shows its content literally)."""
+        value = " ".join(value.splitlines())  # a line break could end the span's paragraph
         longest = max((len(run) for run in re.findall(r"`+", value)), default=0)
         fence = "`" * (longest + 1)
         padded = f" {value} " if value.startswith("`") or value.endswith("`") else value

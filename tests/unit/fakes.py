@@ -1,0 +1,169 @@
+"""Small fakes for the unit tests: no network, no nio, no real sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.backoff import Backoff
+from bot.matrix import Invite, RoomEvent, RoomTimeline, SendOutcome, SendResult, SyncBatch
+from commands import core
+from commands.framework import Level, Registry, Request, Router, Services
+from commands.i18n import Catalog
+from storage import Storage
+
+BOT = "@nextbot:example.org"
+ALICE = "@alice:example.org"
+BOB = "@bob:example.org"
+BOSS = "@boss:example.org"
+ROOM = "!room:example.org"
+OTHER_ROOM = "!other:example.org"
+
+CATALOG = Catalog.load()
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def make_services(storage: Storage, routers: Iterable[Router] = (core.router,),
+                  prefix: str = "!") -> Services:
+    return Services(storage=storage, catalog=CATALOG, registry=Registry(list(routers)),
+                    clock=FixedClock(), prefix=prefix)
+
+
+def fixed_level(level: Level) -> Callable[[], Awaitable[Level]]:
+    async def get() -> Level:
+        return level
+
+    return get
+
+
+def request(body: str, level: Level = Level.MEMBER, language: str = "de",
+            room_id: str = ROOM, sender: str = ALICE, event_id: str = "$cmd") -> Request:
+    return Request(event_id, room_id, sender, body, language, fixed_level(level))
+
+
+class Sleeps:
+    """An injectable `sleep` that only records how long it was asked to wait."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        await asyncio.sleep(0)
+
+
+def no_jitter_backoff(sleep: Callable[[float], Awaitable[None]] | None = None,
+                      base: float = 0.5, cap: float = 30.0) -> Backoff:
+    """rng() == 1.0: every delay is exactly the exponential step."""
+    if sleep is None:
+        return Backoff(base=base, cap=cap, rng=lambda: 1.0)
+    return Backoff(base=base, cap=cap, rng=lambda: 1.0, sleep=sleep)
+
+
+# -- Matrix-shaped plain data ---------------------------------------------------------------------
+
+
+def message(event_id: str, body: Any, *, ts: int, sender: str = ALICE, room_id: str = ROOM,
+            msgtype: str = "m.text", **extra: Any) -> RoomEvent:
+    content = {"msgtype": msgtype, "body": body, **extra}
+    return RoomEvent(event_id, room_id, sender, "m.room.message", ts, content)
+
+
+def member_event(event_id: str, user_id: str, membership: str, *, ts: int,
+                 room_id: str = ROOM, previous: str | None = None) -> RoomEvent:
+    unsigned = {"prev_content": {"membership": previous}} if previous else {}
+    return RoomEvent(event_id, room_id, user_id, "m.room.member", ts,
+                     {"membership": membership}, state_key=user_id, unsigned=unsigned)
+
+
+def power_levels_event(event_id: str, *, ts: int, room_id: str = ROOM,
+                       sender: str = ALICE) -> RoomEvent:
+    return RoomEvent(event_id, room_id, sender, "m.room.power_levels", ts,
+                     {"users": {sender: 100}}, state_key="")
+
+
+def timeline(events: list[RoomEvent], room_id: str = ROOM, limited: bool = False,
+             prev_batch: str | None = None, state: list[RoomEvent] = ()) -> RoomTimeline:
+    return RoomTimeline(room_id, events, limited, prev_batch, state=list(state))
+
+
+def batch(next_batch: str, *rooms: RoomTimeline, invites: Iterable[Invite] = ()) -> SyncBatch:
+    return SyncBatch(next_batch, list(rooms), list(invites))
+
+
+class FakeSyncSource:
+    """Scripted `SyncSource`: each sync() returns (or raises) the next scripted item.
+
+    `pages[(room_id, token)] = (events newest first, next token)` answers `messages_before`.
+    """
+
+    def __init__(self, script: Iterable[SyncBatch | BaseException] = (),
+                 pages: dict[tuple[str, str], tuple[list[RoomEvent], str | None]] | None = None,
+                 user_id: str = BOT) -> None:
+        self.user_id = user_id
+        self.script = list(script)
+        self.pages = dict(pages or {})
+        self.sync_calls: list[tuple[str | None, int | None]] = []
+        self.page_calls: list[tuple[str, str]] = []
+        self.joined: list[str] = []
+        self.rejected: list[str] = []
+
+    async def sync(self, since: str | None, timeout_ms: int | None = None) -> SyncBatch:
+        self.sync_calls.append((since, timeout_ms))
+        if not self.script:
+            raise asyncio.CancelledError  # the script ran out: end `Syncer.run()`
+        item = self.script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def messages_before(self, room_id: str, token: str,
+                              limit: int = 100) -> tuple[list[RoomEvent], str | None]:
+        self.page_calls.append((room_id, token))
+        page = self.pages[(room_id, token)]
+        if isinstance(page, BaseException):
+            raise page
+        return page
+
+    async def join(self, room_id: str) -> bool:
+        self.joined.append(room_id)
+        return True
+
+    async def reject(self, room_id: str) -> bool:
+        self.rejected.append(room_id)
+        return True
+
+
+class FakeTransport:
+    """Scripted `Transport`: answers each send with the next result (SENT when the script ends)."""
+
+    def __init__(self, results: Iterable[SendResult] = ()) -> None:
+        self.results = list(results)
+        self.sent: list[tuple[str, str, dict[str, Any], str]] = []
+
+    async def send(self, room_id: str, event_type: str, content: dict[str, Any],
+                   txn_id: str) -> SendResult:
+        self.sent.append((room_id, event_type, content, txn_id))
+        if self.results:
+            return self.results.pop(0)
+        return SendResult(SendOutcome.SENT, event_id=f"$sent{len(self.sent)}")
+
+    @property
+    def txn_ids(self) -> list[str]:
+        return [txn for _, _, _, txn in self.sent]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 1.0) -> None:
+    """Let the loop run until `condition()` holds (fails the test after `timeout` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)

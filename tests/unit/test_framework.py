@@ -1,0 +1,345 @@
+import logging
+
+import pytest
+
+from bot.render import to_html
+from commands import core
+from commands.framework import (
+    Arg,
+    ArgumentError,
+    Command,
+    Level,
+    Registry,
+    Request,
+    Router,
+    UserError,
+    dispatch,
+    parse_args,
+    split_command,
+    usage,
+)
+from commands.i18n import LANGUAGES, Catalog, Text
+from tests.unit.fakes import ALICE, CATALOG, ROOM, make_services, request
+
+SECRET_MESSAGE = "x-secret-marker-9f3"
+SECRET_ARG = "geheim-argument-4711"
+
+EXTRA = {
+    "groups.testing": "Test",
+    "args.number": "zahl",
+    "args.text": "text",
+    "commands.boom.summary": "Fällt um.",
+    "commands.boom.examples": "!boom",
+    "commands.oops.summary": "Nutzerfehler.",
+    "commands.oops.examples": "!oops",
+    "commands.double.summary": "Verdoppelt.",
+    "commands.double.examples": "!double 2",
+}
+TEST_CATALOG = Catalog({
+    lang: {**{k: CATALOG.template(lang, k) for k in CATALOG.keys(lang)}, **EXTRA}
+    for lang in LANGUAGES
+})
+
+testing = Router("testing")
+
+
+@testing.command("boom", "knall", args=[Arg("text", rest=True, optional=True)])
+async def boom(ctx, text=None):
+    raise RuntimeError(SECRET_MESSAGE)
+
+
+@testing.command("oops", "hoppla")
+async def oops(ctx):
+    raise UserError("help.unknown", command="<b>**fett**</b>", suggestions="–")
+
+
+@testing.command("double", "doppelt", args=[Arg("number", convert=int)])
+async def double(ctx, number):
+    return Text.raw(str(2 * number))
+
+
+@pytest.fixture
+def services(storage):
+    s = make_services(storage, [core.router, testing])
+    s.catalog = TEST_CATALOG
+    return s
+
+
+@pytest.fixture
+def core_services(storage):
+    return make_services(storage)
+
+
+def md(reply: Text) -> str:
+    return to_html(reply.markdown)
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("!ping", ("ping", "")),
+    ("  !hilfe   sprache  ", ("hilfe", "sprache")),
+    ("!sprache en extra", ("sprache", "en extra")),
+    ("!", None),
+    ("! ping", None),
+    ("ping", None),
+    ("hallo !ping", None),
+    ("?ping", None),
+])
+def test_split_command(body, expected):
+    assert split_command(body, "!") == expected
+
+
+def test_split_command_with_a_longer_prefix():
+    assert split_command("bot: ping", "bot:") is None  # the name must follow directly
+    assert split_command("bot:ping now", "bot:") == ("ping", "now")
+
+
+def make_command(*args: Arg) -> Command:
+    async def handler(ctx, **values):
+        return None
+
+    return Command("x", "x", (), handler, tuple(args), Level.MEMBER, "testing")
+
+
+def test_parse_args():
+    command = make_command(Arg("n", convert=int), Arg("lang", choices=("de", "en")),
+                           Arg("rest", rest=True, optional=True))
+    assert parse_args(command, "3 EN was  auch immer") == {"n": 3, "lang": "en",
+                                                          "rest": "was  auch immer"}
+    assert parse_args(command, "  3   de ") == {"n": 3, "lang": "de"}
+    for bad in ("", "3", "drei de", "3 fr"):
+        with pytest.raises(ArgumentError):
+            parse_args(command, bad)
+
+
+def test_parse_args_refuses_extra_words():
+    command = make_command(Arg("a"), Arg("b", optional=True))
+    assert parse_args(command, "eins") == {"a": "eins"}
+    assert parse_args(command, "eins zwei") == {"a": "eins", "b": "zwei"}
+    with pytest.raises(ArgumentError):
+        parse_args(command, "eins zwei drei")
+
+
+def test_usage_line():
+    language = core_command("language")
+    assert usage(language, CATALOG, "de", "!") == Text.code("!sprache <de|en>")
+    help_ = core_command("help")
+    assert usage(help_, CATALOG, "en", "?") == Text.code("?help [command]")
+
+
+def core_command(name: str) -> Command:
+    return next(c for c in core.router.commands if c.name == name)
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+
+def test_registry_finds_every_name_case_insensitively():
+    registry = Registry([core.router])
+    for name in ("help", "HILFE", "?", "Sprache", "language"):
+        assert registry.find(name) is not None, name
+    assert registry.find("hilfe") is registry.find("?")
+    assert registry.find("nope") is None
+    assert [c.name for c in registry.all()] == ["help", "ping", "language", "status"]
+
+
+@pytest.mark.parametrize("clash", ["ping", "PING", "hilfe", "?"])
+def test_duplicate_command_names_across_routers_raise(clash):
+    other = Router("other")
+
+    @other.command("other", clash)
+    async def handler(ctx):
+        return None
+
+    with pytest.raises(ValueError, match="declared twice"):
+        Registry([core.router, other])
+
+
+def test_same_router_twice_raises():
+    with pytest.raises(ValueError):
+        Registry([core.router, core.router])
+
+
+# -- dispatch -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", ["hallo", "ping!", "!", "  ", "> !ping"])
+async def test_not_a_command_gives_none(services, body):
+    assert await dispatch(request(body), services) is None
+
+
+async def test_ping(services):
+    reply = await dispatch(request("!ping"), services)
+    assert reply.plain == "Pong! Ich bin da."
+
+
+async def test_unknown_command_suggests_close_names(services):
+    reply = await dispatch(request("!pnig"), services)
+    assert "Meintest du" in reply.plain
+    assert "!ping" in reply.plain
+    assert "!hilfe" in reply.plain
+    reply = await dispatch(request("!hlep", language="en"), services)
+    assert "Did you mean" in reply.plain and "!help" in reply.plain
+
+
+async def test_unknown_command_without_anything_close(services):
+    reply = await dispatch(request("!xyzzyq"), services)
+    assert "Meintest" not in reply.plain
+    assert reply.plain == "Den Befehl !xyzzyq kenne ich nicht. Alle Befehle zeigt !hilfe."
+
+
+async def test_unknown_command_name_cannot_inject_markup(services):
+    reply = await dispatch(request("!x\n\n[click](https://evil.example)"), services)
+    assert "<a " not in md(reply)
+
+
+async def test_level_refused_names_the_level(services):
+    asked = []
+
+    async def level():
+        asked.append(True)
+        return Level.MEMBER
+
+    reply = await dispatch(Request("$e", ROOM, ALICE, "!sprache en", "de", level), services)
+    assert asked
+    assert reply.plain == ("Den Befehl !sprache dürfen nur Personen mit der Rolle Moderation "
+                           "ausführen.")
+    assert "<strong>Moderation</strong>" in md(reply)
+    assert await services.storage.rooms.language(ROOM) is None
+
+    reply = await dispatch(request("!status", Level.MODERATOR, "en"), services)
+    assert reply.plain == "Only people with the role bot administrator may use !status."
+
+
+async def test_the_level_is_looked_up_only_for_restricted_commands(services):
+    asked = []
+
+    async def level():
+        asked.append(True)
+        return Level.MEMBER
+
+    await dispatch(Request("$e", ROOM, ALICE, "!ping", "de", level), services)
+    await dispatch(Request("$e", ROOM, ALICE, "!nope", "de", level), services)
+    assert asked == []
+
+
+async def test_moderator_may_change_the_language(services):
+    reply = await dispatch(request("!sprache EN", Level.MODERATOR), services)
+    assert await services.storage.rooms.language(ROOM) == "en"
+    assert reply.plain == "Got it: in this room I will answer in English from now on."
+
+
+@pytest.mark.parametrize("body", ["!sprache fr", "!sprache", "!sprache de en"])
+async def test_wrong_arguments_answer_with_the_usage_line(services, body):
+    reply = await dispatch(request(body, Level.ADMIN), services)
+    assert reply.plain == ("So funktioniert der Befehl: !sprache <de|en>\n"
+                           "Mehr dazu: !hilfe sprache")
+    assert "<code>!sprache &lt;de|en&gt;</code>" in md(reply)
+    assert await services.storage.rooms.language(ROOM) is None
+
+
+async def test_conversion_error_answers_with_usage_in_english(services):
+    reply = await dispatch(request("!double zwei", language="en"), services)
+    assert reply.plain == "How to use it: !double <zahl>\nMore: !help double"
+    assert (await dispatch(request("!doppelt 21"), services)).plain == "42"
+
+
+async def test_extra_words_for_a_command_without_arguments(services):
+    reply = await dispatch(request("!ping jetzt"), services)
+    assert reply.plain.startswith("So funktioniert der Befehl: !ping\n")
+
+
+async def test_user_error_answers_with_its_catalog_text(services):
+    reply = await dispatch(request("!oops"), services)
+    assert reply.plain == ("Einen Befehl „<b>**fett**</b>“ gibt es nicht. "
+                           "Ähnliche Befehle: –")
+    assert "<b>" not in md(reply) and "<strong>" not in md(reply)
+
+
+async def test_handler_exception_answers_internal_and_logs_no_secrets(services, caplog):
+    caplog.set_level(logging.DEBUG)
+    reply = await dispatch(request(f"!knall {SECRET_ARG}"), services)
+    assert reply == CATALOG.text("de", "errors.internal")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "boom" in errors[0].getMessage() and "RuntimeError" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+    for record in caplog.records:
+        logged = record.getMessage() + (record.exc_text or "")
+        assert SECRET_ARG not in logged
+        assert SECRET_MESSAGE not in logged
+    assert SECRET_ARG not in caplog.text and SECRET_MESSAGE not in caplog.text
+    assert any("outcome=error" in r.getMessage() for r in caplog.records)
+
+
+async def test_outcome_is_logged_without_the_body(services, caplog):
+    caplog.set_level(logging.INFO)
+    await dispatch(request(f"!sprache {SECRET_ARG}", Level.ADMIN), services)
+    await dispatch(request(f"!unbekannt {SECRET_ARG}"), services)
+    assert "outcome=usage" in caplog.text and "outcome=unknown" in caplog.text
+    assert SECRET_ARG not in caplog.text
+
+
+# -- help ---------------------------------------------------------------------------------------
+
+
+async def test_help_for_a_member_lists_only_member_commands(core_services):
+    reply = await dispatch(request("!hilfe"), core_services)
+    text = reply.plain
+    assert text.startswith("NExT-Bot – das kann ich für dich tun:")
+    assert "!hilfe [befehl]" in text and "!ping" in text
+    assert "Prüft, ob der Bot antwortet." in text
+    assert "!sprache" not in text and "!status" not in text
+    assert text.endswith("Mehr zu einem Befehl: !hilfe <befehl>")
+
+
+async def test_help_for_a_moderator_and_an_admin(core_services):
+    moderator = (await dispatch(request("!hilfe", Level.MODERATOR), core_services)).plain
+    assert "!sprache <de|en>" in moderator and "!status" not in moderator
+    admin = (await dispatch(request("!?", Level.ADMIN), core_services)).plain
+    for name in ("!hilfe", "!ping", "!sprache", "!status"):
+        assert name in admin
+
+
+async def test_help_in_english(core_services):
+    reply = await dispatch(request("!help", Level.ADMIN, language="en"), core_services)
+    text = reply.plain
+    assert text.startswith("NExT bot – here is what I can do for you:")
+    assert "!help [command]" in text and "!language <de|en>" in text and "!status" in text
+    assert "Lists the commands you can use" in text
+    assert "!hilfe" not in text and "!sprache" not in text
+    assert "<strong>General</strong>" in md(reply)
+
+
+async def test_help_for_one_command_shows_usage_and_examples(core_services):
+    reply = await dispatch(request("!hilfe sprache"), core_services)
+    text = reply.plain
+    assert text.startswith("!sprache <de|en>\n\nStellt die Sprache")
+    assert "Aufrufbar als: !language, !sprache" in text
+    assert "Beispiele:\n- !sprache de\n- !sprache en" in text
+    assert "Hinweis: Dafür brauchst du die Rolle Moderation." in text  # asked by a member
+    moderator = (await dispatch(request("!hilfe !sprache", Level.MODERATOR), core_services))
+    assert "Hinweis" not in moderator.plain
+
+
+async def test_help_for_one_command_in_english_with_another_prefix(storage):
+    services = make_services(storage, prefix="?")
+    reply = await dispatch(request("?help language", Level.MODERATOR, "en"), services)
+    assert "Examples:\n- ?language de\n- ?language en" in reply.plain
+    assert reply.plain.startswith("?language <de|en>")
+
+
+async def test_help_for_an_unknown_command(core_services):
+    reply = await dispatch(request("!hilfe spracha"), core_services)
+    assert reply.plain == "Einen Befehl „spracha“ gibt es nicht. Ähnliche Befehle: !sprache"
+    reply = await dispatch(request("!hilfe qqqqqq"), core_services)
+    assert reply.plain.endswith("Ähnliche Befehle: –")
+
+
+async def test_status_for_an_admin(core_services):
+    await core_services.storage.outbox.add([], created_at=1)
+    reply = await dispatch(request("!status", Level.ADMIN), core_services)
+    assert reply.plain.startswith("Status\n- Version: ")
+    assert "- Offene Befehle: 0" in reply.plain and "- Bekannte Befehle: 4" in reply.plain

@@ -1,0 +1,153 @@
+import html
+import re
+import string
+
+import pytest
+
+from bot.render import to_html
+from bot.runtime import FEATURES
+from commands import core
+from commands.framework import Level, Registry, parse_args
+from commands.i18n import LANGUAGES, Catalog, Text, escape_markdown
+from tests.unit.fakes import CATALOG
+
+ROUTERS = list(dict.fromkeys([core.router, *FEATURES]))
+COMMANDS = [c for r in ROUTERS for c in r.commands]
+HOSTILE = ["**x**", "<b>fett</b>", "[a](javascript:x)", "@room", "_y_", "`z`", "# Titel",
+           "&amp;", "<script>alert(1)</script>", "![i](https://e.org/i.png)", "\\*",
+           "Zeile\n# Titel\n- Punkt\n1. Eins\n> Zitat\n***"]
+
+
+def placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def code_content(rendered: str) -> str:
+    found = re.fullmatch(r"<p><code>(.*)</code></p>", rendered, re.DOTALL)
+    assert found, rendered
+    return html.unescape(found.group(1))
+
+
+# -- catalogs -----------------------------------------------------------------------------------
+
+
+def test_both_languages_are_loaded():
+    assert set(CATALOG.languages()) == set(LANGUAGES) == {"de", "en"}
+
+
+def test_catalogs_have_the_same_keys():
+    assert CATALOG.keys("de") == CATALOG.keys("en")
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG.keys("de")))
+def test_each_key_has_the_same_placeholders_in_both_languages(key):
+    assert placeholders(CATALOG.template("de", key)) == placeholders(CATALOG.template("en", key))
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+def test_every_command_is_described(command, lang):
+    assert CATALOG.has(lang, f"commands.{command.name}.summary")
+    assert CATALOG.has(lang, f"commands.{command.name}.examples")
+    assert CATALOG.has(lang, f"groups.{command.group}")
+    for arg in command.args:
+        if not arg.choices:
+            assert CATALOG.has(lang, f"args.{arg.name}"), arg.name
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+def test_every_example_is_a_valid_call_of_its_command(command, lang):
+    registry = Registry(ROUTERS)
+    lines = CATALOG.template(lang, f"commands.{command.name}.examples").splitlines()
+    assert lines
+    for line in lines:
+        assert line.startswith("!"), line
+        name, _, rest = line[1:].partition(" ")
+        assert registry.find(name) is command, line
+        parse_args(command, rest)  # raises ArgumentError if the example is wrong
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_levels_have_names(lang):
+    for level in Level:
+        assert CATALOG.has(lang, level.key)
+
+
+def test_unknown_language_falls_back_to_german_and_unknown_key_raises():
+    assert CATALOG.template("fr", "ping.pong") == CATALOG.template("de", "ping.pong")
+    with pytest.raises(KeyError):
+        CATALOG.template("de", "no.such.key")
+
+
+def test_load_reads_a_given_directory(tmp_path):
+    (tmp_path / "de.toml").write_text('[a]\nb = "Hallo {name}"\n', encoding="utf-8")
+    (tmp_path / "en.toml").write_text('[a]\nb = "Hello {name}"\n', encoding="utf-8")
+    catalog = Catalog.load(tmp_path)
+    assert catalog.keys("en") == {"a.b"}
+    assert catalog.text("en", "a.b", name="Ann").plain == "Hello Ann"
+
+
+# -- escaping -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_values_render_literally(value):
+    text = CATALOG.text("de", "help.unknown", command=value, suggestions="–")
+    assert value in text.plain
+    rendered = to_html(text.markdown)
+    assert value in html.unescape(re.sub(r"<[^>]+>", "", rendered))
+    for tag in ("<b>", "<strong>", "<em>", "<a ", "<script", "<img", "<h1>", "<code>", "<ul>",
+                "<ol>", "<blockquote>", "<hr"):
+        assert tag not in rendered
+
+
+def test_templates_markup_stays_markup_but_values_do_not():
+    text = CATALOG.text("de", "language.changed", language="**Klingonisch**")
+    assert to_html(text.markdown) == (
+        "<p>Alles klar: In diesem Raum antworte ich ab jetzt auf "
+        "<strong>**Klingonisch**</strong>.</p>"
+    )
+    assert text.plain == ("Alles klar: In diesem Raum antworte ich ab jetzt auf "
+                          "**Klingonisch**.")
+
+
+def test_numbers_are_formatted_not_escaped():
+    text = CATALOG.text("en", "reply.page", page=2, pages=10)
+    assert text == Text("(part 2 of 10)", "(part 2 of 10)")
+
+
+def test_escape_markdown_escapes_every_ascii_punctuation():
+    assert escape_markdown("a.b") == "a\\.b"
+    assert escape_markdown("Grüße 1") == "Grüße 1"
+    punctuation = string.punctuation
+    assert escape_markdown(punctuation) == "".join("\\" + c for c in punctuation)
+
+
+def test_raw_text_is_escaped_for_markdown_and_literal_in_plain():
+    text = Text.raw("<i>x</i> @room")
+    assert text.plain == "<i>x</i> @room"
+    assert "<i>" not in to_html(text.markdown)
+    assert "x</i> @room" in html.unescape(to_html(text.markdown))
+
+
+@pytest.mark.parametrize("value", ["!ping", "a`b", "a``b`c", "`x", "x`", "`", "``y``",
+                                   "<b>**x**</b>", "[a](javascript:x)"])
+def test_code_shows_backticks_and_markup_literally(value):
+    text = Text.code(value)
+    assert text.plain == value
+    assert code_content(to_html(text.markdown)) == value
+
+
+@pytest.mark.parametrize("value", ["!x\n\n[click](https://evil.example)", "!x\n# Titel"])
+def test_code_with_line_breaks_stays_one_code_span(value):
+    rendered = to_html(Text.code(value).markdown)
+    assert "<a " not in rendered
+    assert "<h1>" not in rendered
+    assert rendered.startswith("<p><code>") and rendered.endswith("</code></p>")
+
+
+def test_join_and_add():
+    joined = Text.join([Text.raw("a*"), Text.code("b")], ", ")
+    assert joined == Text("a\\*, `b`", "a*, b")
+    assert Text.raw("x") + Text.raw("!") == Text("x\\!", "x!")

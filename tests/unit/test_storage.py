@@ -1,0 +1,307 @@
+import asyncio
+import sqlite3
+
+import pytest
+
+from storage import Storage
+from storage.database import Database, DatabaseTooNewError, Migration
+from storage.inbox import InboxMessage
+from storage.migrations import MIGRATIONS
+from storage.outbox import OutgoingMessage
+from storage.rooms import RoomCursor
+from tests.unit.fakes import ALICE, BOT, OTHER_ROOM, ROOM
+
+TABLES = {"bot_session", "room_cursor", "inbox", "handled_events", "outbox", "room_settings"}
+
+
+def cmd(event_id: str, room_id: str = ROOM, body: str = "!ping") -> InboxMessage:
+    return InboxMessage(event_id, room_id, ALICE, body, 1000)
+
+
+def out(txn_id: str, room_id: str = ROOM, body: str = "x") -> OutgoingMessage:
+    return OutgoingMessage(txn_id, room_id, {"msgtype": "m.notice", "body": body})
+
+
+async def tables(db: Database) -> set[str]:
+    rows = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r[0] for r in rows}
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+
+async def test_migrations_run_to_the_latest_version(storage):
+    assert await storage.db.version() == len(MIGRATIONS)
+    assert await tables(storage.db) >= TABLES
+
+
+async def test_migrating_again_changes_nothing(storage):
+    await storage.db.migrate(MIGRATIONS)
+    assert await storage.db.version() == len(MIGRATIONS)
+
+
+async def test_only_missing_steps_run_each_with_its_version():
+    first = Migration(1, "one", "CREATE TABLE a (x INTEGER)")
+    second = Migration(2, "two",
+                       "CREATE TABLE b (y INTEGER); -- a comment\nINSERT INTO a VALUES (1)")
+    db = await Database.open(":memory:", [first])
+    try:
+        assert await db.version() == 1
+        await db.migrate([first, second])
+        assert await db.version() == 2
+        assert await tables(db) >= {"a", "b"}
+        assert (await db.fetchone("SELECT COUNT(*) FROM a"))[0] == 1
+    finally:
+        await db.close()
+
+
+async def test_a_failing_migration_step_is_rolled_back_with_its_version():
+    first = Migration(1, "one", "CREATE TABLE a (x INTEGER)")
+    broken = Migration(2, "broken", "CREATE TABLE b (y INTEGER); INSERT INTO nowhere VALUES (1)")
+    db = await Database.open(":memory:", [first])
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await db.migrate([first, broken])
+        assert await db.version() == 1
+        assert "b" not in await tables(db)
+    finally:
+        await db.close()
+
+
+async def test_migrations_must_be_numbered_without_gaps():
+    with pytest.raises(ValueError, match="without gaps"):
+        await Database.open(":memory:", [Migration(2, "two", "CREATE TABLE a (x)")])
+
+
+async def test_a_newer_database_refuses_to_start(tmp_path):
+    path = tmp_path / "data" / "bot.db"
+    store = await Storage.open(path)
+    await store.db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 6}")
+    await store.close()
+
+    with pytest.raises(DatabaseTooNewError) as info:
+        await Storage.open(path)
+    message = str(info.value)
+    assert f"schema version {len(MIGRATIONS) + 6}" in message
+    assert f"only knows up to {len(MIGRATIONS)}" in message
+    assert "Update the bot" in message
+    assert "backup" in message
+
+
+async def test_a_newer_in_memory_schema_is_refused_too(storage):
+    await storage.db.execute("PRAGMA user_version = 99")
+    with pytest.raises(DatabaseTooNewError, match="99"):
+        await storage.db.migrate(MIGRATIONS)
+
+
+# -- transactions -------------------------------------------------------------------------------
+
+
+async def test_a_failing_transaction_leaves_no_rows(storage):
+    with pytest.raises(RuntimeError):
+        async with storage.db.transaction():
+            await storage.inbox.add([cmd("$a")], received_at=1)
+            await storage.outbox.add([out("t1")], created_at=1)
+            await storage.rooms.set_language(ROOM, "en")
+            raise RuntimeError("boom")
+    assert await storage.inbox.count() == 0
+    assert await storage.outbox.count() == 0
+    assert await storage.rooms.language(ROOM) is None
+    # The connection is usable again afterwards.
+    async with storage.db.transaction():
+        await storage.outbox.add([out("t2")], created_at=1)
+    assert await storage.outbox.count() == 1
+
+
+async def test_a_failing_statement_rolls_back_the_earlier_ones(storage):
+    with pytest.raises(sqlite3.IntegrityError):
+        async with storage.db.transaction():
+            await storage.outbox.add([out("t1")], created_at=1)
+            await storage.db.execute("INSERT INTO room_cursor (room_id) VALUES (?)", (ROOM,))
+    assert await storage.outbox.count() == 0
+
+
+async def test_nested_transactions_join_the_outer_one(storage):
+    with pytest.raises(RuntimeError):
+        async with storage.db.transaction():
+            async with storage.db.transaction():
+                await storage.outbox.add([out("t1")], created_at=1)
+            raise RuntimeError("after the inner block")
+    assert await storage.outbox.count() == 0
+
+
+async def test_other_tasks_never_see_an_open_transaction(storage):
+    inside, proceed = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with storage.db.transaction():
+            await storage.outbox.add([out("t1")], created_at=1)
+            inside.set()
+            await proceed.wait()
+            raise RuntimeError("abort")
+
+    writing = asyncio.create_task(writer())
+    await inside.wait()
+    reading = asyncio.create_task(storage.outbox.count())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not reading.done()  # waits for the writer's transaction to end
+    proceed.set()
+    with pytest.raises(RuntimeError):
+        await writing
+    assert await reading == 0
+
+
+# -- inbox --------------------------------------------------------------------------------------
+
+
+async def test_inbox_ignores_events_already_queued(storage):
+    assert await storage.inbox.add([cmd("$a"), cmd("$b")], received_at=1) == 2
+    assert await storage.inbox.add([cmd("$a"), cmd("$c")], received_at=2) == 1
+    assert await storage.inbox.count() == 3
+
+
+async def test_inbox_ignores_events_already_handled(storage):
+    await storage.inbox.add([cmd("$a")], received_at=1)
+    message = await storage.inbox.next_for_room(ROOM)
+    await storage.inbox.mark_handled(message, handled_at=5)
+    assert await storage.inbox.is_handled("$a")
+    assert await storage.inbox.count() == 0
+    assert await storage.inbox.add([cmd("$a")], received_at=6) == 0
+    assert await storage.inbox.next_for_room(ROOM) is None
+
+
+async def test_inbox_order_per_room_and_rooms_by_oldest_command(storage):
+    await storage.inbox.add([cmd("$1", OTHER_ROOM), cmd("$2"), cmd("$3", OTHER_ROOM)], 1)
+    await storage.inbox.add([cmd("$4")], 2)
+    assert await storage.inbox.pending_rooms() == [OTHER_ROOM, ROOM]
+    seen = []
+    while (m := await storage.inbox.next_for_room(OTHER_ROOM)) is not None:
+        seen.append(m.event_id)
+        await storage.inbox.mark_handled(m, 3)
+    assert seen == ["$1", "$3"]
+    first = await storage.inbox.next_for_room(ROOM)
+    assert (first.event_id, first.sender, first.body, first.origin_ts) == ("$2", ALICE,
+                                                                           "!ping", 1000)
+
+
+async def test_old_handled_records_can_be_forgotten(storage):
+    await storage.inbox.mark_handled(cmd("$old"), handled_at=10)
+    await storage.inbox.mark_handled(cmd("$new"), handled_at=20)
+    assert await storage.inbox.forget_handled_before(15) == 1
+    assert not await storage.inbox.is_handled("$old")
+    assert await storage.inbox.is_handled("$new")
+
+
+async def test_mark_handled_and_outbox_add_share_one_transaction(storage):
+    await storage.inbox.add([cmd("$a")], received_at=1)
+    message = await storage.inbox.next_for_room(ROOM)
+    with pytest.raises(RuntimeError):
+        async with storage.db.transaction():
+            await storage.outbox.add([out("reply-a")], created_at=2)
+            await storage.inbox.mark_handled(message, handled_at=2)
+            raise RuntimeError("crash before commit")
+    assert await storage.outbox.count() == 0
+    assert not await storage.inbox.is_handled("$a")
+    assert await storage.inbox.next_for_room(ROOM) == message
+
+    async with storage.db.transaction():
+        await storage.outbox.add([out("reply-a")], created_at=2)
+        await storage.inbox.mark_handled(message, handled_at=2)
+    assert await storage.outbox.count() == 1
+    assert await storage.inbox.is_handled("$a")
+    assert await storage.inbox.count() == 0
+
+
+def test_inbox_message_repr_hides_the_body():
+    assert "geheim" not in repr(cmd("$a", body="!ping geheim"))
+
+
+# -- outbox -------------------------------------------------------------------------------------
+
+
+async def test_outbox_keeps_order_per_room(storage):
+    await storage.outbox.add([out("a1"), out("b1", OTHER_ROOM), out("a2")], created_at=1)
+    await storage.outbox.add([out("a3")], created_at=2)
+    assert await storage.outbox.pending_rooms() == [ROOM, OTHER_ROOM]
+    sent = []
+    while (m := await storage.outbox.next_for_room(ROOM)) is not None:
+        sent.append(m.txn_id)
+        await storage.outbox.remove(m.txn_id)
+    assert sent == ["a1", "a2", "a3"]
+    assert await storage.outbox.pending_rooms() == [OTHER_ROOM]
+
+
+async def test_outbox_does_not_queue_a_txn_id_twice_and_keeps_content(storage):
+    content = {"msgtype": "m.notice", "body": "Grüße „zurück“ 🎉", "m.mentions": {}}
+    await storage.outbox.add([OutgoingMessage("t1", ROOM, content)], created_at=1)
+    await storage.outbox.add([OutgoingMessage("t1", ROOM, {"body": "other"})], created_at=2)
+    assert await storage.outbox.count() == 1
+    message = await storage.outbox.next_for_room(ROOM)
+    assert message.content == content
+    assert message.event_type == "m.room.message"
+    assert "Grüße" not in repr(message)
+
+
+# -- session ------------------------------------------------------------------------------------
+
+
+async def test_session_save_and_restore_across_restarts(tmp_path):
+    path = tmp_path / "bot.db"
+    store = await Storage.open(path)
+    assert await store.session.get() is None
+    await store.session.save_login(BOT, "DEV1", "tok-1")
+    await store.session.set_sync_token("s1")
+    await store.session.set_first_synced_at(1000)
+    await store.session.set_first_synced_at(2000)  # the first one stays
+    await store.close()
+
+    store = await Storage.open(path)
+    try:
+        session = await store.session.get()
+        assert (session.user_id, session.device_id, session.access_token) == (BOT, "DEV1",
+                                                                              "tok-1")
+        assert (session.sync_token, session.first_synced_at) == ("s1", 1000)
+        assert "tok-1" not in repr(session)
+    finally:
+        await store.close()
+
+
+async def test_new_login_of_the_same_account_keeps_the_sync_history(storage):
+    await storage.session.save_login(BOT, "DEV1", "tok-1")
+    await storage.session.set_sync_token("s1")
+    await storage.session.set_first_synced_at(1000)
+    await storage.session.save_login(BOT, "DEV2", "tok-2")
+    session = await storage.session.get()
+    assert (session.device_id, session.access_token) == ("DEV2", "tok-2")
+    assert (session.sync_token, session.first_synced_at) == ("s1", 1000)
+
+
+async def test_login_of_another_account_starts_a_new_sync_history(storage):
+    await storage.session.save_login(BOT, "DEV1", "tok-1")
+    await storage.session.set_sync_token("s1")
+    await storage.session.set_first_synced_at(1000)
+    await storage.session.save_login("@other:example.org", "DEV9", "tok-9")
+    session = await storage.session.get()
+    assert session.user_id == "@other:example.org"
+    assert (session.sync_token, session.first_synced_at) == (None, None)
+
+
+# -- rooms --------------------------------------------------------------------------------------
+
+
+async def test_room_language(storage):
+    assert await storage.rooms.language(ROOM) is None
+    await storage.rooms.set_language(ROOM, "en")
+    await storage.rooms.set_language(OTHER_ROOM, "de")
+    await storage.rooms.set_language(ROOM, "de")
+    await storage.rooms.set_language(ROOM, "en")
+    assert await storage.rooms.language(ROOM) == "en"
+    assert await storage.rooms.language(OTHER_ROOM) == "de"
+
+
+async def test_room_cursor(storage):
+    assert await storage.rooms.cursor(ROOM) is None
+    await storage.rooms.set_cursor(RoomCursor(ROOM, "$1", 10))
+    await storage.rooms.set_cursor(RoomCursor(ROOM, "$2", 20))
+    assert await storage.rooms.cursor(ROOM) == RoomCursor(ROOM, "$2", 20)

@@ -1,0 +1,421 @@
+import asyncio
+import logging
+
+import pytest
+
+from bot import syncer as syncer_module
+from bot.backoff import Backoff
+from bot.matrix import Invite, LoginError, RoomEvent, TransientError
+from bot.syncer import MAX_COMMAND_CHARS, Syncer, strip_reply_fallback
+from storage.rooms import RoomCursor
+from tests.unit.fakes import (
+    ALICE,
+    BOB,
+    BOT,
+    OTHER_ROOM,
+    ROOM,
+    FakeSyncSource,
+    Sleeps,
+    batch,
+    member_event,
+    message,
+    power_levels_event,
+    timeline,
+)
+
+T0 = 1_700_000_000_000  # the bot's clock at its first sync
+NEW_ROOM = "!new:example.org"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.commands = 0
+        self.power_levels: list[str] = []
+
+    def on_commands(self) -> None:
+        self.commands += 1
+
+    def on_power_levels(self, room_id: str) -> None:
+        self.power_levels.append(room_id)
+
+
+def may_invite(inviter: str | None) -> bool:
+    """Like `Settings.may_invite` for a bot on example.org with no other servers allowed."""
+    return bool(inviter) and inviter.endswith(":example.org")
+
+
+def make_syncer(storage, source, recorder, backoff=None) -> Syncer:
+    return Syncer(source, storage, prefix="!", may_invite=may_invite,
+                  on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
+                  now_ms=lambda: T0, backoff=backoff)
+
+
+@pytest.fixture
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture
+def source():
+    return FakeSyncSource()
+
+
+@pytest.fixture
+async def synced(logged_in, source, recorder):
+    """A syncer after its first sync ("s1"): ROOM read up to `$seen`, OTHER_ROOM up to `$o`."""
+    syncer = make_syncer(logged_in, source, recorder)
+    source.script.append(batch(
+        "s1",
+        timeline([message("$seen", "!ping", ts=T0 - 1000)]),
+        timeline([message("$o", "!ping", ts=T0 - 500, room_id=OTHER_ROOM)], OTHER_ROOM),
+    ))
+    await syncer.sync_once()
+    return syncer
+
+
+async def inbox(storage) -> list[tuple[str, str, str]]:
+    rows = await storage.db.fetchall("SELECT event_id, room_id, body FROM inbox ORDER BY seq")
+    return [tuple(r) for r in rows]
+
+
+async def queued_ids(storage) -> list[str]:
+    return [event_id for event_id, _, _ in await inbox(storage)]
+
+
+# -- first sync ---------------------------------------------------------------------------------
+
+
+async def test_first_sync_answers_nothing_and_stores_token_and_cursors(logged_in, source,
+                                                                       recorder):
+    source.script.append(batch(
+        "s1",
+        timeline([message("$a", "!ping", ts=T0 - 10), message("$b", "!hilfe", ts=T0 - 5)]),
+        timeline([message("$c", "!ping", ts=T0 - 1, room_id=OTHER_ROOM)], OTHER_ROOM),
+        timeline([], NEW_ROOM),
+    ))
+    await make_syncer(logged_in, source, recorder).sync_once()
+    assert source.sync_calls == [(None, 0)]
+    assert await logged_in.inbox.count() == 0
+    assert recorder.commands == 0
+    session = await logged_in.session.get()
+    assert (session.sync_token, session.first_synced_at) == ("s1", T0)
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$b", T0 - 5)
+    assert await logged_in.rooms.cursor(OTHER_ROOM) == RoomCursor(OTHER_ROOM, "$c", T0 - 1)
+    assert await logged_in.rooms.cursor(NEW_ROOM) is None
+
+
+async def test_later_syncs_continue_from_the_stored_token(synced, source, logged_in):
+    source.script += [batch("s2"), batch("s3")]
+    await synced.sync_once()
+    await synced.sync_once(timeout_ms=0)
+    assert source.sync_calls[1:] == [("s1", None), ("s2", 0)]
+    assert (await logged_in.session.get()).sync_token == "s3"
+    assert (await logged_in.session.get()).first_synced_at == T0
+
+
+# -- which events are commands ------------------------------------------------------------------
+
+
+async def test_only_text_commands_with_the_prefix_are_queued(synced, source, logged_in,
+                                                             recorder):
+    t = T0 + 100
+    events = [
+        message("$cmd", "!ping", ts=t),
+        message("$notice", "!ping", ts=t, msgtype="m.notice"),
+        message("$emote", "!ping", ts=t, msgtype="m.emote"),
+        message("$edit", "!ping", ts=t,
+                **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$cmd"},
+                   "m.new_content": {"msgtype": "m.text", "body": "!ping"}}),
+        message("$own", "!ping", ts=t, sender=BOT),
+        message("$int", 42, ts=t),
+        message("$list", ["!ping"], ts=t),
+        RoomEvent("$nobody", ROOM, ALICE, "m.room.message", t, {"msgtype": "m.text"}),
+        RoomEvent("$topic", ROOM, ALICE, "m.room.topic", t, {"body": "!ping", "topic": "x"},
+                  state_key=""),
+        message("$chat", "hallo !ping", ts=t),
+        message("$bang", "!", ts=t),
+        message("$reply", "> <@bob:example.org> !status\n> zweite Zeile\n\n!hilfe sprache",
+                ts=t, **{"m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}}),
+        message("$quote", "> <@bob:example.org> !ping\n\ndanke", ts=t),
+        message("$spaces", "  !ping  ", ts=t),
+        message("$long", "!x" + "y" * (MAX_COMMAND_CHARS + 50), ts=t),
+    ]
+    source.script.append(batch(
+        "s2", timeline(events),
+        timeline([message("$other", "!status", ts=t, room_id=OTHER_ROOM)], OTHER_ROOM),
+    ))
+    await synced.sync_once()
+    queued = await inbox(logged_in)
+    assert [e for e, _, _ in queued] == ["$cmd", "$reply", "$spaces", "$long", "$other"]
+    bodies = {e: body for e, _, body in queued}
+    assert bodies["$reply"] == "!hilfe sprache"
+    assert bodies["$spaces"] == "!ping"
+    assert len(bodies["$long"]) == MAX_COMMAND_CHARS
+    assert {e: room for e, room, _ in queued}["$other"] == OTHER_ROOM
+    assert recorder.commands == 1
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$long", t)
+    assert (await logged_in.session.get()).sync_token == "s2"
+
+
+async def test_a_batch_without_commands_does_not_wake_the_workers(synced, source, recorder,
+                                                                  logged_in):
+    source.script.append(batch("s2", timeline([message("$chat", "hallo", ts=T0 + 1)])))
+    await synced.sync_once()
+    assert recorder.commands == 0
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$chat", T0 + 1)
+
+
+async def test_a_non_limited_timeline_does_not_page(synced, source, logged_in):
+    source.script.append(batch("s2", timeline([message("$c", "!ping", ts=T0 + 1)],
+                                              prev_batch="p1")))
+    await synced.sync_once()
+    assert source.page_calls == []
+    assert await queued_ids(logged_in) == ["$c"]
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("!ping", "!ping"),
+    ("> <@a:b> zitat\n\n!ping", "\n!ping"),
+    ("> a\n>b\n!ping", "!ping"),
+    (">kein Zitat\n!ping", ">kein Zitat\n!ping"),
+    ("> nur Zitat", ""),
+])
+def test_strip_reply_fallback(body, expected):
+    assert strip_reply_fallback(body) == expected
+
+
+# -- gaps ---------------------------------------------------------------------------------------
+
+
+async def test_a_limited_timeline_is_filled_back_to_the_cursor(synced, source, logged_in):
+    source.script.append(batch("s2", timeline([message("$c1", "!ping", ts=T0 + 10)])))
+    await synced.sync_once()
+    source.script.append(batch(
+        "s3", timeline([message("$c5", "!ping", ts=T0 + 50)], limited=True, prev_batch="p1")))
+    source.pages[(ROOM, "p1")] = ([message("$c4", "!hilfe", ts=T0 + 40),
+                                   message("$chat", "hallo", ts=T0 + 35)], "p2")
+    source.pages[(ROOM, "p2")] = ([message("$c3", "!status", ts=T0 + 30),
+                                   message("$c1", "!ping", ts=T0 + 10),
+                                   message("$c0", "!alt", ts=T0 + 5)], "p3")
+    await synced.sync_once()
+    assert source.page_calls == [(ROOM, "p1"), (ROOM, "p2")]
+    assert await queued_ids(logged_in) == ["$c1", "$c3", "$c4", "$c5"]
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$c5", T0 + 50)
+
+
+async def test_gap_filling_stops_at_the_bots_own_join(synced, source, logged_in):
+    source.script.append(batch("s2", timeline(
+        [message("$after2", "!ping", ts=T0 + 60, room_id=NEW_ROOM)], NEW_ROOM, limited=True,
+        prev_batch="p1")))
+    source.pages[(NEW_ROOM, "p1")] = ([
+        message("$after1", "!hilfe", ts=T0 + 50, room_id=NEW_ROOM),
+        member_event("$join", BOT, "join", ts=T0 + 40, room_id=NEW_ROOM, previous="invite"),
+        message("$before", "!ping", ts=T0 + 30, room_id=NEW_ROOM),
+    ], "p2")
+    await synced.sync_once()
+    assert source.page_calls == [(NEW_ROOM, "p1")]
+    assert await queued_ids(logged_in) == ["$after1", "$after2"]
+
+
+async def test_gap_filling_stops_at_events_older_than_the_first_sync(synced, source,
+                                                                      logged_in):
+    source.script.append(batch("s2", timeline(
+        [message("$now", "!ping", ts=T0 + 60, room_id=NEW_ROOM)], NEW_ROOM, limited=True,
+        prev_batch="p1")))
+    source.pages[(NEW_ROOM, "p1")] = ([
+        message("$new", "!ping", ts=T0 + 10, room_id=NEW_ROOM),
+        message("$old", "!ping", ts=T0 - 10, room_id=NEW_ROOM),
+        message("$older", "!ping", ts=T0 - 20, room_id=NEW_ROOM),
+    ], "p2")
+    await synced.sync_once()
+    assert source.page_calls == [(NEW_ROOM, "p1")]
+    assert await queued_ids(logged_in) == ["$new", "$now"]
+
+
+async def test_gap_filling_stops_when_history_ends(synced, source, logged_in):
+    source.script.append(batch("s2", timeline(
+        [message("$now", "!ping", ts=T0 + 60, room_id=NEW_ROOM)], NEW_ROOM, limited=True,
+        prev_batch="p1")))
+    source.pages[(NEW_ROOM, "p1")] = ([message("$new", "!ping", ts=T0 + 10,
+                                               room_id=NEW_ROOM)], None)
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == ["$new", "$now"]
+
+
+async def test_a_huge_gap_is_read_only_up_to_the_page_limit(synced, source, logged_in,
+                                                            monkeypatch, caplog):
+    monkeypatch.setattr(syncer_module, "MAX_GAP_PAGES", 3)
+    source.script.append(batch("s2", timeline([message("$now", "!ping", ts=T0 + 100)],
+                                              limited=True, prev_batch="p0")))
+    for i in range(10):
+        source.pages[(ROOM, f"p{i}")] = ([message(f"$g{i}", "!ping", ts=T0 + 90 - i)],
+                                         f"p{i + 1}")
+    with caplog.at_level(logging.WARNING, logger="bot.syncer"):
+        await synced.sync_once()
+    assert len(source.page_calls) == 3
+    assert await queued_ids(logged_in) == ["$g2", "$g1", "$g0", "$now"]
+    assert "gap of more than 3 pages" in caplog.text
+
+
+# -- joins --------------------------------------------------------------------------------------
+
+
+async def test_commands_before_the_bots_own_join_are_dropped(synced, source, logged_in):
+    source.script.append(batch("s2", timeline([
+        message("$before", "!ping", ts=T0 + 1, room_id=NEW_ROOM),
+        member_event("$join", BOT, "join", ts=T0 + 2, room_id=NEW_ROOM),
+        member_event("$alice", ALICE, "join", ts=T0 + 3, room_id=NEW_ROOM),
+        message("$after", "!ping", ts=T0 + 4, room_id=NEW_ROOM),
+    ], NEW_ROOM)))
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == ["$after"]
+
+
+async def test_a_profile_change_of_the_bot_is_no_join(synced, source, logged_in):
+    source.script.append(batch("s2", timeline([
+        message("$before", "!ping", ts=T0 + 1),
+        member_event("$rename", BOT, "join", ts=T0 + 2, previous="join"),
+        member_event("$leave", BOT, "leave", ts=T0 + 3, previous="join"),
+        message("$after", "!ping", ts=T0 + 4),
+    ])))
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == ["$before", "$after"]
+
+
+async def test_an_old_own_join_in_the_state_block_does_not_drop_the_gap(synced, source,
+                                                                         logged_in):
+    old_join = member_event("$join", BOT, "join", ts=T0 - 100_000, previous="invite")
+    source.script.append(batch("s2", timeline(
+        [message("$c3", "!ping", ts=T0 + 30)], limited=True, prev_batch="p1", state=[old_join])))
+    source.pages[(ROOM, "p1")] = ([message("$c2", "!hilfe", ts=T0 + 20),
+                                   message("$c1", "!ping", ts=T0 + 10),
+                                   message("$seen", "!ping", ts=T0 - 1000)], "p2")
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == ["$c1", "$c2", "$c3"]
+
+
+# -- redelivery, power levels, invites -----------------------------------------------------------
+
+
+async def test_a_redelivered_batch_queues_nothing_new(synced, source, logged_in, recorder):
+    again = batch("s2", timeline([message("$c1", "!ping", ts=T0 + 1),
+                                  message("$c2", "!hilfe", ts=T0 + 2)]))
+    source.script += [again, again]
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == ["$c1", "$c2"]
+    assert recorder.commands == 1
+    first = await logged_in.inbox.next_for_room(ROOM)
+    await logged_in.inbox.mark_handled(first, handled_at=T0 + 5)
+
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == ["$c2"]
+    assert recorder.commands == 1
+
+
+async def test_a_power_levels_change_is_reported(synced, source, recorder):
+    source.script.append(batch(
+        "s2",
+        timeline([message("$c", "hallo", ts=T0 + 1),
+                  power_levels_event("$pl", ts=T0 + 2)]),
+        timeline([member_event("$m", BOB, "join", ts=T0 + 1, room_id=OTHER_ROOM),
+                  RoomEvent("$odd", OTHER_ROOM, BOB, "m.room.power_levels", T0 + 2, {},
+                            state_key="x")], OTHER_ROOM),
+        timeline([power_levels_event("$stale", ts=T0 - 5, room_id=NEW_ROOM)], NEW_ROOM),
+    ))
+    await synced.sync_once()
+    assert recorder.power_levels == [ROOM]
+
+
+async def test_invites_from_allowed_users_are_joined_others_rejected(logged_in, source,
+                                                                     recorder):
+    invites = [Invite("!in1:example.org", ALICE), Invite("!in2:evil.org", "@x:evil.org"),
+               Invite("!in3:example.org", None)]
+    source.script += [batch("s1", invites=invites),
+                      batch("s2", invites=[Invite("!in4:example.org", BOB)])]
+    syncer = make_syncer(logged_in, source, recorder)
+    await syncer.sync_once()
+    assert source.joined == ["!in1:example.org"]
+    assert source.rejected == ["!in2:evil.org", "!in3:example.org"]
+    await syncer.sync_once()
+    assert source.joined == ["!in1:example.org", "!in4:example.org"]
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+async def test_run_backs_off_on_transient_errors(synced, source, logged_in, recorder):
+    sleeps = Sleeps()
+    syncer = make_syncer(logged_in, source, recorder,
+                         Backoff(base=0.5, cap=30.0, rng=lambda: 1.0, sleep=sleeps))
+    source.script += [TransientError("HTTP 502"), TransientError("HTTP 502"),
+                      batch("s2", timeline([message("$c", "!ping", ts=T0 + 1)])),
+                      TransientError("timeout")]
+    with pytest.raises(asyncio.CancelledError):  # the fake ends the loop when its script ends
+        await syncer.run()
+    assert sleeps.calls == [0.5, 1.0, 0.5]  # reset by the successful batch
+    assert source.sync_calls[1:] == [("s1", None)] * 3 + [("s2", None)] * 2
+    assert (await logged_in.session.get()).sync_token == "s2"
+
+
+async def test_a_failed_sync_commits_nothing(synced, source, logged_in, recorder):
+    sleeps = Sleeps()
+    backoff = Backoff(base=0.5, cap=30.0, rng=lambda: 1.0, sleep=sleeps)
+    syncer = make_syncer(logged_in, source, recorder, backoff=backoff)
+    source.script += [TransientError("HTTP 502")] * 3
+    with pytest.raises(asyncio.CancelledError):
+        await syncer.run()
+    assert sleeps.calls == [0.5, 1.0, 2.0]
+    assert (await logged_in.session.get()).sync_token == "s1"
+    assert await logged_in.inbox.count() == 0
+
+
+async def test_a_batch_failing_half_way_commits_nothing(synced, source, logged_in, recorder,
+                                                        caplog):
+    broken = batch(
+        "s2",
+        timeline([message("$c", "!ping", ts=T0 + 1)]),
+        timeline([message("$d", "!ping", ts=T0 + 2, room_id=OTHER_ROOM)], OTHER_ROOM,
+                 limited=True, prev_batch="p1"),
+        invites=[Invite("!in:example.org", ALICE)],
+    )
+    source.pages[(OTHER_ROOM, "p1")] = TransientError("HTTP 504")
+    source.script.append(broken)
+    with pytest.raises(TransientError):
+        await synced.sync_once()
+    assert await logged_in.inbox.count() == 0
+    assert (await logged_in.session.get()).sync_token == "s1"
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$seen", T0 - 1000)
+    assert recorder.commands == 0
+
+    # In the loop: logged, backed off, and the same batch is asked for again.
+    sleeps = Sleeps()
+    syncer = make_syncer(logged_in, source, recorder, Backoff(rng=lambda: 1.0, sleep=sleeps))
+    source.pages[(OTHER_ROOM, "p1")] = ValueError("bad page")
+    source.script.append(broken)
+    with caplog.at_level(logging.ERROR, logger="bot.syncer"), \
+            pytest.raises(asyncio.CancelledError):
+        await syncer.run()
+    assert len(sleeps.calls) == 1
+    assert "could not be processed" in caplog.text
+    assert source.sync_calls[-2:] == [("s1", None), ("s1", None)]
+    assert await logged_in.inbox.count() == 0
+
+
+async def test_a_lost_login_ends_the_loop(synced, source, logged_in, recorder):
+    sleeps = Sleeps()
+    syncer = make_syncer(logged_in, source, recorder, Backoff(sleep=sleeps))
+    source.script.append(LoginError("M_UNKNOWN_TOKEN"))
+    with pytest.raises(LoginError):
+        await syncer.run()
+    assert sleeps.calls == []
+
+
+async def test_a_very_long_outage_does_not_end_the_loop(synced, source, logged_in, recorder):
+    sleeps = Sleeps()
+    backoff = Backoff(rng=lambda: 1.0, sleep=sleeps)
+    backoff.failures = 1100  # ~9 hours of failures at the 30 s cap
+    syncer = make_syncer(logged_in, source, recorder, backoff)
+    source.script.append(TransientError("HTTP 502"))
+    with pytest.raises(asyncio.CancelledError):
+        await syncer.run()
+    assert sleeps.calls == [30.0]
