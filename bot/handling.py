@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.matrix import TransientError
 from bot.permissions import Permissions
-from bot.render import paginate
-from commands.framework import Level, Request, RetryLater, Services, dispatch
+from bot.render import file_message, paginate
+from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
 from commands.i18n import Text
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
+from storage.rooms import RoomRepository
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,25 @@ def reply_txn_id(event_id: str, page: int) -> str:
     return f"reply-{digest}-{page}"
 
 
+async def _no_direct_rooms(user_id: str) -> str:
+    raise RuntimeError("no direct-message rooms configured")
+
+
+class DirectRooms:
+    """The bot's direct-message room with each member: made on first use, then remembered."""
+
+    def __init__(self, rooms: RoomRepository, create: Callable[[str], Awaitable[str]]) -> None:
+        self._rooms = rooms
+        self._create = create
+
+    async def room_for(self, user_id: str) -> str:
+        room_id = await self._rooms.direct_room(user_id)
+        if room_id is None:
+            room_id = await self._create(user_id)
+            await self._rooms.set_direct_room(user_id, room_id)
+        return room_id
+
+
 class CommandHandler:
     def __init__(
         self,
@@ -36,7 +57,9 @@ class CommandHandler:
         default_language: str,
         now_ms: Callable[[], int],
         on_reply: Callable[[], None],
+        direct_rooms: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
+        self._direct_rooms = direct_rooms or _no_direct_rooms
         self._services = services
         self._permissions = permissions
         self._default_language = default_language
@@ -60,19 +83,32 @@ class CommandHandler:
 
         request = Request(message.event_id, message.room_id, message.sender, message.body,
                           language, level)
-        reply = await dispatch(request, self._services)
-        outgoing = []
-        if reply is not None:
-
-            def label(page: int, pages: int) -> Text:
-                return self._services.catalog.text(language, "reply.page", page=page, pages=pages)
-
-            for page, content in enumerate(paginate(reply, label, message.event_id)):
-                outgoing.append(OutgoingMessage(reply_txn_id(message.event_id, page),
-                                                message.room_id, content))
+        replies = await dispatch(request, self._services)
+        outgoing: list[OutgoingMessage] = []
+        for reply in replies:
+            room_id, reply_to = message.room_id, message.event_id
+            if reply.direct:
+                # A reply relation cannot point into another room.
+                room_id, reply_to = await self._direct_rooms(message.sender), None
+            for content, file_data in self._contents(reply, language, reply_to):
+                outgoing.append(OutgoingMessage(reply_txn_id(message.event_id, len(outgoing)),
+                                                room_id, content, file_data=file_data))
         now = self._now_ms()
         async with storage.db.transaction():
             await storage.outbox.add(outgoing, created_at=now)
             await storage.inbox.mark_handled(message, handled_at=now)
         if outgoing:
             self._on_reply()
+
+    def _contents(self, reply: Reply, language: str,
+                  reply_to: str | None) -> list[tuple[dict[str, Any], bytes | None]]:
+        if reply.attachment is not None:
+            file = reply.attachment
+            content = file_message(reply.text, file.filename, file.mimetype, len(file.data),
+                                   reply_to)
+            return [(content, file.data)]
+
+        def label(page: int, pages: int) -> Text:
+            return self._services.catalog.text(language, "reply.page", page=page, pages=pages)
+
+        return [(content, None) for content in paginate(reply.text, label, reply_to)]

@@ -8,6 +8,7 @@ nio's own retry loops are switched off so that one back-off policy governs every
 from __future__ import annotations
 
 import enum
+import io
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,6 +263,25 @@ class MatrixConnection:
         if status is None or status >= 500 or not str(errcode or "").startswith("M_"):
             return SendResult(SendOutcome.TRANSIENT, errcode=errcode)
         return SendResult(SendOutcome.REFUSED, errcode=errcode)
+
+    async def upload(self, data: bytes, mimetype: str, filename: str) -> str:
+        """Upload a file; returns its `mxc://` URL."""
+        response, _ = await self._call(
+            self.client.upload(io.BytesIO(data), content_type=mimetype, filename=filename,
+                               filesize=len(data))
+        )
+        if not isinstance(response, nio.UploadResponse):
+            self._raise_for(response, "upload")
+        return response.content_uri
+
+    async def create_direct_room(self, user_id: str) -> str:
+        response = await self._call(
+            self.client.room_create(is_direct=True, invite=[user_id],
+                                    preset=nio.RoomPreset.trusted_private_chat)
+        )
+        if not isinstance(response, nio.RoomCreateResponse):
+            self._raise_for(response, "create direct room")
+        return response.room_id
 
     async def join(self, room_id: str) -> bool:
         response = await self._call(self.client.join(room_id))

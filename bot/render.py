@@ -60,6 +60,15 @@ def notice(text: Text, reply_to: str | None = None) -> dict[str, Any]:
     return content
 
 
+def file_message(caption: Text, filename: str, mimetype: str, size: int,
+                 reply_to: str | None = None) -> dict[str, Any]:
+    """An `m.file` whose `url` the sender fills in after uploading; the text is its caption."""
+    content = notice(caption, reply_to)
+    content.update({"msgtype": "m.file", "filename": filename,
+                    "info": {"mimetype": mimetype, "size": size}})
+    return content
+
+
 def content_size(content: dict[str, Any]) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode())
 

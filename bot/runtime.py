@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.handling import CommandHandler
+from bot.handling import CommandHandler, DirectRooms
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
 from bot.permissions import Permissions
@@ -80,8 +80,9 @@ class Bot:
                                   settings.bot.moderator_level)
         sender = Sender(connection, storage.outbox)
         send_lanes = RoomLanes("send", storage.outbox.pending_rooms, sender.drain_room)
+        direct_rooms = DirectRooms(storage.rooms, connection.create_direct_room)
         handler = CommandHandler(services, permissions, settings.bot.language, now_ms,
-                                 on_reply=send_lanes.wake)
+                                 on_reply=send_lanes.wake, direct_rooms=direct_rooms.room_for)
         command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
         self.syncer = Syncer(
             connection, storage,

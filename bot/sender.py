@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from bot.backoff import Backoff
-from bot.matrix import SendOutcome, SendResult
-from storage.outbox import OutboxRepository
+from bot.matrix import SendOutcome, SendResult, TransientError
+from storage.outbox import OutboxRepository, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 class Transport(Protocol):
     async def send(self, room_id: str, event_type: str, content: dict[str, Any],
                    txn_id: str) -> SendResult: ...
+
+    async def upload(self, data: bytes, mimetype: str, filename: str) -> str: ...
 
 
 class Sender:
@@ -32,11 +34,24 @@ class Sender:
         self._sleep = sleep
         self._backoff_factory = backoff_factory
 
+    async def _send(self, message: OutgoingMessage) -> SendResult:
+        content = message.content
+        if message.file_data is not None:
+            try:
+                url = await self._transport.upload(
+                    message.file_data, content.get("info", {}).get("mimetype",
+                                                                   "application/octet-stream"),
+                    content.get("filename", "file"))
+            except TransientError:
+                return SendResult(SendOutcome.TRANSIENT, errcode="upload")
+            content = {**content, "url": url}
+        return await self._transport.send(message.room_id, message.event_type, content,
+                                          message.txn_id)
+
     async def drain_room(self, room_id: str) -> None:
         backoff = self._backoff_factory()
         while (message := await self._outbox.next_for_room(room_id)) is not None:
-            result = await self._transport.send(message.room_id, message.event_type,
-                                                message.content, message.txn_id)
+            result = await self._send(message)
             if result.outcome is SendOutcome.SENT:
                 await self._outbox.remove(message.txn_id)
                 backoff.reset()

@@ -68,7 +68,28 @@ class Arg:
     choices: tuple[str, ...] = ()
 
 
-Handler = Callable[..., Awaitable["Text | None"]]
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    mimetype: str
+    data: bytes
+
+    def __repr__(self) -> str:  # the data is a member's, never for a log
+        return f"Attachment(filename={self.filename!r}, bytes={len(self.data)})"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One message to send: text, optionally a file (sent as `m.file` with the text as its
+    caption), to the room of the command or to the asker's direct-message room."""
+
+    text: Text
+    attachment: Attachment | None = None
+    direct: bool = False
+
+
+HandlerResult = Text | Reply | list[Reply] | None
+Handler = Callable[..., Awaitable[HandlerResult]]
 
 
 @dataclass(frozen=True)
@@ -236,8 +257,22 @@ def usage(command: Command, catalog: Catalog, language: str, prefix: str) -> Tex
     return Text.code(" ".join(parts))
 
 
-async def dispatch(request: Request, services: Services) -> Text | None:
-    """Answer one message. None means: not a command, stay silent."""
+async def dispatch(request: Request, services: Services) -> list[Reply]:
+    """Answer one message: the replies to send (none when it is no command)."""
+    return as_replies(await _answer(request, services))
+
+
+def as_replies(result: HandlerResult) -> list[Reply]:
+    if result is None:
+        return []
+    if isinstance(result, Text):
+        return [Reply(result)]
+    if isinstance(result, Reply):
+        return [result]
+    return list(result)
+
+
+async def _answer(request: Request, services: Services) -> HandlerResult:
     split = split_command(request.body, services.prefix)
     if split is None:
         return None

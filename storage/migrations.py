@@ -52,4 +52,15 @@ MIGRATIONS: list[Migration] = [
         )
         """,
     ),
+    Migration(
+        2,
+        "files in the outbox, direct-message rooms with members",
+        """
+        ALTER TABLE outbox ADD COLUMN file_data BLOB;
+        CREATE TABLE direct_rooms (
+            user_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL
+        )
+        """,
+    ),
 ]

@@ -45,3 +45,16 @@ class RoomRepository:
             "ON CONFLICT (room_id) DO UPDATE SET language = excluded.language",
             (room_id, language),
         )
+
+    async def direct_room(self, user_id: str) -> str | None:
+        row = await self._db.fetchone(
+            "SELECT room_id FROM direct_rooms WHERE user_id = ?", (user_id,)
+        )
+        return row[0] if row else None
+
+    async def set_direct_room(self, user_id: str, room_id: str) -> None:
+        await self._db.execute(
+            "INSERT INTO direct_rooms (user_id, room_id) VALUES (?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id",
+            (user_id, room_id),
+        )

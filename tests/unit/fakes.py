@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.backoff import Backoff
-from bot.matrix import Invite, RoomEvent, RoomTimeline, SendOutcome, SendResult, SyncBatch
+from bot.matrix import (
+    Invite,
+    RoomEvent,
+    RoomTimeline,
+    SendOutcome,
+    SendResult,
+    SyncBatch,
+    TransientError,
+)
 from commands import core
 from commands.framework import Level, Registry, Request, Router, Services
 from commands.i18n import Catalog
@@ -146,6 +154,15 @@ class FakeTransport:
     def __init__(self, results: Iterable[SendResult] = ()) -> None:
         self.results = list(results)
         self.sent: list[tuple[str, str, dict[str, Any], str]] = []
+        self.uploads: list[tuple[bytes, str, str]] = []
+        self.upload_failures = 0
+
+    async def upload(self, data: bytes, mimetype: str, filename: str) -> str:
+        if self.upload_failures:
+            self.upload_failures -= 1
+            raise TransientError("upload failed")
+        self.uploads.append((data, mimetype, filename))
+        return f"mxc://test/{len(self.uploads)}"
 
     async def send(self, room_id: str, event_type: str, content: dict[str, Any],
                    txn_id: str) -> SendResult:

@@ -70,6 +70,13 @@ def core_services(storage):
     return make_services(storage)
 
 
+async def answer(req: Request, services) -> Text | None:
+    """The text of the one reply a command gets (None for no reply)."""
+    replies = await dispatch(req, services)
+    assert len(replies) <= 1
+    return replies[0].text if replies else None
+
+
 def md(reply: Text) -> str:
     return to_html(reply.markdown)
 
@@ -167,31 +174,31 @@ def test_same_router_twice_raises():
 
 @pytest.mark.parametrize("body", ["hallo", "ping!", "!", "  ", "> !ping"])
 async def test_not_a_command_gives_none(services, body):
-    assert await dispatch(request(body), services) is None
+    assert await answer(request(body), services) is None
 
 
 async def test_ping(services):
-    reply = await dispatch(request("!ping"), services)
+    reply = await answer(request("!ping"), services)
     assert reply.plain == "Pong! Ich bin da."
 
 
 async def test_unknown_command_suggests_close_names(services):
-    reply = await dispatch(request("!pnig"), services)
+    reply = await answer(request("!pnig"), services)
     assert "Meintest du" in reply.plain
     assert "!ping" in reply.plain
     assert "!hilfe" in reply.plain
-    reply = await dispatch(request("!hlep", language="en"), services)
+    reply = await answer(request("!hlep", language="en"), services)
     assert "Did you mean" in reply.plain and "!help" in reply.plain
 
 
 async def test_unknown_command_without_anything_close(services):
-    reply = await dispatch(request("!xyzzyq"), services)
+    reply = await answer(request("!xyzzyq"), services)
     assert "Meintest" not in reply.plain
     assert reply.plain == "Den Befehl !xyzzyq kenne ich nicht. Alle Befehle zeigt !hilfe."
 
 
 async def test_unknown_command_name_cannot_inject_markup(services):
-    reply = await dispatch(request("!x\n\n[click](https://evil.example)"), services)
+    reply = await answer(request("!x\n\n[click](https://evil.example)"), services)
     assert "<a " not in md(reply)
 
 
@@ -202,14 +209,14 @@ async def test_level_refused_names_the_level(services):
         asked.append(True)
         return Level.MEMBER
 
-    reply = await dispatch(Request("$e", ROOM, ALICE, "!sprache en", "de", level), services)
+    reply = await answer(Request("$e", ROOM, ALICE, "!sprache en", "de", level), services)
     assert asked
     assert reply.plain == ("Den Befehl !sprache dürfen nur Personen mit der Rolle Moderation "
                            "ausführen.")
     assert "<strong>Moderation</strong>" in md(reply)
     assert await services.storage.rooms.language(ROOM) is None
 
-    reply = await dispatch(request("!status", Level.MODERATOR, "en"), services)
+    reply = await answer(request("!status", Level.MODERATOR, "en"), services)
     assert reply.plain == "Only people with the role bot administrator may use !status."
 
 
@@ -220,20 +227,20 @@ async def test_the_level_is_looked_up_only_for_restricted_commands(services):
         asked.append(True)
         return Level.MEMBER
 
-    await dispatch(Request("$e", ROOM, ALICE, "!ping", "de", level), services)
-    await dispatch(Request("$e", ROOM, ALICE, "!nope", "de", level), services)
+    await answer(Request("$e", ROOM, ALICE, "!ping", "de", level), services)
+    await answer(Request("$e", ROOM, ALICE, "!nope", "de", level), services)
     assert asked == []
 
 
 async def test_moderator_may_change_the_language(services):
-    reply = await dispatch(request("!sprache EN", Level.MODERATOR), services)
+    reply = await answer(request("!sprache EN", Level.MODERATOR), services)
     assert await services.storage.rooms.language(ROOM) == "en"
     assert reply.plain == "Got it: in this room I will answer in English from now on."
 
 
 @pytest.mark.parametrize("body", ["!sprache fr", "!sprache", "!sprache de en"])
 async def test_wrong_arguments_answer_with_the_usage_line(services, body):
-    reply = await dispatch(request(body, Level.ADMIN), services)
+    reply = await answer(request(body, Level.ADMIN), services)
     assert reply.plain == ("So funktioniert der Befehl: !sprache <de|en>\n"
                            "Mehr dazu: !hilfe sprache")
     assert "<code>!sprache &lt;de|en&gt;</code>" in md(reply)
@@ -241,18 +248,18 @@ async def test_wrong_arguments_answer_with_the_usage_line(services, body):
 
 
 async def test_conversion_error_answers_with_usage_in_english(services):
-    reply = await dispatch(request("!double zwei", language="en"), services)
+    reply = await answer(request("!double zwei", language="en"), services)
     assert reply.plain == "How to use it: !double <zahl>\nMore: !help double"
-    assert (await dispatch(request("!doppelt 21"), services)).plain == "42"
+    assert (await answer(request("!doppelt 21"), services)).plain == "42"
 
 
 async def test_extra_words_for_a_command_without_arguments(services):
-    reply = await dispatch(request("!ping jetzt"), services)
+    reply = await answer(request("!ping jetzt"), services)
     assert reply.plain.startswith("So funktioniert der Befehl: !ping\n")
 
 
 async def test_user_error_answers_with_its_catalog_text(services):
-    reply = await dispatch(request("!oops"), services)
+    reply = await answer(request("!oops"), services)
     assert reply.plain == ("Einen Befehl „<b>**fett**</b>“ gibt es nicht. "
                            "Ähnliche Befehle: –")
     assert "<b>" not in md(reply) and "<strong>" not in md(reply)
@@ -260,7 +267,7 @@ async def test_user_error_answers_with_its_catalog_text(services):
 
 async def test_handler_exception_answers_internal_and_logs_no_secrets(services, caplog):
     caplog.set_level(logging.DEBUG)
-    reply = await dispatch(request(f"!knall {SECRET_ARG}"), services)
+    reply = await answer(request(f"!knall {SECRET_ARG}"), services)
     assert reply == CATALOG.text("de", "errors.internal")
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
@@ -276,8 +283,8 @@ async def test_handler_exception_answers_internal_and_logs_no_secrets(services, 
 
 async def test_outcome_is_logged_without_the_body(services, caplog):
     caplog.set_level(logging.INFO)
-    await dispatch(request(f"!sprache {SECRET_ARG}", Level.ADMIN), services)
-    await dispatch(request(f"!unbekannt {SECRET_ARG}"), services)
+    await answer(request(f"!sprache {SECRET_ARG}", Level.ADMIN), services)
+    await answer(request(f"!unbekannt {SECRET_ARG}"), services)
     assert "outcome=usage" in caplog.text and "outcome=unknown" in caplog.text
     assert SECRET_ARG not in caplog.text
 
@@ -286,7 +293,7 @@ async def test_outcome_is_logged_without_the_body(services, caplog):
 
 
 async def test_help_for_a_member_lists_only_member_commands(core_services):
-    reply = await dispatch(request("!hilfe"), core_services)
+    reply = await answer(request("!hilfe"), core_services)
     text = reply.plain
     assert text.startswith("NExT-Bot – das kann ich für dich tun:")
     assert "!hilfe [befehl]" in text and "!ping" in text
@@ -296,15 +303,15 @@ async def test_help_for_a_member_lists_only_member_commands(core_services):
 
 
 async def test_help_for_a_moderator_and_an_admin(core_services):
-    moderator = (await dispatch(request("!hilfe", Level.MODERATOR), core_services)).plain
+    moderator = (await answer(request("!hilfe", Level.MODERATOR), core_services)).plain
     assert "!sprache <de|en>" in moderator and "!status" not in moderator
-    admin = (await dispatch(request("!?", Level.ADMIN), core_services)).plain
+    admin = (await answer(request("!?", Level.ADMIN), core_services)).plain
     for name in ("!hilfe", "!ping", "!sprache", "!status"):
         assert name in admin
 
 
 async def test_help_in_english(core_services):
-    reply = await dispatch(request("!help", Level.ADMIN, language="en"), core_services)
+    reply = await answer(request("!help", Level.ADMIN, language="en"), core_services)
     text = reply.plain
     assert text.startswith("NExT bot – here is what I can do for you:")
     assert "!help [command]" in text and "!language <de|en>" in text and "!status" in text
@@ -314,32 +321,32 @@ async def test_help_in_english(core_services):
 
 
 async def test_help_for_one_command_shows_usage_and_examples(core_services):
-    reply = await dispatch(request("!hilfe sprache"), core_services)
+    reply = await answer(request("!hilfe sprache"), core_services)
     text = reply.plain
     assert text.startswith("!sprache <de|en>\n\nStellt die Sprache")
     assert "Aufrufbar als: !language, !sprache" in text
     assert "Beispiele:\n- !sprache de\n- !sprache en" in text
     assert "Hinweis: Dafür brauchst du die Rolle Moderation." in text  # asked by a member
-    moderator = (await dispatch(request("!hilfe !sprache", Level.MODERATOR), core_services))
+    moderator = (await answer(request("!hilfe !sprache", Level.MODERATOR), core_services))
     assert "Hinweis" not in moderator.plain
 
 
 async def test_help_for_one_command_in_english_with_another_prefix(storage):
     services = make_services(storage, prefix="?")
-    reply = await dispatch(request("?help language", Level.MODERATOR, "en"), services)
+    reply = await answer(request("?help language", Level.MODERATOR, "en"), services)
     assert "Examples:\n- ?language de\n- ?language en" in reply.plain
     assert reply.plain.startswith("?language <de|en>")
 
 
 async def test_help_for_an_unknown_command(core_services):
-    reply = await dispatch(request("!hilfe spracha"), core_services)
+    reply = await answer(request("!hilfe spracha"), core_services)
     assert reply.plain == "Einen Befehl „spracha“ gibt es nicht. Ähnliche Befehle: !sprache"
-    reply = await dispatch(request("!hilfe qqqqqq"), core_services)
+    reply = await answer(request("!hilfe qqqqqq"), core_services)
     assert reply.plain.endswith("Ähnliche Befehle: –")
 
 
 async def test_status_for_an_admin(core_services):
     await core_services.storage.outbox.add([], created_at=1)
-    reply = await dispatch(request("!status", Level.ADMIN), core_services)
+    reply = await answer(request("!status", Level.ADMIN), core_services)
     assert reply.plain.startswith("Status\n- Version: ")
     assert "- Offene Befehle: 0" in reply.plain and "- Bekannte Befehle: 4" in reply.plain

@@ -167,3 +167,40 @@ async def test_an_unreachable_homeserver_keeps_a_moderator_command_queued(storag
     assert await storage.inbox.count() == 1  # still there, answered once the server is back
     assert await storage.outbox.count() == 0
     assert not await storage.inbox.is_handled("$lang")
+
+
+async def test_file_and_direct_replies_go_to_the_askers_direct_room(storage, on_reply):
+    from bot.handling import DirectRooms
+    from commands.framework import Attachment, Reply, Router
+    from commands.i18n import Text
+
+    router = Router("test")
+
+    @router.command("export", "export")
+    async def export(ctx):
+        return [Reply(Text.raw("Schau in deine Direktnachrichten.")),
+                Reply(Text.raw("Deine Daten"), Attachment("daten.json", "application/json",
+                                                          b'{"a": 1}'), direct=True)]
+
+    created: list[str] = []
+
+    async def create(user_id: str) -> str:
+        created.append(user_id)
+        return "!dm:test"
+
+    direct = DirectRooms(storage.rooms, create)
+    permissions = Permissions(room_state, admins=[BOSS], moderator_level=50)
+    handler = CommandHandler(make_services(storage, routers=[router]), permissions, "de",
+                             lambda: NOW, on_reply, direct_rooms=direct.room_for)
+    for event_id in ("$e1", "$e2"):
+        await storage.inbox.add([cmd(event_id, "!export")], received_at=NOW)
+        await handler.handle(await storage.inbox.next_for_room(ROOM))
+    assert created == [ALICE]  # made once, then remembered
+    in_room = await storage.outbox.next_for_room(ROOM)
+    assert in_room.content["m.relates_to"]["m.in_reply_to"]["event_id"] == "$e1"
+    file = await storage.outbox.next_for_room("!dm:test")
+    assert file.txn_id == reply_txn_id("$e1", 1)
+    assert file.file_data == b'{"a": 1}'
+    assert file.content["msgtype"] == "m.file" and file.content["filename"] == "daten.json"
+    assert file.content["body"] == "Deine Daten" and file.content["m.mentions"] == {}
+    assert "m.relates_to" not in file.content  # no reply relation across rooms

@@ -94,3 +94,17 @@ async def test_a_crashing_transport_keeps_the_row_for_the_next_drain(outbox):
     transport = FakeTransport()
     await make_sender(transport, outbox, Sleeps()).drain_room(ROOM)
     assert transport.txn_ids == ["t1"]
+
+
+async def test_a_file_is_uploaded_then_sent_with_its_url(outbox):
+    transport, sleeps = FakeTransport(), Sleeps()
+    transport.upload_failures = 1  # the first upload fails: retried after a back-off
+    content = {"msgtype": "m.file", "body": "Deine Daten", "filename": "profil.json",
+               "info": {"mimetype": "application/json", "size": 2}}
+    await outbox.add([OutgoingMessage("f1", ROOM, content, file_data=b"{}")], created_at=0)
+    await make_sender(transport, outbox, sleeps).drain_room(ROOM)
+    assert transport.uploads == [(b"{}", "application/json", "profil.json")]
+    [(_, _, sent, txn_id)] = transport.sent
+    assert sent["url"] == "mxc://test/1" and txn_id == "f1"
+    assert len(sleeps.calls) == 1
+    assert await outbox.count() == 0
