@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 	$(PY) -m bot.demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check bot commands storage tests
+	$(VENV)/bin/ruff check bot commands storage tests bench
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
@@ -28,7 +28,7 @@ bench-quick: $(VENV)/.installed
 	$(PY) -m bench.run --quick
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check bot commands storage tests
+	$(VENV)/bin/ruff check bot commands storage tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -87,6 +87,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     logging.basicConfig(level=settings.logging.level, format=LOG_FORMAT)
+    logging.getLogger("nio").setLevel(logging.WARNING)  # nio logs every room event at INFO
     log.debug("settings: %s", redacted(settings))
 
     from bot.runtime import run_bot  # imported late: needs the Matrix libraries

@@ -56,7 +56,7 @@ class CommandHandler:
         permissions: Permissions,
         default_language: str,
         now_ms: Callable[[], int],
-        on_reply: Callable[[], None],
+        on_reply: Callable[[str], None],
         direct_rooms: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self._direct_rooms = direct_rooms or _no_direct_rooms
@@ -97,8 +97,8 @@ class CommandHandler:
         async with storage.db.transaction():
             await storage.outbox.add(outgoing, created_at=now)
             await storage.inbox.mark_handled(message, handled_at=now)
-        if outgoing:
-            self._on_reply()
+        for room_id in {m.room_id for m in outgoing}:
+            self._on_reply(room_id)
 
     def _contents(self, reply: Reply, language: str,
                   reply_to: str | None) -> list[tuple[dict[str, Any], bytes | None]]:

@@ -28,9 +28,17 @@ class RoomLanes:
         self._slots = asyncio.Semaphore(max_parallel)
         self._retry_delay = retry_delay
         self._wakeup = asyncio.Event()
+        self._rescan = True  # look up every room with work (at start and after failures)
+        self._hinted: set[str] = set()  # rooms known to have new work: no lookup needed
+        self._again: set[str] = set()  # rooms woken while their lane was still running
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def wake(self) -> None:
+    def wake(self, room_id: str | None = None) -> None:
+        """New work in `room_id` (or somewhere, when None)."""
+        if room_id is None:
+            self._rescan = True
+        else:
+            self._hinted.add(room_id)
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -39,8 +47,14 @@ class RoomLanes:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                for room_id in await self._pending_rooms():
-                    if room_id not in self._tasks:
+                rooms, self._hinted = list(self._hinted), set()
+                if self._rescan:
+                    self._rescan = False
+                    rooms += await self._pending_rooms()
+                for room_id in rooms:
+                    if room_id in self._tasks:
+                        self._again.add(room_id)
+                    else:
                         self._tasks[room_id] = asyncio.create_task(
                             self._lane(room_id), name=f"{self.name}:{room_id}"
                         )
@@ -58,6 +72,9 @@ class RoomLanes:
         except Exception:
             log.exception("%s: room %s failed; retried shortly", self.name, room_id)
             await asyncio.sleep(self._retry_delay)
+            self._again.add(room_id)
         finally:
             self._tasks.pop(room_id, None)
-            self.wake()  # rows may have arrived after the drain's last look
+            if room_id in self._again:  # work may have come after the drain's last look
+                self._again.discard(room_id)
+                self.wake(room_id)

@@ -35,6 +35,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from storage.experts import DEFAULT_SYNONYMS
+
 ENV_PREFIX = "NEXTBOT_"
 ENV_NESTED_DELIMITER = "__"
 
@@ -167,6 +169,24 @@ class LoggingSettings(_Section):
         return value.strip().upper() if isinstance(value, str) else value
 
 
+class ExpertSettings(_Section):
+    # Groups of words that mean the same in `!experts` searches; a group may hold phrases.
+    synonyms: list[list[str]] = Field(default_factory=lambda: [list(g) for g in DEFAULT_SYNONYMS])
+    # Longest profile bio, in characters.
+    bio_max_length: int = Field(default=500, ge=20, le=5000)
+
+    @field_validator("synonyms")
+    @classmethod
+    def _groups_valid(cls, value: list[list[str]]) -> list[list[str]]:
+        for group in value:
+            words = [w.strip() for w in group if w.strip()]
+            if len(words) < 2:
+                raise _problem("each synonym group needs at least two words")
+            if not all(any(c.isalnum() for c in w) for w in words):
+                raise _problem("a synonym needs at least one letter or digit")
+        return [[w.strip() for w in group if w.strip()] for group in value]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -179,6 +199,7 @@ class Settings(BaseSettings):
     bot: BotSettings = Field(default_factory=BotSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    experts: ExpertSettings = Field(default_factory=ExpertSettings)
 
     @classmethod
     def settings_customise_sources(

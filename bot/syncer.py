@@ -42,7 +42,7 @@ class Syncer:
         *,
         prefix: str,
         may_invite: Callable[[str | None], bool],
-        on_commands: Callable[[], None],
+        on_commands: Callable[[str], None],
         on_power_levels: Callable[[str], None],
         now_ms: Callable[[], int],
         backoff: Backoff | None = None,
@@ -56,6 +56,7 @@ class Syncer:
         self._now_ms = now_ms
         self._backoff = backoff or Backoff()
         self._first_synced_at = 0
+        self._since: str | None = None
 
     async def run(self) -> None:
         """Sync until cancelled. Errors of the homeserver are waited out, never raised."""
@@ -74,9 +75,11 @@ class Syncer:
                 self._backoff.reset()
 
     async def sync_once(self, timeout_ms: int | None = None) -> None:
-        session = await self._storage.session.get()
-        since = session.sync_token if session else None
-        self._first_synced_at = (session.first_synced_at if session else None) or 0
+        if self._since is None:  # read once; afterwards this loop is the only writer
+            session = await self._storage.session.get()
+            self._since = session.sync_token if session else None
+            self._first_synced_at = (session.first_synced_at if session else None) or 0
+        since = self._since
         kwargs = {} if timeout_ms is None else {"timeout_ms": timeout_ms}
         if since is None:
             batch = await self._source.sync(None, timeout_ms=0)
@@ -104,9 +107,11 @@ class Syncer:
             for cursor in cursors:
                 await self._storage.rooms.set_cursor(cursor)
             await self._storage.session.set_sync_token(batch.next_batch)
+        self._since = batch.next_batch
         if added:
             log.debug("queued %d new command(s)", added)
-            self._on_commands()
+            for room_id in {c.room_id for c in commands}:
+                self._on_commands(room_id)
 
     async def _commit_first(self, batch: SyncBatch) -> None:
         """The very first sync: remember where each room stands, answer nothing from before."""
@@ -119,6 +124,7 @@ class Syncer:
                         RoomCursor(room.room_id, last.event_id, last.origin_ts))
             await self._storage.session.set_first_synced_at(now)
             await self._storage.session.set_sync_token(batch.next_batch)
+        self._since, self._first_synced_at = batch.next_batch, now
         log.info("first sync done: %d room(s); their history is not answered", len(batch.rooms))
 
     async def _new_events(self, room: RoomTimeline) -> list[RoomEvent]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.database import Database
+from storage.experts import ExpertRepository
 from storage.inbox import InboxRepository
 from storage.migrations import MIGRATIONS
 from storage.outbox import OutboxRepository
@@ -22,6 +23,7 @@ class Storage:
     inbox: InboxRepository
     outbox: OutboxRepository
     rooms: RoomRepository
+    experts: ExpertRepository
 
     @classmethod
     async def open(cls, path: str | Path) -> Storage:
@@ -32,6 +34,7 @@ class Storage:
             inbox=InboxRepository(db),
             outbox=OutboxRepository(db),
             rooms=RoomRepository(db),
+            experts=ExpertRepository(db),
         )
 
     async def close(self) -> None:

@@ -63,4 +63,53 @@ MIGRATIONS: list[Migration] = [
         )
         """,
     ),
+    Migration(
+        3,
+        "expert directory: profiles, topics, topic counts, search index, removal log",
+        """
+        CREATE TABLE profiles (
+            id INTEGER PRIMARY KEY,  -- also the rowid of the profile's search entry
+            user_id TEXT NOT NULL UNIQUE,
+            display_name TEXT,
+            organisation TEXT,
+            level TEXT CHECK (level IN ('kommune', 'land', 'bund', 'other')),
+            municipality TEXT,
+            state TEXT,  -- canonical German name of one of the 16 states
+            role TEXT,
+            bio TEXT,
+            languages TEXT NOT NULL DEFAULT '[]',  -- JSON list of strings
+            consent_at INTEGER NOT NULL,  -- milliseconds; no row exists without consent
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE profile_topics (
+            profile_id INTEGER NOT NULL REFERENCES profiles (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            topic TEXT NOT NULL,
+            topic_key TEXT NOT NULL,  -- folded: one topic however it is spelled
+            PRIMARY KEY (profile_id, topic_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX profile_topics_by_key ON profile_topics (topic_key);
+        -- Kept in step with profile_topics by every write, so !topics reads only a few rows.
+        CREATE TABLE topic_counts (
+            topic_key TEXT PRIMARY KEY,
+            label TEXT NOT NULL,
+            profiles INTEGER NOT NULL
+        );
+        CREATE INDEX topic_counts_by_profiles ON topic_counts (profiles DESC, topic_key);
+        -- Folded text only (storage/experts.py fold()); rowid = profiles.id.
+        CREATE VIRTUAL TABLE profile_search USING fts5 (
+            topics, organisation, municipality, role, name, bio, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3'
+        );
+        -- A moderation log: whose profile a bot admin removed, and when; never its content.
+        CREATE TABLE profile_removals (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            removed_by TEXT NOT NULL,
+            removed_at INTEGER NOT NULL
+        );
+        CREATE INDEX profile_removals_by_user ON profile_removals (user_id)
+        """,
+    ),
 ]

@@ -17,6 +17,7 @@ class RoomCursor:
 class RoomRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._languages: dict[str, str | None] = {}  # read for every command: kept in memory
 
     async def cursor(self, room_id: str) -> RoomCursor | None:
         row = await self._db.fetchone(
@@ -34,10 +35,12 @@ class RoomRepository:
         )
 
     async def language(self, room_id: str) -> str | None:
-        row = await self._db.fetchone(
-            "SELECT language FROM room_settings WHERE room_id = ?", (room_id,)
-        )
-        return row[0] if row else None
+        if room_id not in self._languages:
+            row = await self._db.fetchone(
+                "SELECT language FROM room_settings WHERE room_id = ?", (room_id,)
+            )
+            self._languages[room_id] = row[0] if row else None
+        return self._languages[room_id]
 
     async def set_language(self, room_id: str, language: str) -> None:
         await self._db.execute(
@@ -45,6 +48,7 @@ class RoomRepository:
             "ON CONFLICT (room_id) DO UPDATE SET language = excluded.language",
             (room_id, language),
         )
+        self._languages.pop(room_id, None)  # re-read: the write may yet be rolled back
 
     async def direct_room(self, user_id: str) -> str | None:
         row = await self._db.fetchone(

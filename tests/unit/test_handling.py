@@ -12,7 +12,7 @@ class Replies:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self) -> None:
+    def __call__(self, room_id: str) -> None:
         self.calls += 1
 
 

@@ -151,3 +151,15 @@ async def test_stopping_cancels_running_drains():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert queues.done == []
+
+
+async def test_an_idle_room_is_not_drained_over_and_over():
+    queues = Queues()
+    queues.add(A, "a1")
+    lanes = RoomLanes("test", queues.pending_rooms, queues.drain, retry_delay=0)
+    async with running(lanes):
+        lanes.wake(A)  # woken by room, as the sync loop does
+        await until(lambda: queues.done_in(A) == ["a1"])
+        for _ in range(50):
+            await asyncio.sleep(0)
+    assert queues.drains.count(A) <= 2  # once, plus at most one for the extra wake-up

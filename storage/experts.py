@@ -1,0 +1,685 @@
+"""The expert directory: opt-in profiles, their topics, and a German-aware full-text search.
+
+Schema (migration 2):
+
+- `profiles`: one row per member who gave consent; `id` is also the row id of the search index.
+- `profile_topics`: the topics of a profile, one row each, with a folded `topic_key`.
+- `topic_counts`: profiles per topic key, kept up to date in the same transaction as every
+  write, so `!topics` reads a few rows instead of grouping the whole topic table.
+- `profile_search`: an FTS5 table holding *folded* text (see `fold`); its columns are weighted
+  for bm25 by `SEARCH_WEIGHTS`. The `state` and `level` columns hold one key token each and are
+  only ever matched through a column filter.
+- `profile_removals`: who removed whose profile when (moderation log, no profile content).
+
+Member text never reaches MATCH as syntax: the expression is built only from folded
+alphanumeric tokens, each inside double quotes (`match_expression`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from storage.database import Database
+
+LEVELS = ("kommune", "land", "bund", "other")
+
+# bm25 weights per FTS column, in column order. Topics count most, then organisation,
+# municipality, role, name, bio; the filter columns (state, level) never add to the score.
+SEARCH_COLUMNS = ("topics", "organisation", "municipality", "role", "name", "bio", "state",
+                  "level")
+SEARCH_WEIGHTS = (10.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 0.0)
+TEXT_COLUMNS = SEARCH_COLUMNS[:6]
+_RANK = "bm25(profile_search, {})".format(", ".join(str(w) for w in SEARCH_WEIGHTS))
+
+# Terms shorter than this are matched exactly: `KI` must not find `Kita` or `Kinder`.
+MIN_PREFIX_LENGTH = 3
+
+# Words that say nothing on their own in a search ("KI in der Verwaltung").
+STOPWORDS = frozenset({
+    "und", "oder", "nicht", "der", "die", "das", "den", "dem", "des", "ein", "eine", "einer",
+    "in", "im", "fuer", "von", "vom", "mit", "zu", "zur", "zum", "auf", "an", "am", "bei",
+    "and", "or", "not", "near", "the", "of", "for", "to", "with", "a", "on",
+})
+
+DEFAULT_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("KI", "Künstliche Intelligenz", "AI", "Artificial Intelligence"),
+    ("OZG", "Onlinezugangsgesetz"),
+    ("E-Akte", "elektronische Akte", "eAkte"),
+    ("Cloud", "Cloud Computing"),
+    ("Chatbot", "Chatbots"),
+    ("Open Data", "offene Daten"),
+    ("Open Source", "quelloffen", "OSS"),
+    ("IT-Sicherheit", "Informationssicherheit", "Cybersicherheit", "Cybersecurity"),
+    ("Datenschutz", "DSGVO", "GDPR"),
+    ("E-Government", "eGovernment", "digitale Verwaltung"),
+    ("Digitalisierung", "digitale Transformation"),
+    ("Registermodernisierung", "RegMo"),
+    ("EfA", "Einer für Alle"),
+    ("Smart City", "Smart Cities"),
+    ("BIM", "Building Information Modeling"),
+    ("GIS", "Geoinformationssystem", "Geoinformation"),
+    ("Barrierefreiheit", "Accessibility", "BITV"),
+    ("Low-Code", "Low Code", "No-Code"),
+)
+
+# The 16 states: canonical (German) name, ISO 3166-2 code, other accepted spellings.
+STATES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Baden-Württemberg", "bw", ()),
+    ("Bayern", "by", ("Bavaria",)),
+    ("Berlin", "be", ()),
+    ("Brandenburg", "bb", ()),
+    ("Bremen", "hb", ()),
+    ("Hamburg", "hh", ()),
+    ("Hessen", "he", ("Hesse",)),
+    ("Mecklenburg-Vorpommern", "mv", ("Meck-Pomm",)),
+    ("Niedersachsen", "ni", ("Lower Saxony",)),
+    ("Nordrhein-Westfalen", "nw", ("NRW", "North Rhine-Westphalia")),
+    ("Rheinland-Pfalz", "rp", ("RLP", "Rhineland-Palatinate")),
+    ("Saarland", "sl", ()),
+    ("Sachsen", "sn", ("Saxony",)),
+    ("Sachsen-Anhalt", "st", ("Saxony-Anhalt",)),
+    ("Schleswig-Holstein", "sh", ()),
+    ("Thüringen", "th", ("Thuringia",)),
+)
+
+_LEVEL_WORDS = {
+    "kommune": ("kommune", "kommunal", "kommunen", "gemeinde", "stadt", "kreis", "landkreis",
+                "municipal", "municipality", "local"),
+    "land": ("land", "laender", "landesebene", "landesverwaltung", "state"),
+    "bund": ("bund", "bundesebene", "bundesverwaltung", "federal"),
+    "other": ("other", "sonstige", "sonstiges", "andere", "anderes", "weitere"),
+}
+
+
+# -- folding ------------------------------------------------------------------------------------
+
+_GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "ẞ": "ss"})
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def fold(text: str) -> str:
+    """Case- and accent-free German spelling: `Müller` → `mueller`, `Straße` → `strasse`."""
+    text = unicodedata.normalize("NFC", text).casefold().translate(_GERMAN)
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def tokens(text: str) -> list[str]:
+    """The folded alphanumeric words of `text`: nothing else ever reaches the search index."""
+    return _TOKEN.findall(fold(text))
+
+
+def _key(text: str) -> str:
+    return " ".join(tokens(text))
+
+
+def _compact(text: str) -> str:
+    return "".join(tokens(text))
+
+
+_STATE_BY_KEY: dict[str, str] = {}
+_STATE_CODE: dict[str, str] = {}
+for _name, _code, _aliases in STATES:
+    _STATE_CODE[_name] = _code
+    for _spelling in (_name, _code, *_aliases):
+        _STATE_BY_KEY[_compact(_spelling)] = _name
+
+_LEVEL_BY_KEY = {word: level for level, words in _LEVEL_WORDS.items() for word in words}
+
+
+def normalize_state(text: str) -> str | None:
+    """The canonical name of a state (`nrw`, `Thueringen`, `bw` …), None if it is none of the 16."""
+    return _STATE_BY_KEY.get(_compact(text))
+
+
+def normalize_level(text: str) -> str | None:
+    """`kommune`, `land`, `bund` or `other` from the English or German word; None if unknown."""
+    return _LEVEL_BY_KEY.get(_compact(text))
+
+
+def topic_key(topic: str) -> str:
+    """Topics that differ only in case, accents or punctuation are the same topic."""
+    return _key(topic)
+
+
+def _state_token(state: str | None) -> str:
+    if not state:
+        return ""
+    return _STATE_CODE.get(state) or _compact(state)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Profile:
+    """A member's entry in the expert directory. `consent_at` is when they agreed to it."""
+
+    user_id: str
+    display_name: str | None = None
+    organisation: str | None = None
+    level: str | None = None  # one of LEVELS
+    municipality: str | None = None
+    state: str | None = None  # canonical name, see normalize_state
+    topics: list[str] = field(default_factory=list)
+    role: str | None = None
+    bio: str | None = None
+    languages: list[str] = field(default_factory=list)
+    consent_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def __repr__(self) -> str:  # profiles are personal data: never in a log
+        digest = hashlib.sha256(self.user_id.encode()).hexdigest()[:8]
+        return f"Profile(#{digest}, topics={len(self.topics)})"
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, as the member gets it from `!profile export`."""
+        return {
+            "user_id": self.user_id,
+            "display_name": self.display_name,
+            "organisation": self.organisation,
+            "level": self.level,
+            "municipality": self.municipality,
+            "state": self.state,
+            "topics": list(self.topics),
+            "role": self.role,
+            "bio": self.bio,
+            "languages": list(self.languages),
+            "consent_at": _iso(self.consent_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class TopicCount:
+    topic: str
+    profiles: int
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    user_id: str
+    display_name: str | None
+    organisation: str | None
+    municipality: str | None
+    state: str | None
+    level: str | None
+    topics: tuple[str, ...]
+    matched_topics: tuple[str, ...]  # the topics the search words matched
+
+    def __repr__(self) -> str:
+        digest = hashlib.sha256(self.user_id.encode()).hexdigest()[:8]
+        return f"SearchHit(#{digest})"
+
+
+@dataclass(frozen=True)
+class Removal:
+    user_id: str
+    removed_by: str
+    removed_at: datetime
+
+
+class Synonyms:
+    """Groups of words that mean the same (`KI` = `Künstliche Intelligenz` = `AI`)."""
+
+    def __init__(self, groups: Iterable[Iterable[str]] = ()) -> None:
+        self._groups: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {}
+        for group in groups:
+            variants = tuple(dict.fromkeys(t for t in (tuple(tokens(w)) for w in group) if t))
+            for variant in variants:
+                known = self._groups.get(variant, ())
+                self._groups[variant] = tuple(dict.fromkeys((*known, *variants)))
+        self.longest = max((len(v) for v in self._groups), default=0)
+
+    def of(self, words: tuple[str, ...]) -> tuple[tuple[str, ...], ...] | None:
+        return self._groups.get(words)
+
+
+@lru_cache(maxsize=16)
+def compiled_synonyms(groups: tuple[tuple[str, ...], ...]) -> Synonyms:
+    return Synonyms(groups)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What to look for. `terms` are the member's words or quoted phrases, all required;
+    `organisation` is matched word by word (prefixes) in the organisation only."""
+
+    terms: tuple[str, ...] = ()
+    state: str | None = None
+    level: str | None = None
+    organisation: str | None = None
+    synonyms: Synonyms | None = None
+
+    def __repr__(self) -> str:  # search words may be personal: not in logs
+        return f"SearchQuery(terms={len(self.terms)})"
+
+
+# -- building the MATCH expression --------------------------------------------------------------
+
+Alternative = tuple[str, ...]  # folded tokens of one phrase
+
+
+def _phrase(words: Alternative) -> str:
+    # Only [^\W_]+ tokens get here, so a double quote can never occur inside.
+    prefix = "*" if len(words[-1]) >= MIN_PREFIX_LENGTH else ""
+    return '"' + " ".join(words) + '"' + prefix
+
+
+def search_groups(query: SearchQuery) -> list[tuple[Alternative, ...]]:
+    """The query's terms as AND-ed groups of OR-ed phrases, synonyms expanded."""
+    units = [tuple(tokens(term)) for term in query.terms]
+    units = [u for u in units if u]
+    meaningful = [u for u in units if not (len(u) == 1 and u[0] in STOPWORDS)]
+    units = meaningful or units
+    synonyms = query.synonyms
+    groups: list[tuple[Alternative, ...]] = []
+    i = 0
+    while i < len(units):
+        found = None
+        if synonyms is not None and synonyms.longest:
+            # The longest run of whole words that is a known synonym, e.g. `elektronische Akte`.
+            for j in range(len(units), i, -1):
+                words = tuple(w for unit in units[i:j] for w in unit)
+                if len(words) <= synonyms.longest and (variants := synonyms.of(words)):
+                    found = (j, variants)
+                    break
+        if found:
+            i, variants = found
+            groups.append(variants)
+        else:
+            groups.append((units[i],))
+            i += 1
+    return groups
+
+
+def match_expression(query: SearchQuery) -> str | None:
+    """The FTS5 MATCH string, or None when nothing searchable is left."""
+    parts = []
+    groups = search_groups(query)
+    if groups:
+        anded = " AND ".join(
+            _phrase(g[0]) if len(g) == 1 else "(" + " OR ".join(_phrase(a) for a in g) + ")"
+            for g in groups
+        )
+        parts.append("{" + " ".join(TEXT_COLUMNS) + "} : (" + anded + ")")
+    if query.organisation is not None:
+        words = tokens(query.organisation)
+        if words:
+            parts.append("organisation : (" + " AND ".join(_phrase((w,)) for w in words) + ")")
+        else:
+            parts.append('organisation : "_"')  # matches nothing, stays valid
+    if query.state is not None:
+        parts.append('state : "' + (_state_token(query.state) or "_") + '"')
+    if query.level is not None:
+        parts.append('level : "' + (_compact(query.level) or "_") + '"')
+    return " AND ".join(parts) if parts else None
+
+
+def _matches(topic: Alternative, alternative: Alternative) -> bool:
+    n = len(alternative)
+    last_prefix = len(alternative[-1]) >= MIN_PREFIX_LENGTH
+    for start in range(len(topic) - n + 1):
+        window = topic[start:start + n]
+        if window[:-1] == alternative[:-1] and (
+            window[-1].startswith(alternative[-1]) if last_prefix
+            else window[-1] == alternative[-1]
+        ):
+            return True
+    return False
+
+
+def matched_topics(topics: Sequence[str], groups: list[tuple[Alternative, ...]]) -> tuple[str, ...]:
+    alternatives = [a for g in groups for a in g]
+    return tuple(t for t in topics
+                 if any(_matches(tuple(tokens(t)), a) for a in alternatives))
+
+
+# -- the repository -----------------------------------------------------------------------------
+
+_FIELDS = ("user_id", "display_name", "organisation", "level", "municipality", "state", "role",
+           "bio", "languages", "consent_at", "updated_at")
+_SELECT = "SELECT id, " + ", ".join(_FIELDS) + " FROM profiles"
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def _datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _clean_topics(topics: Iterable[str]) -> list[tuple[str, str]]:
+    """(topic, key) pairs, first spelling wins, topics without any word dropped."""
+    seen: dict[str, str] = {}
+    for topic in topics:
+        key = topic_key(topic)
+        if key and key not in seen:
+            seen[key] = topic.strip()
+    return [(topic, key) for key, topic in seen.items()]
+
+
+def _index_row(profile_id: int, profile: Profile, topics: list[tuple[str, str]]) -> tuple:
+    localpart = profile.user_id.removeprefix("@").split(":", 1)[0]
+    return (
+        profile_id,
+        " ".join(key for _, key in topics),
+        _key(profile.organisation or ""),
+        _key(profile.municipality or ""),
+        _key(profile.role or ""),
+        _key(f"{profile.display_name or ''} {localpart}"),
+        _key(profile.bio or ""),
+        _state_token(profile.state),
+        profile.level or "",
+    )
+
+
+_INSERT_INDEX = ("INSERT INTO profile_search (rowid, " + ", ".join(SEARCH_COLUMNS) + ") "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+class ExpertRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def get(self, user_id: str) -> Profile | None:
+        row = await self._db.fetchone(_SELECT + " WHERE user_id = ?", (user_id,))
+        if row is None:
+            return None
+        topics = await self._topics_of([row[0]])
+        return self._profile(row, topics.get(row[0], []))
+
+    async def count(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM profiles")
+        return int(row[0])
+
+    async def all_profiles(self, batch: int = 1000) -> AsyncIterator[Profile]:
+        """Every profile, in user-id order, read in batches (the whole table never is in memory)."""
+        after = ""
+        while True:
+            rows = await self._db.fetchall(
+                _SELECT + " WHERE user_id > ? ORDER BY user_id LIMIT ?", (after, batch)
+            )
+            if not rows:
+                return
+            topics = await self._topics_of([r[0] for r in rows])
+            for row in rows:
+                yield self._profile(row, topics.get(row[0], []))
+            after = rows[-1][1]
+
+    async def top_topics(self, n: int = 20) -> list[TopicCount]:
+        rows = await self._db.fetchall(
+            "SELECT label, profiles FROM topic_counts ORDER BY profiles DESC, topic_key LIMIT ?",
+            (n,),
+        )
+        return [TopicCount(r[0], r[1]) for r in rows]
+
+    async def all_topics(self) -> list[str]:
+        rows = await self._db.fetchall("SELECT label FROM topic_counts ORDER BY topic_key")
+        return [r[0] for r in rows]
+
+    async def removals(self, user_id: str | None = None) -> list[Removal]:
+        sql = "SELECT user_id, removed_by, removed_at FROM profile_removals"
+        rows = await (self._db.fetchall(sql + " WHERE user_id = ? ORDER BY id", (user_id,))
+                      if user_id is not None else self._db.fetchall(sql + " ORDER BY id"))
+        return [Removal(r[0], r[1], _datetime(r[2])) for r in rows]
+
+    async def search(self, query: SearchQuery, limit: int = 5,
+                     offset: int = 0) -> tuple[int, list[SearchHit]]:
+        """(number of all hits, the hits from `offset`), best first."""
+        expression = match_expression(query)
+        if expression is None:
+            return 0, []
+        row = await self._db.fetchone(
+            "SELECT count(*) FROM profile_search WHERE profile_search MATCH ?", (expression,)
+        )
+        total = int(row[0])
+        if total == 0 or offset >= total:
+            return total, []
+        groups = search_groups(query)
+        # Best first; with only filters there is nothing to rank by: the directory's order.
+        score = _RANK if groups else "0"
+        rows = await self._db.fetchall(
+            "SELECT p.id, p.user_id, p.display_name, p.organisation, p.municipality, p.state, "
+            "p.level FROM (SELECT rowid AS id, " + score + " AS score FROM profile_search "
+            "WHERE profile_search MATCH ? ORDER BY score, rowid LIMIT ? OFFSET ?) AS hit "
+            "JOIN profiles AS p ON p.id = hit.id ORDER BY hit.score, hit.id",
+            (expression, limit, offset),
+        )
+        topics = await self._topics_of([r[0] for r in rows])
+        hits = []
+        for r in rows:
+            own = topics.get(r[0], [])
+            hits.append(SearchHit(r[1], r[2], r[3], r[4], r[5], r[6], tuple(own),
+                                  matched_topics(own, groups)))
+        return total, hits
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def give_consent(self, user_id: str, at: datetime) -> tuple[Profile, bool]:
+        """Record consent once: (the profile, True if it was given just now)."""
+        async with self._db.transaction():
+            existing = await self.get(user_id)
+            if existing is not None:
+                return existing, False
+            profile = Profile(user_id, consent_at=at, updated_at=at)
+            await self.save(profile)
+            return profile, True
+
+    async def save(self, profile: Profile) -> None:
+        """Insert or update a profile, its topics and its search entry, in one transaction."""
+        if profile.consent_at is None:
+            raise ValueError("a profile is stored only with consent")
+        if profile.level is not None and profile.level not in LEVELS:
+            raise ValueError("unknown level")
+        if profile.updated_at is None:
+            profile.updated_at = _now()
+        topics = _clean_topics(profile.topics)
+        async with self._db.transaction():
+            row = await self._db.fetchone("SELECT id FROM profiles WHERE user_id = ?",
+                                          (profile.user_id,))
+            old_keys: set[str] = set()
+            if row is None:
+                profile_id = await self._db.execute_returning_id(
+                    "INSERT INTO profiles (" + ", ".join(_FIELDS) + ") "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._values(profile),
+                )
+            else:
+                profile_id = row[0]
+                await self._db.execute(
+                    "UPDATE profiles SET " + ", ".join(f"{f} = ?" for f in _FIELDS[1:])
+                    + " WHERE id = ?", (*self._values(profile)[1:], profile_id),
+                )
+                old_keys = {r[0] for r in await self._db.fetchall(
+                    "SELECT topic_key FROM profile_topics WHERE profile_id = ?", (profile_id,))}
+                await self._db.execute("DELETE FROM profile_topics WHERE profile_id = ?",
+                                       (profile_id,))
+                await self._db.execute("DELETE FROM profile_search WHERE rowid = ?",
+                                       (profile_id,))
+            await self._db.executemany(
+                "INSERT INTO profile_topics (profile_id, position, topic, topic_key) "
+                "VALUES (?, ?, ?, ?)",
+                [(profile_id, i, topic, key) for i, (topic, key) in enumerate(topics)],
+            )
+            await self._db.execute(_INSERT_INDEX, _index_row(profile_id, profile, topics))
+            new = {key: topic for topic, key in topics}
+            await self._count_topics({k: t for k, t in new.items() if k not in old_keys},
+                                     old_keys - new.keys())
+
+    async def delete_all_of(self, user_id: str) -> bool:
+        """Remove every row about `user_id`: profile, topics, search entry, removal records.
+
+        True if there was anything to remove.
+        """
+        async with self._db.transaction():
+            removals = await self._db.execute("DELETE FROM profile_removals WHERE user_id = ?",
+                                              (user_id,))
+            return await self._delete_profile(user_id) or removals > 0
+
+    async def remove_by_admin(self, user_id: str, admin: str, at: datetime | None = None) -> bool:
+        """An admin removes a profile; the log keeps whose, by whom and when, nothing else.
+
+        False (and nothing recorded) if `user_id` has no profile.
+        """
+        async with self._db.transaction():
+            if not await self._delete_profile(user_id):
+                return False
+            await self._db.execute(
+                "INSERT INTO profile_removals (user_id, removed_by, removed_at) VALUES (?, ?, ?)",
+                (user_id, admin, _ms(at or _now())),
+            )
+            return True
+
+    async def upsert_many(self, profiles: list[Profile]) -> tuple[int, int]:
+        """Insert or replace many profiles in ONE transaction: (created, updated).
+
+        A profile without `consent_at` keeps the stored one, or gets the current time if new.
+        If a user id occurs twice, the later profile wins.
+        """
+        latest: dict[str, Profile] = {}
+        for profile in profiles:
+            if profile.level is not None and profile.level not in LEVELS:
+                raise ValueError("unknown level")
+            latest[profile.user_id] = profile
+        if not latest:
+            return 0, 0
+        now = _now()
+        async with self._db.transaction():
+            existing: dict[str, tuple[int, int]] = {}
+            user_ids = list(latest)
+            for start in range(0, len(user_ids), 500):
+                chunk = user_ids[start:start + 500]
+                rows = await self._db.fetchall(
+                    "SELECT user_id, id, consent_at FROM profiles WHERE user_id IN ("
+                    + ", ".join("?" * len(chunk)) + ")", chunk,
+                )
+                existing.update({r[0]: (r[1], r[2]) for r in rows})
+            row = await self._db.fetchone("SELECT coalesce(max(id), 0) FROM profiles")
+            next_id = int(row[0]) + 1
+            inserts, updates, topic_rows, index_rows, old_ids = [], [], [], [], []
+            for user_id, profile in latest.items():
+                found = existing.get(user_id)
+                consent = (_ms(profile.consent_at) if profile.consent_at is not None
+                           else found[1] if found else _ms(now))
+                values = list(self._values(profile))
+                values[_FIELDS.index("consent_at")] = consent
+                if values[_FIELDS.index("updated_at")] is None:
+                    values[_FIELDS.index("updated_at")] = _ms(now)
+                if found:
+                    profile_id = found[0]
+                    updates.append((*values[1:], profile_id))
+                    old_ids.append((profile_id,))
+                else:
+                    profile_id = next_id
+                    next_id += 1
+                    inserts.append((profile_id, *values))
+                topics = _clean_topics(profile.topics)
+                topic_rows.extend((profile_id, i, t, k) for i, (t, k) in enumerate(topics))
+                index_rows.append(_index_row(profile_id, profile, topics))
+            if old_ids:
+                await self._db.executemany("DELETE FROM profile_topics WHERE profile_id = ?",
+                                           old_ids)
+                await self._db.executemany("DELETE FROM profile_search WHERE rowid = ?", old_ids)
+                await self._db.executemany(
+                    "UPDATE profiles SET " + ", ".join(f"{f} = ?" for f in _FIELDS[1:])
+                    + " WHERE id = ?", updates,
+                )
+            await self._db.executemany(
+                "INSERT INTO profiles (id, " + ", ".join(_FIELDS) + ") "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts,
+            )
+            await self._db.executemany(
+                "INSERT INTO profile_topics (profile_id, position, topic, topic_key) "
+                "VALUES (?, ?, ?, ?)", topic_rows,
+            )
+            await self._db.executemany(_INSERT_INDEX, index_rows)
+            await self._recount_topics()
+        return len(inserts), len(updates)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _values(profile: Profile) -> tuple:
+        return (
+            profile.user_id, profile.display_name, profile.organisation, profile.level,
+            profile.municipality, profile.state, profile.role, profile.bio,
+            json.dumps(list(profile.languages), ensure_ascii=False),
+            _ms(profile.consent_at), _ms(profile.updated_at),
+        )
+
+    @staticmethod
+    def _profile(row: Any, topics: list[str]) -> Profile:
+        return Profile(
+            user_id=row[1], display_name=row[2], organisation=row[3], level=row[4],
+            municipality=row[5], state=row[6], role=row[7], bio=row[8],
+            languages=list(json.loads(row[9] or "[]")), topics=topics,
+            consent_at=_datetime(row[10]), updated_at=_datetime(row[11]),
+        )
+
+    async def _topics_of(self, profile_ids: list[int]) -> dict[int, list[str]]:
+        if not profile_ids:
+            return {}
+        rows = await self._db.fetchall(
+            "SELECT profile_id, topic FROM profile_topics WHERE profile_id IN ("
+            + ", ".join("?" * len(profile_ids)) + ") ORDER BY profile_id, position", profile_ids,
+        )
+        found: dict[int, list[str]] = {}
+        for profile_id, topic in rows:
+            found.setdefault(profile_id, []).append(topic)
+        return found
+
+    async def _delete_profile(self, user_id: str) -> bool:
+        row = await self._db.fetchone("SELECT id FROM profiles WHERE user_id = ?", (user_id,))
+        if row is None:
+            return False
+        profile_id = row[0]
+        keys = {r[0] for r in await self._db.fetchall(
+            "SELECT topic_key FROM profile_topics WHERE profile_id = ?", (profile_id,))}
+        await self._db.execute("DELETE FROM profile_search WHERE rowid = ?", (profile_id,))
+        await self._db.execute("DELETE FROM profile_topics WHERE profile_id = ?", (profile_id,))
+        await self._db.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
+        await self._count_topics({}, keys)
+        return True
+
+    async def _count_topics(self, added: dict[str, str], removed: set[str]) -> None:
+        await self._db.executemany(
+            "INSERT INTO topic_counts (topic_key, label, profiles) VALUES (?, ?, 1) "
+            "ON CONFLICT (topic_key) DO UPDATE SET profiles = profiles + 1",
+            list(added.items()),
+        )
+        await self._db.executemany(
+            "UPDATE topic_counts SET profiles = profiles - 1 WHERE topic_key = ?",
+            [(k,) for k in removed],
+        )
+        if removed:
+            await self._db.execute("DELETE FROM topic_counts WHERE profiles <= 0")
+
+    async def _recount_topics(self) -> None:
+        await self._db.execute(
+            "INSERT INTO topic_counts (topic_key, label, profiles) "
+            "SELECT topic_key, min(topic), count(*) FROM profile_topics WHERE true "
+            "GROUP BY topic_key "
+            "ON CONFLICT (topic_key) DO UPDATE SET profiles = excluded.profiles"
+        )
+        await self._db.execute(
+            "DELETE FROM topic_counts WHERE topic_key NOT IN "
+            "(SELECT topic_key FROM profile_topics)"
+        )
