@@ -63,15 +63,22 @@ class Permissions:
         self._admins = frozenset(admins)
         self._moderator_level = moderator_level
         self._cache: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+        self._generation: dict[str, int] = {}
 
     def forget(self, room_id: str) -> None:
         self._cache.pop(room_id, None)
+        # A read already under way may predate the change: it must not refill the cache.
+        self._generation[room_id] = self._generation.get(room_id, 0) + 1
 
     async def level(self, room_id: str, user_id: str) -> Level:
         if user_id in self._admins:
             return Level.ADMIN
-        if room_id not in self._cache:
-            self._cache[room_id] = await self._fetch(room_id)
-        power_levels, create_event = self._cache[room_id]
+        state = self._cache.get(room_id)
+        if state is None:
+            generation = self._generation.get(room_id, 0)
+            state = await self._fetch(room_id)
+            if self._generation.get(room_id, 0) == generation:
+                self._cache[room_id] = state
+        power_levels, create_event = state
         return level_of(user_id, admins=self._admins, moderator_level=self._moderator_level,
                         power_levels=power_levels, create_event=create_event)

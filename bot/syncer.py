@@ -82,9 +82,10 @@ class Syncer:
         since = self._since
         kwargs = {} if timeout_ms is None else {"timeout_ms": timeout_ms}
         if since is None:
+            started = self._now_ms()  # before the joins: commands sent meanwhile count
             batch = await self._source.sync(None, timeout_ms=0)
             await self._handle_invites(batch.invites)
-            await self._commit_first(batch)
+            await self._commit_first(batch, started)
             return
         batch = await self._source.sync(since, **kwargs)
         await self._handle_invites(batch.invites)
@@ -113,9 +114,8 @@ class Syncer:
             for room_id in {c.room_id for c in commands}:
                 self._on_commands(room_id)
 
-    async def _commit_first(self, batch: SyncBatch) -> None:
+    async def _commit_first(self, batch: SyncBatch, now: int) -> None:
         """The very first sync: remember where each room stands, answer nothing from before."""
-        now = self._now_ms()
         async with self._storage.db.transaction():
             for room in batch.rooms:
                 if room.events:

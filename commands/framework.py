@@ -230,7 +230,8 @@ def parse_args(command: Command, rest: str) -> dict[str, Any]:
         if arg.rest:
             word, remaining = remaining.strip(), ""
         else:
-            word, _, remaining = remaining.strip().partition(" ")
+            first, *others = remaining.split(maxsplit=1) or [""]
+            word, remaining = first, others[0] if others else ""
         if not word:
             if arg.optional:
                 continue

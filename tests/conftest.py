@@ -18,7 +18,8 @@ from bot.testserver import Homeserver
 @pytest.fixture(scope="session")
 def homeserver() -> Iterator[Homeserver]:
     """One Synapse on 127.0.0.1 for the whole session, started on first use, stopped at the end."""
-    server = Homeserver()
+    # Fewer bcrypt rounds: registering and logging in test accounts is then fast.
+    server = Homeserver(config_overrides={"bcrypt_rounds": 4})
     server.start()
     try:
         yield server

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -9,12 +11,30 @@ from tests.integration.harness import BotAccount, Member
 
 pytestmark = pytest.mark.synapse
 
+MakeBot = Callable[..., Awaitable[BotAccount]]
+MakeMember = Callable[..., Awaitable[Member]]
+
 
 @pytest.fixture
-async def bot_account(homeserver: Homeserver, tmp_path) -> AsyncIterator[BotAccount]:
+async def bot_account(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[BotAccount]:
     account = await BotAccount.create(homeserver, tmp_path)
     yield account
     await account.stop()
+
+
+@pytest.fixture
+async def make_bot(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[MakeBot]:
+    """More bot accounts, each with its own files: `await make_bot(allowed_servers=[...])`."""
+    made: list[BotAccount] = []
+
+    async def make(**bot: Any) -> BotAccount:
+        account = await BotAccount.create(homeserver, tmp_path / f"bot-{len(made)}", **bot)
+        made.append(account)
+        return account
+
+    yield make
+    for account in made:
+        await account.stop()
 
 
 @pytest.fixture
@@ -22,6 +42,24 @@ async def member(homeserver: Homeserver) -> AsyncIterator[Member]:
     person = await Member.create(homeserver)
     yield person
     await person.close()
+
+
+@pytest.fixture
+async def make_member(homeserver: Homeserver) -> AsyncIterator[MakeMember]:
+    """More people (or more clients of an existing account: `make_member(user_id=...)`)."""
+    made: list[Member] = []
+
+    async def make(prefix: str = "member", user_id: str | None = None) -> Member:
+        if user_id is not None:
+            person = await Member.login(homeserver, user_id)
+        else:
+            person = await Member.create(homeserver, prefix)
+        made.append(person)
+        return person
+
+    yield make
+    for person in made:
+        await person.close()
 
 
 @pytest.fixture

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import itertools
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nio
+import pytest
 
+from bot.matrix import MatrixConnection, RoomEvent, SyncBatch
 from bot.runtime import Bot
 from bot.settings import Settings
 from bot.testserver import Homeserver
@@ -26,6 +35,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}{int(time.time() * 1000) % 10_000_000}{next(_names)}"
 
 
+async def register_with_token(homeserver: Homeserver, localpart: str) -> tuple[str, str, str]:
+    """Register like `Homeserver.register`, but keep the device and access token it creates."""
+    url = f"{homeserver.url}/_synapse/admin/v1/register"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async with session.get(url) as response:
+            response.raise_for_status()
+            nonce = (await response.json())["nonce"]
+        message = b"\x00".join([nonce.encode(), localpart.encode(), PASSWORD.encode(),
+                                 b"notadmin"])
+        mac = hmac.new(homeserver.registration_shared_secret.encode(), message,
+                       hashlib.sha1).hexdigest()
+        body = {"nonce": nonce, "username": localpart, "password": PASSWORD, "admin": False,
+                "mac": mac}
+        async with session.post(url, json=body) as response:
+            answer = await response.json()
+            assert response.status == 200, answer
+    return answer["user_id"], answer["device_id"], answer["access_token"]
+
+
 class Member:
     """A person with a Matrix client who sends commands and reads what arrives in their rooms."""
 
@@ -37,7 +65,16 @@ class Member:
 
     @classmethod
     async def create(cls, homeserver: Homeserver, prefix: str = "member") -> Member:
-        user_id = await homeserver.register(unique(prefix), PASSWORD)
+        # The registration's own device and token: a password login would cost another bcrypt.
+        user_id, device_id, token = await register_with_token(homeserver, unique(prefix))
+        member = cls(homeserver, user_id)
+        member.client.restore_login(user_id, device_id, token)
+        await member.sync(timeout_ms=0)
+        return member
+
+    @classmethod
+    async def login(cls, homeserver: Homeserver, user_id: str) -> Member:
+        """A new client (and device) of an existing account, e.g. the bot's, driven by hand."""
         member = cls(homeserver, user_id)
         response = await member.client.login(PASSWORD, device_name="test")
         assert isinstance(response, nio.LoginResponse), response
@@ -71,6 +108,38 @@ class Member:
         assert isinstance(response, nio.RoomSendResponse), response
         return response.event_id
 
+    async def send_many(self, room_id: str, bodies: list[str],
+                        concurrently: bool = False) -> list[str]:
+        """Send each body as a command; the event ids come back in the order of `bodies`."""
+        if concurrently:
+            return list(await asyncio.gather(*(self.send(room_id, b) for b in bodies)))
+        return [await self.send(room_id, b) for b in bodies]
+
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        """`user_id`'s membership in the room as the room state says (None: never a member)."""
+        response = await self.client.room_get_state_event(room_id, "m.room.member", user_id)
+        if isinstance(response, nio.RoomGetStateEventResponse):
+            return response.content.get("membership")
+        return None
+
+    async def wait_membership(self, room_id: str, user_id: str, membership: str,
+                              timeout: float = 10.0) -> str | None:
+        """Poll until the membership is `membership`; returns the last one seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = await self.membership(room_id, user_id)
+            if seen == membership or time.monotonic() > deadline:
+                return seen
+            await asyncio.sleep(0.1)
+
+    async def set_power_level(self, room_id: str, user_id: str, level: int) -> None:
+        response = await self.client.room_get_state_event(room_id, "m.room.power_levels")
+        assert isinstance(response, nio.RoomGetStateEventResponse), response
+        content = dict(response.content)
+        content["users"] = {**content.get("users", {}), user_id: level}
+        put = await self.client.room_put_state(room_id, "m.room.power_levels", content)
+        assert isinstance(put, nio.RoomPutStateResponse), put
+
     async def sync(self, timeout_ms: int = 1000) -> None:
         response = await self.client.sync(timeout=timeout_ms, since=self._since,
                                           sync_filter=MEMBER_FILTER)
@@ -101,6 +170,26 @@ class Member:
         while time.monotonic() < deadline:
             await self.sync(timeout_ms=300)
 
+    async def wait_for_replies(self, room_id: str, sender: str, event_ids: list[str],
+                               timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Read until every event in `event_ids` has a reply from `sender` (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.messages_from(room_id, sender)
+            answered = {reply_target(m) for m in found}
+            if answered.issuperset(event_ids) or time.monotonic() > deadline:
+                return found
+            await self.sync()
+
+    async def ask(self, room_id: str, bot_user_id: str, body: str, timeout: float = 20.0,
+                  **extra: Any) -> dict[str, Any]:
+        """Send a command and return the bot's (first) reply to it, the whole event."""
+        event_id = await self.send(room_id, body, **extra)
+        messages = await self.wait_for_replies(room_id, bot_user_id, [event_id], timeout)
+        found = replies_to(messages, event_id)
+        assert found, f"no reply to {body!r} within {timeout} s"
+        return found[0]
+
     async def wait_joined(self, room_id: str, user_id: str, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -113,12 +202,30 @@ class Member:
         return False
 
 
+def reply_target(message: dict[str, Any]) -> str | None:
+    """The event id a message replies to (`m.relates_to.m.in_reply_to.event_id`), if any."""
+    relates = message.get("content", {}).get("m.relates_to") or {}
+    return (relates.get("m.in_reply_to") or {}).get("event_id")
+
+
 def replies_to(messages: list[dict[str, Any]], event_id: str) -> list[dict[str, Any]]:
-    return [
-        m for m in messages
-        if (m.get("content", {}).get("m.relates_to", {}).get("m.in_reply_to", {})
-            .get("event_id")) == event_id
-    ]
+    return [m for m in messages if reply_target(m) == event_id]
+
+
+def reply_counts(messages: list[dict[str, Any]]) -> Counter[str | None]:
+    """How many messages reply to each event id (None counts messages that reply to nothing)."""
+    return Counter(reply_target(m) for m in messages)
+
+
+def assert_answered_once(messages: list[dict[str, Any]], event_ids: list[str]) -> None:
+    """Every command got exactly one reply, and no message answers anything else."""
+    counts = reply_counts(messages)
+    missing = [e for e in event_ids if counts[e] == 0]
+    twice = {e: n for e, n in counts.items() if n > 1}
+    extra = {e: n for e, n in counts.items() if e not in set(event_ids)}
+    assert not missing, f"{len(missing)} of {len(event_ids)} commands not answered: {missing[:5]}"
+    assert not twice, f"answered more than once: {twice}"
+    assert not extra, f"replies to events that were no command sent here: {extra}"
 
 
 class BotAccount:
@@ -159,6 +266,24 @@ class BotAccount:
             await self.running.stop()
             self.running = None
 
+    async def device_id(self) -> str:
+        """The device the running bot's stored session belongs to."""
+        assert self.running is not None and self.running.storage is not None
+        session = await self.running.storage.session.get()
+        assert session is not None
+        return session.device_id
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until the running bot's inbox and outbox are both empty."""
+        assert self.running is not None and self.running.storage is not None
+        storage = self.running.storage
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await storage.inbox.count() == 0 and await storage.outbox.count() == 0:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the bot's queues did not drain")
+
     async def wait_synced(self, timeout: float = 10.0) -> None:
         """Until the running bot has stored a sync token (its first sync is done)."""
         assert self.running is not None and self.running.storage is not None
@@ -169,3 +294,34 @@ class BotAccount:
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("bot did not finish its first sync")
+
+
+@dataclass
+class SyncLog:
+    """What every bot in this test read: each sync batch, each page of history."""
+
+    batches: list[SyncBatch] = field(default_factory=list)
+    pages: list[tuple[str, list[RoomEvent]]] = field(default_factory=list)
+
+
+@contextmanager
+def record_syncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncLog]:
+    """Record the bots' syncs and history pages (wraps `MatrixConnection`, changes nothing)."""
+    log = SyncLog()
+    sync, messages_before = MatrixConnection.sync, MatrixConnection.messages_before
+
+    async def recording_sync(self: MatrixConnection, *args: Any, **kwargs: Any) -> SyncBatch:
+        batch = await sync(self, *args, **kwargs)
+        log.batches.append(batch)
+        return batch
+
+    async def recording_messages_before(self: MatrixConnection, room_id: str, *args: Any,
+                                        **kwargs: Any) -> tuple[list[RoomEvent], str | None]:
+        page, token = await messages_before(self, room_id, *args, **kwargs)
+        log.pages.append((room_id, page))
+        return page, token
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MatrixConnection, "sync", recording_sync)
+        patch.setattr(MatrixConnection, "messages_before", recording_messages_before)
+        yield log
