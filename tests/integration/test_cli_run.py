@@ -1,0 +1,50 @@
+"""`nextbot run` as an operator starts it: config file, password from the environment, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.testserver import Homeserver
+from tests.integration.harness import PASSWORD, Member, replies_to, unique
+
+pytestmark = pytest.mark.synapse
+
+
+async def test_nextbot_run_answers_and_stops_on_sigterm(homeserver: Homeserver,
+                                                        tmp_path: Path) -> None:
+    bot_user = await homeserver.register(unique("clibot"), PASSWORD)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[matrix]\nhomeserver = "{homeserver.url}"\nuser_id = "{bot_user}"\n'
+        f'store_path = "{tmp_path / "store"}"\n'
+        f'[storage]\ndatabase = "{tmp_path / "bot.db"}"\n',
+        encoding="utf-8",
+    )
+    env = {**os.environ, "NEXTBOT_MATRIX__PASSWORD": PASSWORD}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "run", "--config", str(config)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    member = await Member.create(homeserver)
+    try:
+        room = await member.create_room(invite=[bot_user])
+        assert await member.wait_joined(room, bot_user, timeout=30)
+        event_id = await member.send(room, "!ping")
+        replies = replies_to(await member.wait_for_messages(room, bot_user, 1), event_id)
+        assert [r["content"]["body"] for r in replies] == ["Pong! Ich bin da."]
+    finally:
+        await member.close()
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=15)
+    assert process.returncode == 0
+    assert PASSWORD not in output  # the secret never reaches the log
+    assert "!ping" not in output  # nor what the member wrote
+    assert "command=ping" in output  # but what happened does
+    assert "Traceback" not in output
