@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,9 +27,9 @@ async def test_nextbot_run_answers_and_stops_on_sigterm(homeserver: Homeserver,
         encoding="utf-8",
     )
     env = {**os.environ, "NEXTBOT_MATRIX__PASSWORD": PASSWORD}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run", "--config", str(config)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", "--config", str(config),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     member = await Member.create(homeserver)
     try:
@@ -42,7 +41,8 @@ async def test_nextbot_run_answers_and_stops_on_sigterm(homeserver: Homeserver,
     finally:
         await member.close()
         process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.to_thread(process.communicate, timeout=15)
+        raw, _ = await asyncio.wait_for(process.communicate(), timeout=15)
+        output = raw.decode()
     assert process.returncode == 0
     assert PASSWORD not in output  # the secret never reaches the log
     assert "!ping" not in output  # nor what the member wrote
