@@ -1,7 +1,9 @@
-"""Command line entry point: ``nextbot run`` and ``nextbot check-config``.
+"""Command line entry point: ``nextbot run``, ``check-config``, ``import …``, ``export …``.
 
 Add a subcommand by writing a ``_cmd_<name>(args) -> int`` function and
-registering it in ``build_parser()``.
+registering it in ``build_parser()``. ``import`` and ``export`` take what to move as a
+second word (``nextbot import experts FILE.csv``); add e.g. ``import workshops`` with one more
+parser in ``_add_import_parsers`` / ``_add_export_parsers`` and its ``_cmd_`` function.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import ConfigError, Settings, load_settings, redacted
+
+if TYPE_CHECKING:
+    from storage import Storage
 
 DEFAULT_CONFIG = Path("./config.toml")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -48,7 +55,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(check)
     check.set_defaults(func=_cmd_check_config)
 
+    imp = sub.add_parser("import", help="import data from a CSV file (see: import experts -h)")
+    _add_import_parsers(imp.add_subparsers(dest="what", metavar="WHAT", required=True))
+
+    exp = sub.add_parser("export", help="export data to a CSV file (see: export experts -h)")
+    _add_export_parsers(exp.add_subparsers(dest="what", metavar="WHAT", required=True))
+
     return parser
+
+
+_EXPERTS_FORMAT = """\
+The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
+with ';' is read with ';'), one profile per row, this header, columns in any order:
+
+  matrix_id,name,organisation,topics,level,municipality,state,role,bio
+
+Only matrix_id and name are required (name may be empty for a profile that already
+exists). topics are separated by ';' (a topic cannot contain ';' or ','); level is
+kommune, land, bund or other (German and English words are understood); state is
+one of the 16 states (name, code or common spelling: NRW, bw, Bavaria).
+"""
+
+
+def _add_import_parsers(sub: Any) -> None:
+    experts = sub.add_parser(
+        "experts",
+        help="add or update expert profiles from a CSV file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Add or update expert directory profiles (by matrix_id) from a CSV file.\n\n"
+        + _EXPERTS_FORMAT
+        + """
+Every row is checked first; each problem is reported as 'line N: column: reason'.
+If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
+An empty cell clears the field; a column left out of the header keeps the field of
+existing profiles as it is; members' languages are always kept.
+
+CONSENT: by importing, you assert that the network has the consent of every member
+in the file to be listed in the expert directory. New profiles record the import
+time as their consent time; existing profiles keep theirs. Members can still see,
+export and delete their profile with !profil.
+""",
+    )
+    experts.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file to import")
+    _add_config_option(experts)
+    experts.add_argument("--skip-invalid", action="store_true",
+                         help="import the good rows even if some rows are bad (exit 0)")
+    experts.add_argument("--dry-run", action="store_true",
+                         help="only check the file and report; write nothing "
+                         "(exit 1 if any row is bad)")
+    experts.set_defaults(func=_cmd_import_experts)
+
+
+def _add_export_parsers(sub: Any) -> None:
+    experts = sub.add_parser(
+        "experts",
+        help="write every expert profile to a CSV file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write every expert directory profile to a CSV file in the format "
+        "'import experts' reads, so that importing it again changes nothing.\n\n"
+        + _EXPERTS_FORMAT
+        + """
+The file holds personal data: it is created readable by you only. An existing file is
+replaced, and only once the export is complete.
+""",
+    )
+    experts.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file to write")
+    _add_config_option(experts)
+    experts.set_defaults(func=_cmd_export_experts)
 
 
 def _load_or_report(path: Path) -> Settings | None:
@@ -68,6 +141,95 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     note = "" if args.config.exists() else " (file not found, settings from environment)"
     print(f"config OK: {args.config}{note}")
     return 0
+
+
+def _report(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def _with_storage(settings: Settings, work: Callable[[Storage], Awaitable[int]], *,
+                  must_exist: bool = False, in_memory_if_missing: bool = False) -> int:
+    """Open the configured database, run ``work`` on it, close it; problems as one line each."""
+    from storage import Storage
+    from storage.database import DatabaseTooNewError
+
+    path = settings.storage.database
+    if not path.exists() and (must_exist or in_memory_if_missing):
+        if must_exist:
+            _report([f"storage.database: file not found: {path}"])
+            return 1
+        path = Path(":memory:")  # nothing stored yet: check against an empty directory
+
+    async def go() -> int:
+        storage = await Storage.open(path)
+        try:
+            return await work(storage)
+        finally:
+            await storage.close()
+
+    try:
+        return asyncio.run(go())
+    except KeyboardInterrupt:
+        _report(["interrupted, nothing written"])
+        return 130
+    except DatabaseTooNewError as exc:
+        _report([f"storage.database: {exc}"])
+        return 1
+    except sqlite3.Error as exc:
+        _report([f"storage.database: {path}: {exc}"])
+        return 1
+    except OSError as exc:
+        _report([f"{exc.filename or path}: {exc.strerror or exc}"])
+        return 1
+
+
+def _cmd_import_experts(args: argparse.Namespace) -> int:
+    settings = _load_or_report(args.config)
+    if settings is None:
+        return 1
+    from bot.importing import ImportFileError, import_experts
+
+    async def work(storage: Storage) -> int:
+        try:
+            result = await import_experts(
+                storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+                bio_max_length=settings.experts.bio_max_length, progress=sys.stderr.isatty(),
+            )
+        except ImportFileError as exc:
+            _report(exc.problems)
+            return 1
+        _report([str(problem) for problem in result.problems])
+        if result.problems and not result.written and not args.dry_run:
+            good = result.rows - result.bad_rows
+            _report([f"nothing written: {result.bad_rows} of {result.rows} rows are bad "
+                     f"(fix them, or use --skip-invalid to import the {good} good ones)"])
+        print(result.summary())
+        return 1 if result.problems and not result.written else 0
+
+    return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
+
+
+def _cmd_export_experts(args: argparse.Namespace) -> int:
+    settings = _load_or_report(args.config)
+    if settings is None:
+        return 1
+    from bot.importing import ExportError, export_experts
+
+    async def work(storage: Storage) -> int:
+        try:
+            count = await export_experts(storage, args.file,
+                                         bio_max_length=settings.experts.bio_max_length,
+                                         progress=sys.stderr.isatty())
+        except ExportError as exc:
+            _report(exc.problems)
+            _report([f"nothing written: {len(exc.problems)} problems; these profiles would not "
+                     "import again unchanged"])
+            return 1
+        print(f"exported {count} profiles to {args.file}")
+        return 0
+
+    return _with_storage(settings, work, must_exist=True)
 
 
 async def _serve(run_bot: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:

@@ -11,6 +11,7 @@ import enum
 import io
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -112,9 +113,11 @@ class MatrixConnection:
         config = nio.AsyncClientConfig(
             max_limit_exceeded=0,  # hand every 429 back to us
             max_timeouts=0,  # hand every network error back to us
-            encryption_enabled=False,
+            encryption_enabled=settings.encryption,
             store_sync_tokens=False,  # the sync token lives in our own database
         )
+        if settings.encryption:
+            Path(settings.store_path).mkdir(parents=True, exist_ok=True)
         self.client = nio.AsyncClient(
             settings.homeserver.rstrip("/"), settings.user_id, config=config,
             store_path=str(settings.store_path),
@@ -131,7 +134,38 @@ class MatrixConnection:
     # -- session ---------------------------------------------------------------------------------
 
     async def start_session(self, sessions: SessionRepository) -> None:
-        """Reuse the stored device and token; log in with the password only the first time."""
+        """Reuse the stored device and token (password only the first time); then, with
+        encryption on, publish the device's keys and learn every joined room's state."""
+        await self._log_in(sessions)
+        if self.client.olm:
+            session = await sessions.get()
+            await self._load_rooms(session.sync_token if session else None)
+            await self._crypto_housekeeping()
+            log.info("end-to-end encryption ready (device %s)", self.client.device_id)
+
+    async def _load_rooms(self, since: str | None) -> None:
+        """nio must know a room (and whether it is encrypted) before it can send there.
+
+        Synapse caches identical sync requests for two minutes; with our latest token in it,
+        this request is not one it has answered before the rooms last changed."""
+        response = await self._until_answered(lambda: self.client.sync(
+            timeout=0, since=since, full_state=True, sync_filter=_sync_filter(timeline_limit=1)))
+        if not isinstance(response, nio.SyncResponse):
+            self._raise_for(response, "initial state")
+        self.client.next_batch = None  # the sync token is ours, not nio's
+
+    async def _crypto_housekeeping(self) -> None:
+        """What nio's sync_forever does between syncs: keys up, keys down, to-device out."""
+        client = self.client
+        if client.should_upload_keys:
+            await self._call(client.keys_upload())
+        if client.should_query_keys:
+            await self._call(client.keys_query())
+        if client.should_claim_keys:
+            await self._call(client.keys_claim(client.get_users_for_key_claiming()))
+        await self._call(client.send_to_device_messages())
+
+    async def _log_in(self, sessions: SessionRepository) -> None:
         stored = await sessions.get()
         if stored and stored.user_id == self._settings.user_id:
             self.client.restore_login(stored.user_id, stored.device_id, stored.access_token)
@@ -185,19 +219,15 @@ class MatrixConnection:
 
     async def sync(self, since: str | None, timeout_ms: int = SYNC_TIMEOUT_MS) -> SyncBatch:
         timeline_limit = TIMELINE_LIMIT if since else 1  # a first sync needs no history
-        sync_filter = {
-            "room": {
-                "timeline": {"limit": timeline_limit},
-                "state": {"lazy_load_members": True},
-            },
-            "presence": {"not_types": ["*"]},
-        }
+        self.client.next_batch = None  # nio would otherwise put its own token for a None
         response = await self._call(
-            self.client.sync(timeout=timeout_ms, since=since, sync_filter=sync_filter,
-                             full_state=False)
+            self.client.sync(timeout=timeout_ms, since=since,
+                             sync_filter=_sync_filter(timeline_limit), full_state=False)
         )
         if not isinstance(response, nio.SyncResponse):
             self._raise_for(response, "sync")
+        if self.client.olm:
+            await self._crypto_housekeeping()
         rooms = [
             RoomTimeline(room_id, _events(room_id, info.timeline.events),
                          bool(info.timeline.limited), info.timeline.prev_batch,
@@ -248,10 +278,14 @@ class MatrixConnection:
                    txn_id: str) -> SendResult:
         try:
             response = await self._call(
-                self.client.room_send(room_id, event_type, content, tx_id=txn_id)
+                self.client.room_send(room_id, event_type, content, tx_id=txn_id,
+                                      ignore_unverified_devices=True)
             )
         except TransientError:
             return SendResult(SendOutcome.TRANSIENT)
+        except nio.LocalProtocolError as exc:
+            # nio does not know the room yet (just created or joined): the next sync tells it.
+            return SendResult(SendOutcome.TRANSIENT, errcode=f"not ready: {exc}")
         if isinstance(response, nio.RoomSendResponse):
             return SendResult(SendOutcome.SENT, event_id=response.event_id)
         status = _http_status(response)
@@ -264,15 +298,21 @@ class MatrixConnection:
             return SendResult(SendOutcome.TRANSIENT, errcode=errcode)
         return SendResult(SendOutcome.REFUSED, errcode=errcode)
 
-    async def upload(self, data: bytes, mimetype: str, filename: str) -> str:
-        """Upload a file; returns its `mxc://` URL."""
-        response, _ = await self._call(
+    async def upload(self, room_id: str, data: bytes, mimetype: str,
+                     filename: str) -> dict[str, Any]:
+        """Upload a file for a message in `room_id`: the content fields that point to it
+        (`url`, or for an encrypted room `file` with the keys to decrypt it)."""
+        room = self.client.rooms.get(room_id)
+        encrypted = bool(self.client.olm) and (room is None or room.encrypted)
+        response, keys = await self._call(
             self.client.upload(io.BytesIO(data), content_type=mimetype, filename=filename,
-                               filesize=len(data))
+                               encrypt=encrypted, filesize=len(data))
         )
         if not isinstance(response, nio.UploadResponse):
             self._raise_for(response, "upload")
-        return response.content_uri
+        if encrypted:
+            return {"file": {**keys, "url": response.content_uri}}
+        return {"url": response.content_uri}
 
     async def create_direct_room(self, user_id: str) -> str:
         response = await self._call(
@@ -317,6 +357,16 @@ class MatrixConnection:
         if errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
             raise LoginError(f"{what}: the access token is no longer valid ({errcode})")
         raise TransientError(f"{what}: HTTP {_http_status(response)} {errcode or ''}".strip())
+
+
+def _sync_filter(timeline_limit: int) -> dict[str, Any]:
+    return {
+        "room": {
+            "timeline": {"limit": timeline_limit},
+            "state": {"lazy_load_members": True},
+        },
+        "presence": {"not_types": ["*"]},
+    }
 
 
 def _events(room_id: str, events: list[Any]) -> list[RoomEvent]:

@@ -18,7 +18,8 @@ class Transport(Protocol):
     async def send(self, room_id: str, event_type: str, content: dict[str, Any],
                    txn_id: str) -> SendResult: ...
 
-    async def upload(self, data: bytes, mimetype: str, filename: str) -> str: ...
+    async def upload(self, room_id: str, data: bytes, mimetype: str,
+                     filename: str) -> dict[str, Any]: ...
 
 
 class Sender:
@@ -37,14 +38,13 @@ class Sender:
     async def _send(self, message: OutgoingMessage) -> SendResult:
         content = message.content
         if message.file_data is not None:
+            mimetype = content.get("info", {}).get("mimetype", "application/octet-stream")
             try:
-                url = await self._transport.upload(
-                    message.file_data, content.get("info", {}).get("mimetype",
-                                                                   "application/octet-stream"),
-                    content.get("filename", "file"))
+                media = await self._transport.upload(message.room_id, message.file_data,
+                                                     mimetype, content.get("filename", "file"))
             except TransientError:
                 return SendResult(SendOutcome.TRANSIENT, errcode="upload")
-            content = {**content, "url": url}
+            content = {**content, **media}
         return await self._transport.send(message.room_id, message.event_type, content,
                                           message.txn_id)
 

@@ -94,6 +94,7 @@ class MatrixSettings(_Section):
     device_name: str = "NExT-Bot"
     # Directory for the end-to-end encryption store (olm/megolm keys).
     store_path: Path = Path("./data/store")
+    encryption: bool = True
 
     @field_validator("homeserver")
     @classmethod

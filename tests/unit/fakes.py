@@ -157,12 +157,13 @@ class FakeTransport:
         self.uploads: list[tuple[bytes, str, str]] = []
         self.upload_failures = 0
 
-    async def upload(self, data: bytes, mimetype: str, filename: str) -> str:
+    async def upload(self, room_id: str, data: bytes, mimetype: str,
+                     filename: str) -> dict[str, Any]:
         if self.upload_failures:
             self.upload_failures -= 1
             raise TransientError("upload failed")
         self.uploads.append((data, mimetype, filename))
-        return f"mxc://test/{len(self.uploads)}"
+        return {"url": f"mxc://test/{len(self.uploads)}"}
 
     async def send(self, room_id: str, event_type: str, content: dict[str, Any],
                    txn_id: str) -> SendResult:

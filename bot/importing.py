@@ -1,0 +1,450 @@
+"""Operators' CSV import and export of the expert directory (`nextbot import/export experts`).
+
+The file format, one profile per row, UTF-8 (a BOM is accepted), comma-separated:
+
+    matrix_id,name,organisation,topics,level,municipality,state,role,bio
+
+The columns may come in any order; only `matrix_id` and `name` are required. `topics` holds the
+topics separated by `;`, so a topic can never contain `;` (nor `,`, which members' own topic
+lists use as a separator too). A header that only parses with `;` as the delimiter (German
+spreadsheet exports) is read with `;`.
+
+Reading a file never writes: `parse_experts` checks every row first and returns the profiles
+and the problems (one per line and field). `import_experts` then upserts the good profiles in one
+transaction, or none of them if any row is bad (unless the operator asks to skip bad rows).
+
+- An empty cell clears the field; a column that is absent from the header leaves the field of an
+  existing profile as it is. The profile's languages (not a column) are always kept.
+- A new profile gets the import time as its consent time: the operator asserts that the network
+  has the member's consent. An existing profile keeps the consent time it has.
+- `name` may be empty only for a profile that already exists (members may consent before they
+  set a name), so an export of any directory imports again unchanged.
+- Text is cleaned as the bot cleans members' input: one line, control characters dropped,
+  spaces collapsed; then the length limits apply.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import tempfile
+import unicodedata
+from collections.abc import Callable, Container, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.settings import _USER_ID_RE
+from commands.experts import MAX_LENGTH, MAX_TOPICS
+from storage import Storage
+from storage.experts import LEVELS, Profile, normalize_level, normalize_state, topic_key
+
+COLUMNS = ("matrix_id", "name", "organisation", "topics", "level", "municipality", "state",
+           "role", "bio")
+REQUIRED = ("matrix_id", "name")
+TOPIC_SEPARATOR = ";"
+DEFAULT_BIO_MAX_LENGTH = 500
+# A progress bar is shown (on a terminal) only for files with more rows than this.
+PROGRESS_MIN_ROWS = 1000
+
+# CSV column -> Profile attribute, for the free-text columns.
+_TEXT_FIELDS = {"name": "display_name", "organisation": "organisation",
+                "municipality": "municipality", "role": "role", "bio": "bio"}
+# Every Profile attribute a column sets, in column order.
+_ATTRIBUTE = {"name": "display_name", "organisation": "organisation", "topics": "topics",
+              "level": "level", "municipality": "municipality", "state": "state",
+              "role": "role", "bio": "bio"}
+
+
+class ImportFileError(Exception):
+    """The file as a whole is unusable (unreadable, not UTF-8, bad header, broken CSV)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ExportError(Exception):
+    """Some profiles cannot be written so that they import again unchanged."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line: int  # the row's first physical line in the file; the header is line 1
+    column: str | None  # None: the row as a whole
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.column}: " if self.column else ""
+        return f"line {self.line}: {where}{self.reason}"
+
+
+@dataclass
+class ParsedFile:
+    """The outcome of checking a file; `profiles[i]` was read from line `lines[i]`."""
+
+    columns: frozenset[str]
+    delimiter: str
+    rows: int = 0  # data rows, blank rows not counted
+    profiles: list[Profile] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+
+    @property
+    def bad_rows(self) -> int:
+        return len({p.line for p in self.problems})
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    rows: int
+    created: int
+    updated: int
+    skipped: int
+    bad_rows: int
+    problems: list[RowProblem]
+    written: bool
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        counts = f"created {self.created}, updated {self.updated}, skipped {self.skipped}"
+        if self.dry_run:
+            return f"dry run, nothing written; importing the good rows would give: {counts}"
+        return counts
+
+
+# -- cleaning and checking one row (pure) -------------------------------------------------------
+
+
+def clean(value: str) -> str:
+    """One line of visible text: control and format characters dropped, spaces collapsed.
+
+    The same cleaning the bot applies to what members type into their profile.
+    """
+    if value.isascii() and value.isprintable():  # the common case, fast
+        return " ".join(value.split())
+    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                    for c in value if unicodedata.category(c) != "Cf")
+    return " ".join(value.split())
+
+
+def _too_long(value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        return f"too long ({len(value)} characters, at most {limit})"
+    return None
+
+
+def _topics(cell: str, line: int, problems: list[RowProblem]) -> list[str]:
+    unique: dict[str, str] = {}
+    for raw in cell.split(TOPIC_SEPARATOR):
+        topic = clean(raw)
+        if not topic:
+            continue
+        if "," in topic:
+            problems.append(RowProblem(line, "topics", f"{topic!r} contains ','; "
+                                       f"separate topics with '{TOPIC_SEPARATOR}'"))
+            continue
+        if (reason := _too_long(topic, MAX_LENGTH["topic"])) is not None:
+            problems.append(RowProblem(line, "topics", f"{topic!r} is {reason}"))
+            continue
+        key = topic_key(topic)
+        if not key:
+            problems.append(RowProblem(line, "topics", f"{topic!r} has no letter or digit"))
+            continue
+        unique.setdefault(key, topic)  # the same topic twice: the first spelling wins
+    if len(unique) > MAX_TOPICS:
+        problems.append(RowProblem(line, "topics",
+                                   f"{len(unique)} topics, at most {MAX_TOPICS}"))
+    return list(unique.values())
+
+
+def check_row(cells: Mapping[str, str], line: int, *, bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
+              known_ids: Container[str] = frozenset()) -> tuple[Profile | None, list[RowProblem]]:
+    """The profile a row describes, or None and why not. `cells` maps column to raw text.
+
+    Columns missing from `cells` stay at the Profile's defaults. `known_ids` are the user ids
+    that already have a profile (only they may go without a name).
+    """
+    problems: list[RowProblem] = []
+    user_id = cells.get("matrix_id", "").strip()
+    if not user_id:
+        problems.append(RowProblem(line, "matrix_id", "missing"))
+    elif not _USER_ID_RE.match(user_id):
+        problems.append(RowProblem(line, "matrix_id", f"{user_id!r} is not a Matrix user id "
+                                   "(expected @name:server)"))
+    profile = Profile(user_id)
+    for column, attribute in _TEXT_FIELDS.items():
+        if column not in cells:
+            continue
+        value = clean(cells[column])
+        limit = bio_max_length if column == "bio" else MAX_LENGTH[attribute]
+        if (reason := _too_long(value, limit)) is not None:
+            problems.append(RowProblem(line, column, reason))
+        setattr(profile, attribute, value or None)
+    if not profile.display_name and user_id not in known_ids:
+        problems.append(RowProblem(line, "name", "missing (required for a new profile)"))
+    if value := clean(cells.get("level", "")):
+        profile.level = normalize_level(value)
+        if profile.level is None:
+            problems.append(RowProblem(line, "level", f"{value!r} is not a level "
+                                       f"({', '.join(LEVELS)})"))
+    if value := clean(cells.get("state", "")):
+        profile.state = normalize_state(value)
+        if profile.state is None:
+            problems.append(RowProblem(line, "state", f"{value!r} is not a German state"))
+    if "topics" in cells:
+        profile.topics = _topics(cells["topics"], line, problems)
+    return (None if problems else profile), problems
+
+
+# -- reading a whole file (pure) ----------------------------------------------------------------
+
+
+def decode(data: bytes, name: str = "file") -> str:
+    """The text of a UTF-8 file (BOM dropped); ImportFileError names the first bad line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImportFileError([f"{name}: line {line}: not UTF-8 (save the file as UTF-8 "
+                               "CSV)"]) from None
+
+
+def _header(text: str) -> tuple[list[str], str]:
+    """The header's cells and the delimiter: `,`, or `;` if only that yields known columns."""
+    first = text.split("\n", 1)[0].rstrip("\r")
+    cells = next(csv.reader([first]), [])
+    if len(cells) == 1 and TOPIC_SEPARATOR in cells[0]:
+        by_semicolon = next(csv.reader([first], delimiter=";"), [])
+        if set(c.strip() for c in by_semicolon) & set(COLUMNS):
+            return by_semicolon, ";"
+    return cells, ","
+
+
+def _check_header(cells: list[str], name: str) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for raw in cells:
+        column = raw.strip()
+        if column not in COLUMNS:
+            problems.append(f"{name}: line 1: header: unknown column {column!r} "
+                            f"(the columns are: {', '.join(COLUMNS)})")
+        elif column in seen:
+            problems.append(f"{name}: line 1: header: column {column!r} appears twice")
+        seen.add(column)
+    for column in REQUIRED:
+        if column not in seen:
+            problems.append(f"{name}: line 1: header: missing required column {column!r}")
+    return problems
+
+
+def parse_experts(text: str, *, name: str = "file",
+                  bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
+                  known_ids: Container[str] = frozenset(),
+                  on_row: Callable[[], Any] | None = None) -> ParsedFile:
+    """Check every row of a CSV text: the good rows' profiles and every bad row's problems.
+
+    Raises ImportFileError if the file as a whole is unusable (no or a bad header, broken
+    CSV). `name` is how the file is called in those messages; `on_row` is called per row read.
+    """
+    if not text.strip():
+        raise ImportFileError([f"{name}: the file is empty (expected the header "
+                               f"{','.join(COLUMNS)})"])
+    header, delimiter = _header(text)
+    if problems := _check_header(header, name):
+        raise ImportFileError(problems)
+    columns = [c.strip() for c in header]
+    width = len(columns)
+    result = ParsedFile(frozenset(columns), delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    first_line: dict[str, int] = {}
+    id_index = columns.index("matrix_id")
+    try:
+        next(reader)  # the header, already checked
+        line = reader.line_num + 1
+        for row in reader:
+            if on_row is not None:
+                on_row()
+            start, line = line, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line, or a spreadsheet's empty row
+            result.rows += 1
+            if len(row) != width:
+                result.problems.append(RowProblem(
+                    start, None, f"{len(row)} fields, the header has {width}"))
+                continue
+            profile, problems = check_row(dict(zip(columns, row, strict=True)), start,
+                                          bio_max_length=bio_max_length, known_ids=known_ids)
+            user_id = row[id_index].strip()
+            if user_id and _USER_ID_RE.match(user_id):
+                if (earlier := first_line.setdefault(user_id, start)) != start:
+                    problems.append(RowProblem(start, "matrix_id",
+                                               f"{user_id!r} is already on line {earlier}"))
+                    profile = None
+            if problems:
+                result.problems.extend(problems)
+            elif profile is not None:
+                result.profiles.append(profile)
+                result.lines.append(start)
+    except csv.Error as exc:
+        raise ImportFileError([f"{name}: line {reader.line_num}: broken CSV: {exc}"]) from None
+    return result
+
+
+def merge(profile: Profile, existing: Profile | None, columns: Container[str],
+          now: datetime) -> Profile:
+    """What to store for an imported profile: absent columns and languages kept from
+    `existing`; a new profile consents at `now`, an existing one keeps its consent time."""
+    if existing is None:
+        return replace(profile, consent_at=now, updated_at=None)
+    kept = {attribute: getattr(existing, attribute)
+            for column, attribute in _ATTRIBUTE.items() if column not in columns}
+    return replace(profile, **kept, languages=list(existing.languages), consent_at=None,
+                   updated_at=None)
+
+
+# -- import and export --------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[], Any] | None]:
+    if not enabled or total <= PROGRESS_MIN_ROWS:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=" rows", file=sys.stderr, leave=False,
+              mininterval=0.2) as bar:
+        yield bar.update
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImportFileError([f"{path}: file not found"]) from None
+    except IsADirectoryError:
+        raise ImportFileError([f"{path}: is a directory, not a CSV file"]) from None
+    except OSError as exc:
+        raise ImportFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+
+
+async def import_experts(storage: Storage, path: Path | str, *, skip_invalid: bool = False,
+                         dry_run: bool = False, bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
+                         progress: bool = False, now: datetime | None = None) -> ImportResult:
+    """Check a CSV file and upsert its profiles (one transaction); see the module docstring.
+
+    Nothing is written if any row is bad (unless `skip_invalid`) or if `dry_run`. Raises
+    ImportFileError if the file as a whole is unusable.
+    """
+    path = Path(path)
+    text = decode(_read(path), str(path))
+    existing: dict[str, Profile] = {}
+    if await storage.experts.count():
+        existing = {p.user_id: p async for p in storage.experts.all_profiles(batch=5000)}
+    with _progress(text.count("\n"), progress, "checking") as tick:
+        parsed = parse_experts(text, name=str(path), bio_max_length=bio_max_length,
+                               known_ids=existing, on_row=tick)
+    bad = parsed.bad_rows
+    now = now or datetime.now(UTC)
+    if (bad and not skip_invalid) or dry_run:
+        # A dry run tells what importing the good rows would do; a refused import wrote none.
+        writable = parsed.profiles if dry_run else []
+        updated = sum(p.user_id in existing for p in writable)
+        return ImportResult(parsed.rows, len(writable) - updated, updated,
+                            parsed.rows - len(writable), bad, parsed.problems, written=False,
+                            dry_run=dry_run)
+    profiles = [merge(p, existing.get(p.user_id), parsed.columns, now) for p in parsed.profiles]
+    if progress and len(profiles) > PROGRESS_MIN_ROWS:
+        print(f"writing {len(profiles)} profiles …", file=sys.stderr, flush=True)
+    created, updated = await storage.experts.upsert_many(profiles)
+    return ImportResult(parsed.rows, created, updated, parsed.rows - len(profiles), bad,
+                        parsed.problems, written=True)
+
+
+def row_of(profile: Profile) -> list[str]:
+    """A profile as a CSV row, in COLUMNS order."""
+    return [profile.user_id, profile.display_name or "", profile.organisation or "",
+            TOPIC_SEPARATOR.join(profile.topics), profile.level or "",
+            profile.municipality or "", profile.state or "", profile.role or "",
+            profile.bio or ""]
+
+
+_COMPARED = ("display_name", "organisation", "topics", "level", "municipality", "state", "role",
+             "bio")
+
+
+def _round_trip_problems(profile: Profile, bio_max_length: int) -> list[str]:
+    """Why `profile` would not import again unchanged from its own row (empty: it would)."""
+    cells = dict(zip(COLUMNS, row_of(profile), strict=True))
+    again, problems = check_row(cells, 0, bio_max_length=bio_max_length,
+                                known_ids={profile.user_id})
+    if problems:
+        return [f"{p.column}: {p.reason}" if p.column else p.reason for p in problems]
+    assert again is not None
+    return [f"{_column(a)}: would change on import ({getattr(profile, a)!r} → "
+            f"{getattr(again, a)!r})" for a in _COMPARED
+            if getattr(profile, a) != getattr(again, a)]
+
+
+def _column(attribute: str) -> str:
+    return "name" if attribute == "display_name" else attribute
+
+
+async def export_experts(storage: Storage, path: Path | str, *,
+                         bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
+                         progress: bool = False) -> int:
+    """Write every profile to `path` in the import format (user-id order); the number written.
+
+    Every profile is checked to import again unchanged; if any would not, ExportError lists
+    them and no file is written. The file is replaced atomically.
+    """
+    path = Path(path)
+    total = await storage.experts.count()
+    problems: list[str] = []
+    written = 0
+    handle = _temporary_beside(path)
+    try:
+        with handle, _progress(total, progress, "exporting") as tick:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            async for profile in storage.experts.all_profiles(batch=5000):
+                problems.extend(f"{profile.user_id}: {reason}"
+                                for reason in _round_trip_problems(profile, bio_max_length))
+                writer.writerow(row_of(profile))
+                written += 1
+                if tick is not None:
+                    tick()
+        if problems:
+            raise ExportError(problems)
+        os.replace(handle.name, path)
+    except BaseException:
+        _discard(handle.name)
+        raise
+    return written
+
+
+def _temporary_beside(path: Path) -> Any:
+    """A new temporary file in `path`'s directory, to be renamed to `path` when complete."""
+    directory = path.parent
+    try:
+        return tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", newline="", dir=directory, prefix=f".{path.name}.",
+            suffix=".tmp", delete=False)
+    except FileNotFoundError:
+        raise ExportError([f"{path}: the directory {directory} does not exist"]) from None
+    except OSError as exc:
+        raise ExportError([f"{path}: cannot write: {exc.strerror or exc}"]) from None
+
+
+def _discard(name: str) -> None:
+    Path(name).unlink(missing_ok=True)
+

@@ -1,0 +1,112 @@
+"""Encrypted rooms: a member's encrypted command is answered encrypted, also after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import nio
+import pytest
+
+from bot.testserver import Homeserver
+from tests.integration.harness import PASSWORD, BotAccount, unique
+
+pytestmark = pytest.mark.synapse
+
+ENCRYPTION = {"type": "m.room.encryption", "state_key": "",
+              "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+
+
+class EncryptingMember:
+    """A member whose client encrypts, as Element does: keys uploaded, sessions shared."""
+
+    def __init__(self, homeserver: Homeserver, user_id: str, store: Path) -> None:
+        store.mkdir(parents=True, exist_ok=True)
+        config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
+        self.client = nio.AsyncClient(homeserver.url, user_id, store_path=str(store),
+                                      config=config)
+        self.events: list[nio.Event] = []
+
+    @classmethod
+    async def create(cls, homeserver: Homeserver, store: Path) -> EncryptingMember:
+        user_id = await homeserver.register(unique("crypt"), PASSWORD)
+        member = cls(homeserver, user_id, store)
+        assert isinstance(await member.client.login(PASSWORD), nio.LoginResponse)
+        await member.client.keys_upload()
+        await member.sync(0)
+        return member
+
+    async def sync(self, timeout_ms: int = 500) -> None:
+        client = self.client
+        response = await client.sync(timeout=timeout_ms, full_state=False,
+                                     sync_filter={"room": {"timeline": {"limit": 100}}})
+        assert isinstance(response, nio.SyncResponse), response
+        for info in response.rooms.join.values():
+            self.events.extend(info.timeline.events)
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        if client.should_claim_keys:
+            await client.keys_claim(client.get_users_for_key_claiming())
+        await client.send_to_device_messages()
+
+    async def send(self, room_id: str, body: str) -> str:
+        await self.sync(0)  # learn the room's members and their devices first
+        response = await self.client.room_send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": body},
+            ignore_unverified_devices=True)
+        assert isinstance(response, nio.RoomSendResponse), response
+        return response.event_id
+
+    async def reply_to(self, event_id: str, sender: str, timeout: float = 20.0) -> nio.Event:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if event.sender == sender and _in_reply_to(event.source) == event_id:
+                    return event
+            await self.sync()
+        undecrypted = [e for e in self.events if isinstance(e, nio.MegolmEvent)]
+        raise AssertionError(f"no reply to {event_id}; {len(undecrypted)} not decrypted")
+
+
+def _in_reply_to(source: dict[str, Any]) -> str | None:
+    relates = source.get("content", {}).get("m.relates_to") or {}
+    return (relates.get("m.in_reply_to") or {}).get("event_id")
+
+
+async def test_encrypted_command_is_answered_encrypted_also_after_restart(
+    homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
+) -> None:
+    await bot_account.start()
+    await bot_account.wait_synced()
+    member = await EncryptingMember.create(homeserver, tmp_path / "member-store")
+    try:
+        created = await member.client.room_create(
+            invite=[bot_account.user_id], initial_state=[ENCRYPTION], name="Verschlüsselt")
+        assert isinstance(created, nio.RoomCreateResponse), created
+        room = created.room_id
+        deadline = time.monotonic() + 15
+        while not any(m.user_id == bot_account.user_id
+                      for m in (await member.client.joined_members(room)).members):
+            assert time.monotonic() < deadline, "the bot did not join"
+            await asyncio.sleep(0.1)
+        device_before = await bot_account.device_id()
+
+        first = await member.send(room, "!ping")
+        reply = await member.reply_to(first, bot_account.user_id)
+        assert isinstance(reply, nio.RoomMessageNotice)
+        assert reply.decrypted  # it came as m.room.encrypted
+        assert reply.body == "Pong! Ich bin da."
+
+        await bot_account.stop()
+        await bot_account.start()
+        assert await bot_account.device_id() == device_before  # same device, same keys
+
+        second = await member.send(room, "!hilfe")
+        reply = await member.reply_to(second, bot_account.user_id)
+        assert reply.decrypted and "das kann ich für dich tun" in reply.body
+    finally:
+        await member.client.close()
