@@ -144,7 +144,7 @@ async def pipeline_cost(commands: int, body: str = "!ping", placement: str | Non
         services = await _services(str(Path(tmp) / "bench.db"))
         storage = services.storage
         handler = CommandHandler(services, Permissions(no_state, [], 50), "de",
-                                 lambda: int(time.time() * 1000), on_reply=lambda: None)
+                                 lambda: int(time.time() * 1000), on_reply=lambda room_id: None)
         samples = []
         saved = _pin(placement) if placement else None
         try:
