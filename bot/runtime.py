@@ -20,7 +20,7 @@ from bot.permissions import Permissions
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.syncer import Syncer
-from commands import core
+from commands import core, experts
 from commands.framework import Registry, Router, Services
 from commands.i18n import Catalog
 from storage import Storage
@@ -29,7 +29,7 @@ from storage.database import DatabaseTooNewError
 log = logging.getLogger(__name__)
 
 # Every feature module's router, in the order `!help` lists them.
-FEATURES: list[Router] = [core.router]
+FEATURES: list[Router] = [core.router, experts.router]
 
 HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
 
@@ -75,7 +75,9 @@ class Bot:
         await connection.start_session(storage.session)
         services = Services(storage=storage, catalog=Catalog.load(),
                             registry=Registry(self.routers), clock=SystemClock(settings),
-                            prefix=settings.bot.command_prefix)
+                            prefix=settings.bot.command_prefix,
+                            experts_config=experts.ExpertConfig(settings.experts.synonyms,
+                                                                settings.experts.bio_max_length))
         permissions = Permissions(connection.room_state, settings.bot.admins,
                                   settings.bot.moderator_level)
         sender = Sender(connection, storage.outbox)

@@ -16,10 +16,13 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from commands.i18n import Catalog, Text
 from storage import Storage
+
+if TYPE_CHECKING:
+    from commands.experts import ExpertConfig
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,7 @@ class Services:
     clock: Clock
     prefix: str = "!"
     started_at: float = field(default_factory=time.monotonic)
+    experts_config: ExpertConfig | None = None  # `[experts]`; defaults when None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ class Database:
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted rows are overwritten, not just unlinked: a deleted profile is gone.
+            await conn.execute("PRAGMA secure_delete = ON")
             if str(path) != ":memory:":
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = NORMAL")

@@ -1,18 +1,26 @@
 """The expert directory: opt-in profiles, their topics, and a German-aware full-text search.
 
-Schema (migration 2):
+Schema (migration 3):
 
-- `profiles`: one row per member who gave consent; `id` is also the row id of the search index.
+- `profiles`: one row per member who gave consent; `id` is also the rowid of both search tables.
 - `profile_topics`: the topics of a profile, one row each, with a folded `topic_key`.
-- `topic_counts`: profiles per topic key, kept up to date in the same transaction as every
-  write, so `!topics` reads a few rows instead of grouping the whole topic table.
-- `profile_search`: an FTS5 table holding *folded* text (see `fold`); its columns are weighted
-  for bm25 by `SEARCH_WEIGHTS`. The `state` and `level` columns hold one key token each and are
-  only ever matched through a column filter.
-- `profile_removals`: who removed whose profile when (moderation log, no profile content).
+- `topic_counts`: profiles per topic key, kept in step by every write, so `!topics` reads a few
+  rows instead of grouping the whole topic table.
+- `profile_search` (FTS5): every searchable field as *folded* text (see `fold`), bio included;
+  `profile_search_short` (FTS5): the same without the bio. The short one is small, so ranking
+  and counting the common case never walks the long doclists of words that occur in many bios.
+  Their `state` and `level` columns hold one key token each and are only reached through a
+  column filter.
+- `profile_removals`: whose profile a bot admin removed, by whom, when; no profile content.
+
+Ranking (`ExpertRepository.search`): first by *where* the search words match – (1) topics,
+(2) organisation, (3) municipality, role or name, (4) only with the bio – then within tiers 1–3
+by bm25 (weights `SHORT_WEIGHTS`) among the tier's newest `RANK_POOL` profiles, the rest of a
+tier and all of tier 4 newest first. So the work per search stays bounded however many
+profiles match; the count is exact up to `COUNT_LIMIT`.
 
 Member text never reaches MATCH as syntax: the expression is built only from folded
-alphanumeric tokens, each inside double quotes (`match_expression`).
+alphanumeric tokens, each inside double quotes (`_phrase`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import json
 import re
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -31,13 +39,18 @@ from storage.database import Database
 
 LEVELS = ("kommune", "land", "bund", "other")
 
-# bm25 weights per FTS column, in column order. Topics count most, then organisation,
-# municipality, role, name, bio; the filter columns (state, level) never add to the score.
-SEARCH_COLUMNS = ("topics", "organisation", "municipality", "role", "name", "bio", "state",
-                  "level")
-SEARCH_WEIGHTS = (10.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 0.0)
-TEXT_COLUMNS = SEARCH_COLUMNS[:6]
-_RANK = "bm25(profile_search, {})".format(", ".join(str(w) for w in SEARCH_WEIGHTS))
+TEXT_COLUMNS = ("topics", "organisation", "municipality", "role", "name", "bio")
+SHORT_COLUMNS = TEXT_COLUMNS[:5]
+# bm25 weight of each column of profile_search_short, in column order; the filter columns
+# (state, level) never add to a score.
+SHORT_WEIGHTS = (10.0, 5.0, 4.0, 3.0, 2.0, 0.0, 0.0)
+# Where a match counts most: each tier adds columns; a profile is in the first tier whose
+# columns hold every search word (tier 4, the bio, is searched in profile_search).
+TIERS = (("topics",), ("topics", "organisation"), SHORT_COLUMNS)
+# Within a tier, bm25 orders its newest RANK_POOL profiles; the rest follow newest first.
+RANK_POOL = 200
+# Counting stops here: `search` reports COUNT_LIMIT + 1 for "more than COUNT_LIMIT".
+COUNT_LIMIT = 100
 
 # Terms shorter than this are matched exactly: `KI` must not find `Kita` or `Kinder`.
 MIN_PREFIX_LENGTH = 3
@@ -101,14 +114,25 @@ _LEVEL_WORDS = {
 
 # -- folding ------------------------------------------------------------------------------------
 
-_GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "ẞ": "ss"})
+_UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))  # ß and ẞ: casefold() makes them "ss"
+# Letters that NFKD does not split into a base letter and a mark.
+_LETTERS = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ı": "i", "æ": "ae",
+                          "œ": "oe", "þ": "th", "ð": "d"})
 _TOKEN = re.compile(r"[^\W_]+")
+# Combining marks as left by NFKD of accented Latin letters (é → e + U+0301).
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
 def fold(text: str) -> str:
     """Case- and accent-free German spelling: `Müller` → `mueller`, `Straße` → `strasse`."""
-    text = unicodedata.normalize("NFC", text).casefold().translate(_GERMAN)
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    if text.isascii():  # the common case, and fast
+        return text.lower()
+    text = unicodedata.normalize("NFC", text).casefold()
+    for umlaut, spelled in _UMLAUTS:
+        text = text.replace(umlaut, spelled)
+    if text.isascii():
+        return text
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).translate(_LETTERS)
 
 
 def tokens(text: str) -> list[str]:
@@ -150,9 +174,11 @@ def topic_key(topic: str) -> str:
 
 
 def _state_token(state: str | None) -> str:
+    """What the index holds for a state: its code (`he`), or its words for anything else."""
     if not state:
         return ""
-    return _STATE_CODE.get(state) or _compact(state)
+    canonical = normalize_state(state)
+    return _STATE_CODE[canonical] if canonical else _compact(state)
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -277,8 +303,6 @@ def search_groups(query: SearchQuery) -> list[tuple[Alternative, ...]]:
     """The query's terms as AND-ed groups of OR-ed phrases, synonyms expanded."""
     units = [tuple(tokens(term)) for term in query.terms]
     units = [u for u in units if u]
-    meaningful = [u for u in units if not (len(u) == 1 and u[0] in STOPWORDS)]
-    units = meaningful or units
     synonyms = query.synonyms
     groups: list[tuple[Alternative, ...]] = []
     i = 0
@@ -297,29 +321,49 @@ def search_groups(query: SearchQuery) -> list[tuple[Alternative, ...]]:
         else:
             groups.append((units[i],))
             i += 1
-    return groups
+    # Stopwords go ("KI in der Verwaltung"), unless nothing else is left.
+    meaningful = [g for g in groups if not (len(g) == 1 and g[0] in _STOP_UNITS)]
+    return meaningful or groups
 
 
-def match_expression(query: SearchQuery) -> str | None:
-    """The FTS5 MATCH string, or None when nothing searchable is left."""
+_STOP_UNITS = {(word,) for word in STOPWORDS}
+
+
+def _groups_expression(groups: list[tuple[Alternative, ...]]) -> str:
+    return " AND ".join(
+        _phrase(g[0]) if len(g) == 1 else "(" + " OR ".join(_phrase(a) for a in g) + ")"
+        for g in groups
+    )
+
+
+def _in(columns: Sequence[str], expression: str) -> str:
+    return "({" + " ".join(columns) + "} : (" + expression + "))"
+
+
+def filter_expression(query: SearchQuery) -> str | None:
+    """The filters (`state:`, `level:`, `org:`) as FTS5 column filters, None without any."""
     parts = []
-    groups = search_groups(query)
-    if groups:
-        anded = " AND ".join(
-            _phrase(g[0]) if len(g) == 1 else "(" + " OR ".join(_phrase(a) for a in g) + ")"
-            for g in groups
-        )
-        parts.append("{" + " ".join(TEXT_COLUMNS) + "} : (" + anded + ")")
     if query.organisation is not None:
         words = tokens(query.organisation)
         if words:
-            parts.append("organisation : (" + " AND ".join(_phrase((w,)) for w in words) + ")")
+            parts.append("(organisation : (" + " AND ".join(_phrase((w,)) for w in words) + "))")
         else:
-            parts.append('organisation : "_"')  # matches nothing, stays valid
+            parts.append('(organisation : "_")')  # matches nothing, stays valid
     if query.state is not None:
-        parts.append('state : "' + (_state_token(query.state) or "_") + '"')
+        parts.append('(state : "' + (_state_token(query.state) or "_") + '")')
     if query.level is not None:
-        parts.append('level : "' + (_compact(query.level) or "_") + '"')
+        parts.append('(level : "' + (normalize_level(query.level) or "_") + '")')
+    return " AND ".join(parts) if parts else None
+
+
+def match_expression(query: SearchQuery, columns: Sequence[str] = TEXT_COLUMNS) -> str | None:
+    """The FTS5 MATCH string for the search words in `columns` and the filters; None when
+    nothing searchable is left."""
+    groups = search_groups(query)
+    parts = [_in(columns, _groups_expression(groups))] if groups else []
+    filters = filter_expression(query)
+    if filters:
+        parts.append(filters)
     return " AND ".join(parts) if parts else None
 
 
@@ -376,6 +420,7 @@ def _clean_topics(topics: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def _index_row(profile_id: int, profile: Profile, topics: list[tuple[str, str]]) -> tuple:
+    """The row of profile_search: rowid, the text columns folded, state and level keys."""
     localpart = profile.user_id.removeprefix("@").split(":", 1)[0]
     return (
         profile_id,
@@ -390,8 +435,20 @@ def _index_row(profile_id: int, profile: Profile, topics: list[tuple[str, str]])
     )
 
 
-_INSERT_INDEX = ("INSERT INTO profile_search (rowid, " + ", ".join(SEARCH_COLUMNS) + ") "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+def _short_row(row: tuple) -> tuple:
+    return row[:6] + row[7:]  # without the bio
+
+
+_FULL_COLUMNS = (*TEXT_COLUMNS, "state", "level")
+_INSERT_FULL = ("INSERT INTO profile_search (rowid, " + ", ".join(_FULL_COLUMNS) + ") "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_SHORT = ("INSERT INTO profile_search_short (rowid, " + ", ".join(SHORT_COLUMNS)
+                 + ", state, level) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_SEARCH_TABLES = ("profile_search", "profile_search_short")
+
+
+def _bm25(table: str, weights: Sequence[float]) -> str:
+    return f"bm25({table}, " + ", ".join(str(w) for w in weights) + ")"
 
 
 class ExpertRepository:
@@ -444,33 +501,124 @@ class ExpertRepository:
 
     async def search(self, query: SearchQuery, limit: int = 5,
                      offset: int = 0) -> tuple[int, list[SearchHit]]:
-        """(number of all hits, the hits from `offset`), best first."""
-        expression = match_expression(query)
-        if expression is None:
-            return 0, []
-        row = await self._db.fetchone(
-            "SELECT count(*) FROM profile_search WHERE profile_search MATCH ?", (expression,)
-        )
-        total = int(row[0])
-        if total == 0 or offset >= total:
-            return total, []
+        """(number of hits, the hits from `offset` on), best first.
+
+        The number is exact up to COUNT_LIMIT; COUNT_LIMIT + 1 means "more than COUNT_LIMIT".
+        """
         groups = search_groups(query)
-        # Best first; with only filters there is nothing to rank by: the directory's order.
-        score = _RANK if groups else "0"
-        rows = await self._db.fetchall(
-            "SELECT p.id, p.user_id, p.display_name, p.organisation, p.municipality, p.state, "
-            "p.level FROM (SELECT rowid AS id, " + score + " AS score FROM profile_search "
-            "WHERE profile_search MATCH ? ORDER BY score, rowid LIMIT ? OFFSET ?) AS hit "
-            "JOIN profiles AS p ON p.id = hit.id ORDER BY hit.score, hit.id",
-            (expression, limit, offset),
+        filters = filter_expression(query)
+        if not groups and filters is None:
+            return 0, []
+        if not groups:  # only filters: nothing to rank by, newest first
+            total = await self._count("profile_search_short", filters)
+            ids = [r[0] for r in await self._db.fetchall(
+                "SELECT rowid FROM profile_search_short WHERE profile_search_short MATCH ? "
+                "ORDER BY rowid DESC LIMIT ? OFFSET ?", (filters, limit, offset))]
+        else:
+            ids, total = await self._ranked(groups, filters, limit, offset)
+        return total, await self._hits(ids, groups)
+
+    async def _ranked(self, groups: list[tuple[Alternative, ...]], filters: str | None,
+                      limit: int, offset: int) -> tuple[list[int], int]:
+        words = _groups_expression(groups)
+
+        def expression(columns: Sequence[str], without: Sequence[str] | None = None) -> str:
+            found = _in(columns, words)
+            if without:
+                found = f"({found} NOT {_in(without, words)})"
+            return f"{found} AND {filters}" if filters else found
+
+        ids: list[int] = []
+        seen: set[int] = set()  # every hit of the tiers passed so far
+        skip = offset
+        short_total: int | None = None  # hits outside the bio, counted up to COUNT_LIMIT + 1
+        newest: list[int] | None = None  # hits anywhere, bio included, newest first
+        previous: Sequence[str] | None = None
+        for columns in TIERS:
+            if len(ids) >= limit or (short_total is not None and short_total <= COUNT_LIMIT
+                                     and len(seen) >= short_total):
+                break  # the page is full, or every hit outside the bio was seen
+            wanted = max(RANK_POOL, skip + limit - len(ids))
+            rows = await self._scored(expression(columns, previous), wanted)
+            skip = self._take(rows, seen, skip, limit, ids)
+            previous = columns
+            if short_total is None and len(seen) <= COUNT_LIMIT:
+                # Unless the first tier alone shows more than COUNT_LIMIT hits: count them.
+                short_total = await self._count("profile_search_short",
+                                                expression(SHORT_COLUMNS))
+                if short_total <= COUNT_LIMIT:  # the bio may add hits: count those too
+                    newest = await self._newest(expression(TEXT_COLUMNS), COUNT_LIMIT + 1)
+        total = len(newest) if newest is not None else COUNT_LIMIT + 1
+        if len(ids) < limit and (total > COUNT_LIMIT or len(seen) < total):
+            # tier 4: the bio was needed to match; newest first
+            wanted = skip + limit - len(ids) + len(seen)
+            if newest is None or (len(newest) > COUNT_LIMIT and wanted > len(newest)):
+                newest = await self._newest(expression(TEXT_COLUMNS), wanted)
+            rest = [i for i in newest if i not in seen]
+            ids.extend(rest[skip:skip + limit - len(ids)])
+        return ids, total
+
+    @staticmethod
+    def _take(rows: list[tuple[int, float]], seen: set[int], skip: int, limit: int,
+              ids: list[int]) -> int:
+        """Add this tier's part of the page to `ids`; returns how many hits are still to skip.
+
+        `rows` are the tier's hits newest first: the first RANK_POOL are ordered by score.
+        """
+        seen.update(r[0] for r in rows)
+        if skip >= len(rows):
+            return skip - len(rows)
+        pool = sorted(rows[:RANK_POOL], key=lambda r: (r[1], -r[0]))
+        ordered = pool + rows[RANK_POOL:]
+        ids.extend(r[0] for r in ordered[skip:skip + limit - len(ids)])
+        return 0
+
+    async def _count(self, table: str, expression: str) -> int:
+        row = await self._db.fetchone(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)",
+            (expression, COUNT_LIMIT + 1),
         )
-        topics = await self._topics_of([r[0] for r in rows])
+        return int(row[0])
+
+    async def _scored(self, expression: str, limit: int) -> list[tuple[int, float]]:
+        """(rowid, bm25) of the newest `limit` matches in profile_search_short; lower is better.
+
+        bm25 only ever runs on the short table: on the full one its document frequencies
+        would walk the long doclists of words that occur in many bios.
+        """
+        rows = await self._db.fetchall(
+            "SELECT rowid, " + _bm25("profile_search_short", SHORT_WEIGHTS)
+            + " FROM profile_search_short WHERE profile_search_short MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?", (expression, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def _newest(self, expression: str, limit: int) -> list[int]:
+        rows = await self._db.fetchall(
+            "SELECT rowid FROM profile_search WHERE profile_search MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?", (expression, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def _hits(self, ids: list[int], groups: list[tuple[Alternative, ...]]
+                    ) -> list[SearchHit]:
+        if not ids:
+            return []
+        rows = await self._db.fetchall(
+            "SELECT id, user_id, display_name, organisation, municipality, state, level, "
+            "(SELECT json_group_array(topic) FROM (SELECT topic FROM profile_topics "
+            "WHERE profile_id = profiles.id ORDER BY position)) "
+            "FROM profiles WHERE id IN (" + ", ".join("?" * len(ids)) + ")", ids,
+        )
+        by_id = {r[0]: r for r in rows}
         hits = []
-        for r in rows:
-            own = topics.get(r[0], [])
-            hits.append(SearchHit(r[1], r[2], r[3], r[4], r[5], r[6], tuple(own),
-                                  matched_topics(own, groups)))
-        return total, hits
+        for profile_id in ids:
+            r = by_id.get(profile_id)
+            if r is not None:
+                own = json.loads(r[7])
+                hits.append(SearchHit(r[1], r[2], r[3], r[4], r[5], r[6], tuple(own),
+                                      matched_topics(own, groups)))
+        return hits
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -491,7 +639,7 @@ class ExpertRepository:
         if profile.level is not None and profile.level not in LEVELS:
             raise ValueError("unknown level")
         if profile.updated_at is None:
-            profile.updated_at = _now()
+            profile = replace(profile, updated_at=_now())
         topics = _clean_topics(profile.topics)
         async with self._db.transaction():
             row = await self._db.fetchone("SELECT id FROM profiles WHERE user_id = ?",
@@ -512,14 +660,17 @@ class ExpertRepository:
                     "SELECT topic_key FROM profile_topics WHERE profile_id = ?", (profile_id,))}
                 await self._db.execute("DELETE FROM profile_topics WHERE profile_id = ?",
                                        (profile_id,))
-                await self._db.execute("DELETE FROM profile_search WHERE rowid = ?",
-                                       (profile_id,))
+                for table in _SEARCH_TABLES:
+                    await self._db.execute(f"DELETE FROM {table} WHERE rowid = ?",
+                                           (profile_id,))
             await self._db.executemany(
                 "INSERT INTO profile_topics (profile_id, position, topic, topic_key) "
                 "VALUES (?, ?, ?, ?)",
                 [(profile_id, i, topic, key) for i, (topic, key) in enumerate(topics)],
             )
-            await self._db.execute(_INSERT_INDEX, _index_row(profile_id, profile, topics))
+            index_row = _index_row(profile_id, profile, topics)
+            await self._db.execute(_INSERT_FULL, index_row)
+            await self._db.execute(_INSERT_SHORT, _short_row(index_row))
             new = {key: topic for topic, key in topics}
             await self._count_topics({k: t for k, t in new.items() if k not in old_keys},
                                      old_keys - new.keys())
@@ -597,7 +748,8 @@ class ExpertRepository:
             if old_ids:
                 await self._db.executemany("DELETE FROM profile_topics WHERE profile_id = ?",
                                            old_ids)
-                await self._db.executemany("DELETE FROM profile_search WHERE rowid = ?", old_ids)
+                for table in _SEARCH_TABLES:
+                    await self._db.executemany(f"DELETE FROM {table} WHERE rowid = ?", old_ids)
                 await self._db.executemany(
                     "UPDATE profiles SET " + ", ".join(f"{f} = ?" for f in _FIELDS[1:])
                     + " WHERE id = ?", updates,
@@ -610,7 +762,8 @@ class ExpertRepository:
                 "INSERT INTO profile_topics (profile_id, position, topic, topic_key) "
                 "VALUES (?, ?, ?, ?)", topic_rows,
             )
-            await self._db.executemany(_INSERT_INDEX, index_rows)
+            await self._db.executemany(_INSERT_FULL, index_rows)
+            await self._db.executemany(_INSERT_SHORT, [_short_row(r) for r in index_rows])
             await self._recount_topics()
         return len(inserts), len(updates)
 
@@ -653,7 +806,11 @@ class ExpertRepository:
         profile_id = row[0]
         keys = {r[0] for r in await self._db.fetchall(
             "SELECT topic_key FROM profile_topics WHERE profile_id = ?", (profile_id,))}
-        await self._db.execute("DELETE FROM profile_search WHERE rowid = ?", (profile_id,))
+        for table in _SEARCH_TABLES:
+            await self._db.execute(f"DELETE FROM {table} WHERE rowid = ?", (profile_id,))
+            # A deleted row's words stay in the index's segments until they are merged;
+            # merging now leaves no trace of the profile in the search index.
+            await self._db.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
         await self._db.execute("DELETE FROM profile_topics WHERE profile_id = ?", (profile_id,))
         await self._db.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
         await self._count_topics({}, keys)

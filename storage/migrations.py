@@ -96,9 +96,15 @@ MIGRATIONS: list[Migration] = [
             profiles INTEGER NOT NULL
         );
         CREATE INDEX topic_counts_by_profiles ON topic_counts (profiles DESC, topic_key);
-        -- Folded text only (storage/experts.py fold()); rowid = profiles.id.
+        -- Folded text only (storage/experts.py fold()); rowid = profiles.id. The short twin
+        -- lacks the bio: ranking and counting mostly stay on its much smaller doclists.
         CREATE VIRTUAL TABLE profile_search USING fts5 (
             topics, organisation, municipality, role, name, bio, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3'
+        );
+        CREATE VIRTUAL TABLE profile_search_short USING fts5 (
+            topics, organisation, municipality, role, name, state, level,
             tokenize = 'unicode61 remove_diacritics 2',
             prefix = '3'
         );
