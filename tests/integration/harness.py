@@ -62,6 +62,7 @@ class Member:
         self.client = nio.AsyncClient(homeserver.url, user_id)
         self._since: str | None = None
         self.timeline: dict[str, list[dict[str, Any]]] = {}
+        self.invites: list[str] = []  # rooms this member was invited to, in order
 
     @classmethod
     async def create(cls, homeserver: Homeserver, prefix: str = "member") -> Member:
@@ -148,6 +149,7 @@ class Member:
         for room_id, info in response.rooms.join.items():
             events = self.timeline.setdefault(room_id, [])
             events.extend(ev.source for ev in info.timeline.events)
+        self.invites.extend(r for r in response.rooms.invite if r not in self.invites)
 
     def messages_from(self, room_id: str, sender: str) -> list[dict[str, Any]]:
         return [
@@ -189,6 +191,15 @@ class Member:
         found = replies_to(messages, event_id)
         assert found, f"no reply to {body!r} within {timeout} s"
         return found[0]
+
+    async def wait_for_invite(self, timeout: float = 20.0) -> str:
+        """The next room this member is invited to (a direct message from the bot, say)."""
+        deadline = time.monotonic() + timeout
+        seen = len(self.invites)
+        while len(self.invites) == seen:
+            assert time.monotonic() < deadline, "no invite arrived"
+            await self.sync(timeout_ms=500)
+        return self.invites[seen]
 
     async def wait_joined(self, room_id: str, user_id: str, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
