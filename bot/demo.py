@@ -22,6 +22,8 @@ import nio
 from bot.runtime import Bot
 from bot.settings import Settings
 from bot.testserver import Homeserver
+from storage import Storage
+from storage.experts import Profile
 
 BOT_LOCALPART = "nextbot"
 MEMBER_LOCALPART = "demo"
@@ -29,6 +31,30 @@ MEMBER_PASSWORD = "demo-passwort"
 BOT_PASSWORD = "bot-passwort"
 ROOM_NAME = "NExT Demo"
 ROOM_TOPIC = "Probier den NExT-Bot aus: !hilfe zeigt, was er kann."
+
+
+# Fictional people, so that `!experten` has something to find in the demo.
+DEMO_EXPERTS = [
+    ("anna.schmidt", "Anna Schmidt", "Stadt Wiesbaden", "kommune", "Hessen",
+     ["Smart City", "Chatbots", "Bürgerservice"], "Leiterin Digitalisierung"),
+    ("jonas.weber", "Jonas Weber", "Stadt Ulm", "kommune", "Baden-Württemberg",
+     ["Künstliche Intelligenz", "Chatbots"], "Projektleiter KI-Assistenz"),
+    ("mehmet.yilmaz", "Mehmet Yılmaz", "Landesamt für Digitalisierung", "land", "Bayern",
+     ["Cloud", "OZG"], "Referent Cloud-Strategie"),
+    ("lena.mueller", "Lena Müller", "Bundesministerium des Innern", "bund", "Berlin",
+     ["KI-Verordnung", "Datenschutz"], "Referentin EU-Recht"),
+    ("karin.hoffmann", "Karin Hoffmann", "Kreis Segeberg", "kommune", "Schleswig-Holstein",
+     ["E-Akte", "Prozessdigitalisierung"], "Organisationsentwicklung"),
+]
+
+
+async def seed_demo_data(storage: Storage, server_name: str) -> None:
+    profiles = [
+        Profile(user_id=f"@{localpart}:{server_name}", display_name=name, organisation=org,
+                level=level, state=state, topics=topics, role=role)
+        for localpart, name, org, level, state, topics, role in DEMO_EXPERTS
+    ]
+    await storage.experts.upsert_many(profiles)
 
 
 class DemoMember:
@@ -142,6 +168,9 @@ async def run_demo(script: list[str] | None) -> None:
             storage={"database": str(homeserver.workdir / "nextbot.db")},
         )
         _log_to(homeserver.workdir / "bot.log")
+        storage = await Storage.open(settings.storage.database)
+        await seed_demo_data(storage, homeserver.server_name)
+        await storage.close()
         bot = Bot(settings)
         await bot.start()
         member = DemoMember(homeserver, bot_user)
@@ -172,7 +201,7 @@ NExT-Bot-Demo läuft.
   Raum:         {ROOM_NAME} ({member.room_id})
   Bot-Log:      {homeserver.workdir / 'bot.log'}
 Mit einem Matrix-Client (z. B. Element) kannst du dich mit diesen Daten ebenfalls anmelden.
-Tippe Befehle wie  !hilfe  oder  !ping  und drücke Enter. Strg-C beendet die Demo.
+Tippe Befehle wie  !hilfe  oder  !experten KI  und drücke Enter. Strg-C beendet die Demo.
 """
 
 
