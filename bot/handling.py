@@ -89,7 +89,8 @@ class CommandHandler:
             room_id, reply_to = message.room_id, message.event_id
             if reply.direct:
                 # A reply relation cannot point into another room.
-                room_id, reply_to = await self._direct_rooms(message.sender), None
+                recipient = reply.recipient or message.sender
+                room_id, reply_to = await self._direct_rooms(recipient), None
             for content, file_data in self._contents(reply, language, reply_to):
                 outgoing.append(OutgoingMessage(reply_txn_id(message.event_id, len(outgoing)),
                                                 room_id, content, file_data=file_data))
@@ -111,4 +112,5 @@ class CommandHandler:
         def label(page: int, pages: int) -> Text:
             return self._services.catalog.text(language, "reply.page", page=page, pages=pages)
 
-        return [(content, None) for content in paginate(reply.text, label, reply_to)]
+        return [(content, None)
+                for content in paginate(reply.text, label, reply_to, mentions=reply.mentions)]

@@ -47,13 +47,15 @@ def sanitize(html: str) -> str:
                      url_schemes=URL_SCHEMES, link_rel=None)
 
 
-def notice(text: Text, reply_to: str | None = None) -> dict[str, Any]:
+def notice(text: Text, reply_to: str | None = None,
+           mentions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`mentions` are the only users notified; `@room` never is."""
     content: dict[str, Any] = {
         "msgtype": "m.notice",
         "body": text.plain,
         "format": "org.matrix.custom.html",
         "formatted_body": to_html(text.markdown),
-        "m.mentions": {},
+        "m.mentions": {"user_ids": list(mentions)} if mentions else {},
     }
     if reply_to:
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
@@ -74,12 +76,13 @@ def content_size(content: dict[str, Any]) -> int:
 
 
 def paginate(text: Text, page_label: Any, reply_to: str | None = None,
-             limit: int = MAX_CONTENT_BYTES) -> list[dict[str, Any]]:
+             limit: int = MAX_CONTENT_BYTES,
+             mentions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One content if it fits, else several pages split at line ends, each under `limit` bytes.
 
     `page_label(page, pages) -> Text` labels the pages ("(Teil 1 von 3)").
     """
-    whole = notice(text, reply_to)
+    whole = notice(text, reply_to, mentions)
     if content_size(whole) <= limit:
         return [whole]
     # Markdown and plain text hold the same lines (escaping never adds a line break).
@@ -91,7 +94,7 @@ def paginate(text: Text, page_label: Any, reply_to: str | None = None,
         for number, page in enumerate(pages, start=1):
             body = Text("\n".join(md for md, _ in page), "\n".join(p for _, p in page))
             label = page_label(number, len(pages))
-            contents.append(notice(body + Text("\n\n", "\n\n") + label, reply_to))
+            contents.append(notice(body + Text("\n\n", "\n\n") + label, reply_to, mentions))
         if all(content_size(c) <= limit for c in contents) or budget < 256:
             return contents
         budget //= 2  # unusual text (control characters, entities) grew more than expected

@@ -84,11 +84,14 @@ class Attachment:
 @dataclass(frozen=True)
 class Reply:
     """One message to send: text, optionally a file (sent as `m.file` with the text as its
-    caption), to the room of the command or to the asker's direct-message room."""
+    caption), to the room of the command or as a direct message (to the asker, or to
+    `recipient`). `mentions` are the people it notifies; nobody else is ever pinged."""
 
     text: Text
     attachment: Attachment | None = None
     direct: bool = False
+    recipient: str | None = None
+    mentions: tuple[str, ...] = ()
 
 
 HandlerResult = Text | Reply | list[Reply] | None

@@ -118,4 +118,23 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX profile_removals_by_user ON profile_removals (user_id)
         """,
     ),
+    Migration(
+        4,
+        "the scheduler's delivery record and how far it has looked",
+        """
+        CREATE TABLE deliveries (
+            key TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            due_at INTEGER NOT NULL,
+            recorded_at INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('sent', 'late', 'skipped'))
+        );
+        CREATE INDEX deliveries_by_due ON deliveries (due_at);
+        CREATE TABLE scheduler_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            checked_until INTEGER NOT NULL
+        )
+        """,
+    ),
 ]

@@ -167,3 +167,8 @@ def test_a_long_line_of_backslashes_keeps_them_in_the_html():
 def test_pages_of_control_characters_fit():
     pages = paginate(Text.code("!" + "\x01" * 9_999), label)
     assert all(content_size(p) < MAX_CONTENT_BYTES for p in pages)
+
+
+def test_only_the_named_people_are_mentioned():
+    content = notice(Text.raw("Erinnerung @room"), mentions=("@a:example.org",))
+    assert content["m.mentions"] == {"user_ids": ["@a:example.org"]}  # never "room": true
