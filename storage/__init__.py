@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.database import Database
+from storage.deliveries import DeliveryRepository
 from storage.experts import ExpertRepository
 from storage.inbox import InboxRepository
 from storage.migrations import MIGRATIONS
@@ -24,6 +25,7 @@ class Storage:
     outbox: OutboxRepository
     rooms: RoomRepository
     experts: ExpertRepository
+    deliveries: DeliveryRepository
 
     @classmethod
     async def open(cls, path: str | Path) -> Storage:
@@ -35,6 +37,7 @@ class Storage:
             outbox=OutboxRepository(db),
             rooms=RoomRepository(db),
             experts=ExpertRepository(db),
+            deliveries=DeliveryRepository(db),
         )
 
     async def close(self) -> None:
