@@ -111,7 +111,7 @@ def _add_export_parsers(sub: Any) -> None:
         "experts",
         help="write every expert profile to a CSV file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write every expert directory profile to a CSV file in the format "
+        description="Write every expert directory profile to a CSV file in the format\n"
         "'import experts' reads, so that importing it again changes nothing.\n\n"
         + _EXPERTS_FORMAT
         + """

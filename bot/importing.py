@@ -30,18 +30,26 @@ import io
 import os
 import sys
 import tempfile
-import unicodedata
 from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from bot.settings import _USER_ID_RE
-from commands.experts import MAX_LENGTH, MAX_TOPICS
 from storage import Storage
-from storage.experts import LEVELS, Profile, normalize_level, normalize_state, topic_key
+from storage.experts import (
+    LEVELS,
+    MAX_LENGTH,
+    MAX_TOPICS,
+    Profile,
+    clean_text,
+    normalize_level,
+    normalize_state,
+    topic_key,
+)
 
 COLUMNS = ("matrix_id", "name", "organisation", "topics", "level", "municipality", "state",
            "role", "bio")
@@ -124,42 +132,40 @@ class ImportResult:
 # -- cleaning and checking one row (pure) -------------------------------------------------------
 
 
-def clean(value: str) -> str:
-    """One line of visible text: control and format characters dropped, spaces collapsed.
-
-    The same cleaning the bot applies to what members type into their profile.
-    """
-    if value.isascii() and value.isprintable():  # the common case, fast
-        return " ".join(value.split())
-    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
-                    for c in value if unicodedata.category(c) != "Cf")
-    return " ".join(value.split())
-
-
 def _too_long(value: str, limit: int) -> str | None:
     if len(value) > limit:
         return f"too long ({len(value)} characters, at most {limit})"
     return None
 
 
+@lru_cache(maxsize=65536)
+def _topic(raw: str) -> tuple[str, str, str | None]:
+    """(cleaned topic, its key, why it is bad or None); topics repeat a lot, hence the cache."""
+    topic = clean_text(raw)
+    if not topic:
+        return "", "", None
+    if "," in topic:
+        return topic, "", f"{topic!r} contains ','; separate topics with '{TOPIC_SEPARATOR}'"
+    if (reason := _too_long(topic, MAX_LENGTH["topic"])) is not None:
+        return topic, "", f"{topic!r} is {reason}"
+    key = topic_key(topic)
+    if not key:
+        return topic, "", f"{topic!r} has no letter or digit"
+    return topic, key, None
+
+
+_state = lru_cache(maxsize=4096)(normalize_state)
+_level = lru_cache(maxsize=4096)(normalize_level)
+
+
 def _topics(cell: str, line: int, problems: list[RowProblem]) -> list[str]:
     unique: dict[str, str] = {}
     for raw in cell.split(TOPIC_SEPARATOR):
-        topic = clean(raw)
-        if not topic:
-            continue
-        if "," in topic:
-            problems.append(RowProblem(line, "topics", f"{topic!r} contains ','; "
-                                       f"separate topics with '{TOPIC_SEPARATOR}'"))
-            continue
-        if (reason := _too_long(topic, MAX_LENGTH["topic"])) is not None:
-            problems.append(RowProblem(line, "topics", f"{topic!r} is {reason}"))
-            continue
-        key = topic_key(topic)
-        if not key:
-            problems.append(RowProblem(line, "topics", f"{topic!r} has no letter or digit"))
-            continue
-        unique.setdefault(key, topic)  # the same topic twice: the first spelling wins
+        topic, key, reason = _topic(raw)
+        if reason is not None:
+            problems.append(RowProblem(line, "topics", reason))
+        elif key:
+            unique.setdefault(key, topic)  # the same topic twice: the first spelling wins
     if len(unique) > MAX_TOPICS:
         problems.append(RowProblem(line, "topics",
                                    f"{len(unique)} topics, at most {MAX_TOPICS}"))
@@ -184,20 +190,20 @@ def check_row(cells: Mapping[str, str], line: int, *, bio_max_length: int = DEFA
     for column, attribute in _TEXT_FIELDS.items():
         if column not in cells:
             continue
-        value = clean(cells[column])
+        value = clean_text(cells[column])
         limit = bio_max_length if column == "bio" else MAX_LENGTH[attribute]
         if (reason := _too_long(value, limit)) is not None:
             problems.append(RowProblem(line, column, reason))
         setattr(profile, attribute, value or None)
     if not profile.display_name and user_id not in known_ids:
         problems.append(RowProblem(line, "name", "missing (required for a new profile)"))
-    if value := clean(cells.get("level", "")):
-        profile.level = normalize_level(value)
+    if value := clean_text(cells.get("level", "")):
+        profile.level = _level(value)
         if profile.level is None:
             problems.append(RowProblem(line, "level", f"{value!r} is not a level "
                                        f"({', '.join(LEVELS)})"))
-    if value := clean(cells.get("state", "")):
-        profile.state = normalize_state(value)
+    if value := clean_text(cells.get("state", "")):
+        profile.state = _state(value)
         if profile.state is None:
             problems.append(RowProblem(line, "state", f"{value!r} is not a German state"))
     if "topics" in cells:
@@ -220,7 +226,7 @@ def decode(data: bytes, name: str = "file") -> str:
 
 def _header(text: str) -> tuple[list[str], str]:
     """The header's cells and the delimiter: `,`, or `;` if only that yields known columns."""
-    first = text.split("\n", 1)[0].rstrip("\r")
+    first = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
     cells = next(csv.reader([first]), [])
     if len(cells) == 1 and TOPIC_SEPARATOR in cells[0]:
         by_semicolon = next(csv.reader([first], delimiter=";"), [])
@@ -267,6 +273,7 @@ def parse_experts(text: str, *, name: str = "file",
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     first_line: dict[str, int] = {}
     id_index = columns.index("matrix_id")
+    line = 1  # where the next row starts
     try:
         next(reader)  # the header, already checked
         line = reader.line_num + 1
@@ -295,20 +302,25 @@ def parse_experts(text: str, *, name: str = "file",
                 result.profiles.append(profile)
                 result.lines.append(start)
     except csv.Error as exc:
-        raise ImportFileError([f"{name}: line {reader.line_num}: broken CSV: {exc}"]) from None
+        raise ImportFileError([f"{name}: line {line}: broken CSV: {exc}"]) from None
     return result
 
 
 def merge(profile: Profile, existing: Profile | None, columns: Container[str],
           now: datetime) -> Profile:
-    """What to store for an imported profile: absent columns and languages kept from
-    `existing`; a new profile consents at `now`, an existing one keeps its consent time."""
+    """Make `profile` (fresh from parse_experts, changed in place) what to store: absent columns
+    and languages kept from `existing`; a new profile consents at `now`, an existing one keeps
+    its consent time (None: upsert_many keeps the stored one)."""
+    profile.updated_at = None
     if existing is None:
-        return replace(profile, consent_at=now, updated_at=None)
-    kept = {attribute: getattr(existing, attribute)
-            for column, attribute in _ATTRIBUTE.items() if column not in columns}
-    return replace(profile, **kept, languages=list(existing.languages), consent_at=None,
-                   updated_at=None)
+        profile.consent_at = now
+        return profile
+    for column, attribute in _ATTRIBUTE.items():
+        if column not in columns:
+            setattr(profile, attribute, getattr(existing, attribute))
+    profile.languages = list(existing.languages)
+    profile.consent_at = None
+    return profile
 
 
 # -- import and export --------------------------------------------------------------------------
@@ -353,6 +365,7 @@ async def import_experts(storage: Storage, path: Path | str, *, skip_invalid: bo
     with _progress(text.count("\n"), progress, "checking") as tick:
         parsed = parse_experts(text, name=str(path), bio_max_length=bio_max_length,
                                known_ids=existing, on_row=tick)
+    del text  # the profiles do not refer to it; a large file's text is not kept while writing
     bad = parsed.bad_rows
     now = now or datetime.now(UTC)
     if (bad and not skip_invalid) or dry_run:

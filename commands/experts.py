@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from urllib.parse import quote
@@ -32,11 +31,15 @@ from storage.experts import (
     COUNT_LIMIT,
     DEFAULT_SYNONYMS,
     LEVELS,
+    MAX_LANGUAGES,
+    MAX_LENGTH,
+    MAX_TOPICS,
     STATES,
     Profile,
     SearchHit,
     SearchQuery,
     Synonyms,
+    clean_text,
     compiled_synonyms,
     fold,
     normalize_level,
@@ -50,15 +53,10 @@ PAGE_SIZE = 5
 TOP_TOPICS = 20
 MAX_QUERY_LENGTH = 300
 MAX_TERMS = 10
-MAX_TOPICS = 20
-MAX_LANGUAGES = 10
 SUGGESTIONS = 3
 SUGGESTION_CUTOFF = 75.0
 SUGGESTION_POOL = 2000  # typos are looked for among this many of the most common topics
 
-# Longest value of each free-text field, in characters (the bio's comes from the settings).
-MAX_LENGTH = {"display_name": 80, "organisation": 120, "municipality": 80, "role": 100,
-              "topic": 60, "language": 40}
 
 
 @dataclass(frozen=True)
@@ -131,13 +129,6 @@ def _word(text: str) -> str:
 def _lookup(table: dict[str, tuple[str, ...]], text: str) -> str | None:
     word = _word(text)
     return next((key for key, words in table.items() if word in words), None)
-
-
-def _clean(value: str) -> str:
-    """One line of visible text: control and format characters dropped, spaces collapsed."""
-    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
-                    for c in value if unicodedata.category(c) != "Cf")
-    return " ".join(value.split())
 
 
 def _words(ctx: Context) -> dict[str, str]:
@@ -359,7 +350,7 @@ def _with_value(ctx: Context, found: Profile, name: str, raw: str, label: Text,
         return replace(found, languages=list(dict.fromkeys(items)))
     if clear:
         return replace(found, **{name: None})
-    value = _clean(raw)
+    value = clean_text(raw)
     if name == "state":
         state = normalize_state(value)
         if state is None:
@@ -377,7 +368,7 @@ def _with_value(ctx: Context, found: Profile, name: str, raw: str, label: Text,
 
 def _items(raw: str) -> list[str]:
     """A comma- or semicolon-separated list; empty entries dropped."""
-    return [item for item in (_clean(part) for part in re.split(r"[,;]", raw)) if item]
+    return [item for item in (clean_text(part) for part in re.split(r"[,;]", raw)) if item]
 
 
 def _checked_topics(ctx: Context, topics: list[str]) -> list[str]:
@@ -467,7 +458,7 @@ def parse_query(text: str, synonyms: Synonyms | None = None) -> ParsedQuery:
         if key is not None and _word(key) in FILTERS:
             value = match.group("quoted") if match.group("quoted") is not None \
                 else match.group("value")
-            value = _clean(value or "")
+            value = clean_text(value or "")
             if not value:
                 raise UserError("experts.empty_filter", filter=Text.code(f"{key}:"))
             filters[FILTERS[_word(key)]] = value

@@ -20,7 +20,7 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = 30_000  # an operator's large import may hold the write lock for seconds
 
 
 class DatabaseTooNewError(RuntimeError):

@@ -181,6 +181,24 @@ def _state_token(state: str | None) -> str:
     return _STATE_CODE[canonical] if canonical else _compact(state)
 
 
+# -- limits and cleaning (the same for members' commands and operators' imports) ----------------
+
+MAX_TOPICS = 20
+MAX_LANGUAGES = 10
+# Longest value of each free-text field, in characters (the bio's comes from the settings).
+MAX_LENGTH = {"display_name": 80, "organisation": 120, "municipality": 80, "role": 100,
+              "topic": 60, "language": 40}
+
+
+def clean_text(value: str) -> str:
+    """One line of visible text: control and format characters dropped, spaces collapsed."""
+    if value.isascii() and value.isprintable():  # the common case, fast
+        return " ".join(value.split())
+    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                    for c in value if unicodedata.category(c) != "Cf")
+    return " ".join(value.split())
+
+
 # -- models -------------------------------------------------------------------------------------
 
 
