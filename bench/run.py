@@ -12,6 +12,10 @@ Three processes talk to one Synapse: the reference bot (`bench.reference_bot`), 
    commands answered exactly once, not at all, more than once; throughput and latency.
 3. Without a homeserver: dispatch overhead, the per-command pipeline, cold start; and the
    resident memory of both bot processes after the run.
+4. The expert directory, without a homeserver (`bench.experts`): synthetic directories of 2,000
+   and 100,000 profiles (quick: 2,000), each imported from a CSV file as `nextbot import experts`
+   does, then `!experten` over a fixed query mix, then the cold start on that database against
+   one without profiles.
 
 Every process it starts is stopped again, on errors and Ctrl-C too. Compare the figures of one
 run with each other (ratios), not absolute times across runs or machines.
@@ -40,7 +44,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench import inprocess
+from bench import experts, inprocess
 from bench.client import Member
 from bench.inprocess import quantile, summary
 from bench.png import BLUE, GREY, BarChart, Group
@@ -57,8 +61,18 @@ STOP_TIMEOUT_S = 10.0
 # Targets (bench issue, part 1)
 RT_RATIO_TARGET = 1.10
 
+# Targets (bench issue, expert directory). Search and cold start are judged at every size measured,
+# the import (a volume) at EXPERT_IMPORT_SIZE only.
+EXPERT_SEARCH_P95_MS = 5.0
+EXPERT_IMPORT_SIZE = 100_000
+EXPERT_IMPORT_S = 10.0
+EXPERT_COLD_START_MS = 2000.0
+# "Start-up not slowed by the directory's size": Storage.open + services on a full directory
+# at most this much slower than on an empty one (medians of equal ones differ by ~1 ms).
+EXPERT_START_SLOWER_MS = 5.0
+
 # Later parts of the benchmark issue; they get figures when the features exist.
-LATER = ("expert search", "scheduler", "pairing")
+LATER = ("scheduler", "pairing")
 NOT_BUILT = "n/a (feature not built yet)"
 
 
@@ -73,12 +87,16 @@ class Plan:
     dispatch_calls: int
     pipeline_commands: int
     cold_starts: int
+    expert_sizes: tuple[int, ...]  # synthetic directories, profiles each
+    expert_runs: int  # rounds of the `!experten` query mix per size
 
 
 FULL = Plan("full", round_trips=50, burst_rooms=10, burst_per_room=100, quiet_s=5.0,
-            burst_max_wait_s=120.0, dispatch_calls=5000, pipeline_commands=500, cold_starts=5)
+            burst_max_wait_s=120.0, dispatch_calls=5000, pipeline_commands=500, cold_starts=5,
+            expert_sizes=(2_000, 100_000), expert_runs=30)
 QUICK = Plan("quick", round_trips=5, burst_rooms=10, burst_per_room=10, quiet_s=3.0,
-             burst_max_wait_s=30.0, dispatch_calls=1000, pipeline_commands=100, cold_starts=2)
+             burst_max_wait_s=30.0, dispatch_calls=1000, pipeline_commands=100, cold_starts=2,
+             expert_sizes=(2_000,), expert_runs=10)
 
 
 def say(message: str) -> None:
@@ -434,7 +452,7 @@ async def run_homeserver_phases(plan: Plan, workdir: Path) -> dict[str, Any]:
     return results
 
 
-async def run_inprocess_phases(plan: Plan) -> dict[str, Any]:
+async def run_inprocess_phases(plan: Plan, workdir: Path) -> dict[str, Any]:
     """Each measurement on its own: one that fails is reported, the others still run."""
     say(f"in-process: dispatch × {plan.dispatch_calls}, pipeline × {plan.pipeline_commands}, "
         f"cold start × {plan.cold_starts} …")
@@ -459,6 +477,11 @@ async def run_inprocess_phases(plan: Plan) -> dict[str, Any]:
             results["pipeline_ms"][body][placement] = await guarded(
                 lambda body=body, placement=placement: inprocess.pipeline_cost(
                     plan.pipeline_commands, body, placement))
+    sizes = ", ".join(f"{size:,}" for size in plan.expert_sizes)
+    say(f"expert directory of {sizes} profiles: import, {len(experts.QUERIES)} queries × "
+        f"{plan.expert_runs}, cold start × {plan.cold_starts} …")
+    results["experts"] = await guarded(lambda: experts.measure_all(
+        plan.expert_sizes, workdir / "experts", plan.expert_runs, plan.cold_starts))
     return results
 
 
@@ -517,6 +540,47 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         "value": our_p95,
         "met": our_p95 is not None and (ref_p95 is None or our_p95 < ref_p95),
     })
+    return checks + expert_verdicts(results["in_process"].get("experts", {}))
+
+
+def _ok(figures: Any) -> bool:
+    return isinstance(figures, dict) and "error" not in figures
+
+
+def expert_verdicts(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The expert directory's targets; `met` is None where the measurement failed."""
+    checks: list[dict[str, Any]] = []
+    empty = found.get("empty_cold_start")
+    for key, size in (found.get("sizes") or {}).items():
+        n = f"{int(key):,}"
+        search, imported, cold = size.get("search"), size.get("import"), size.get("cold_start")
+        p95 = search["dispatch_ms"]["p95"] if _ok(search) else None
+        checks.append({
+            "name": f"expert search p95 at {n} profiles",
+            "target": f"< {EXPERT_SEARCH_P95_MS:g} ms", "value": p95,
+            "met": None if p95 is None else p95 < EXPERT_SEARCH_P95_MS,
+        })
+        if int(key) == EXPERT_IMPORT_SIZE:
+            total = imported["total_s"] if _ok(imported) else None
+            checks.append({
+                "name": f"expert import of {n} profiles",
+                "target": f"< {EXPERT_IMPORT_S:g} s", "value": total,
+                "met": None if total is None else total < EXPERT_IMPORT_S,
+            })
+        first = cold["to_first_reply_ms"] if _ok(cold) else None
+        checks.append({
+            "name": f"expert cold start to first reply at {n} profiles",
+            "target": f"< {EXPERT_COLD_START_MS:g} ms", "value": first,
+            "met": None if first is None else first < EXPERT_COLD_START_MS,
+        })
+        slower = (cold["storage_services_ms"] - empty["storage_services_ms"]
+                  if _ok(cold) and _ok(empty) else None)
+        checks.append({
+            "name": f"expert start-up at {n} profiles not slower than empty",
+            "target": f"storage+services < empty + {EXPERT_START_SLOWER_MS:g} ms",
+            "value": slower,
+            "met": None if slower is None else slower < EXPERT_START_SLOWER_MS,
+        })
     return checks
 
 
@@ -627,6 +691,7 @@ def table(report: dict[str, Any]) -> str:
                  _f(mem["reference"]["VmRSS"] / 1024), _f(mem["ours"]["VmRSS"] / 1024), "–", ""))
     rows.append(("  peak resident memory (MiB)",
                  _f(mem["reference"]["VmHWM"] / 1024), _f(mem["ours"]["VmHWM"] / 1024), "–", ""))
+    rows += expert_rows(ip.get("experts", {}), checks)
     section("Later parts of the benchmark issue")
     for feature in LATER:
         rows.append((f"  {feature}", "", NOT_BUILT, "", ""))
@@ -641,6 +706,58 @@ def table(report: dict[str, Any]) -> str:
     out = [line(header), "-+-".join("-" * w for w in widths)]
     out += [line(row) for row in rows]
     return "\n".join(out)
+
+
+def expert_rows(found: dict[str, Any], checks: dict[str, dict[str, Any]]
+                ) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    if not _ok(found):
+        return [("Expert directory, in-process", "", _failed(found) or "–", "", "")]
+    sizes = found.get("sizes") or {}
+    queries = len(found.get("queries", ()))
+    runs = next((s["search"]["runs"] for s in sizes.values() if _ok(s.get("search"))), 0)
+    rows.append((f"Expert directory, in-process: {queries} queries × {runs}", "", "", "", ""))
+
+    def verdict(name: str) -> str:
+        return _verdict(checks[name]) if name in checks else ""
+
+    for key, size in sizes.items():
+        n = f"{int(key):,}"
+        search, imported, cold = size["search"], size["import"], size["cold_start"]
+        rows.append((f"  {n} profiles", "", "", "", ""))
+        rows.append(("    !experten p50 / p95 (ms)", "",
+                     _failed(search) or _pair(search["dispatch_ms"], 2),
+                     f"p95 < {EXPERT_SEARCH_P95_MS:g} ms",
+                     verdict(f"expert search p95 at {n} profiles")))
+        if _ok(search):
+            rows.append(("    … with Matrix content p50 / p95 (ms)", "",
+                         _pair(search["with_content_ms"], 2), "", ""))
+            slowest = search["slowest_query"]
+            rows.append(("    slowest query (by p50) p50 / p95 (ms)", "", _pair(slowest, 2), "",
+                         f"!experten {slowest['query']}"))
+        import_name = f"expert import of {n} profiles"
+        rows.append(("    import: total (check / write) (s)", "",
+                     _failed(imported) or f"{imported['total_s']:.2f} "
+                     f"({imported['parse_check_s']:.2f} / {imported['upsert_s']:.2f})",
+                     f"< {EXPERT_IMPORT_S:g} s" if import_name in checks else "",
+                     verdict(import_name)))
+        rows.append(("    cold start to first reply (ms)", "",
+                     _failed(cold) or _f(cold["to_first_reply_ms"], 0),
+                     f"< {EXPERT_COLD_START_MS:g} ms",
+                     verdict(f"expert cold start to first reply at {n} profiles")))
+        rows.append(("    storage+services / first reply (ms)", "",
+                     _failed(cold) or f"{cold['storage_services_ms']:.1f} / "
+                     f"{cold['first_reply_ms']:.1f}",
+                     f"< empty + {EXPERT_START_SLOWER_MS:g} ms",
+                     verdict(f"expert start-up at {n} profiles not slower than empty")))
+    empty = found.get("empty_cold_start", {})
+    rows.append(("  no profiles", "", "", "", ""))
+    rows.append(("    cold start to first reply (ms)", "",
+                 _failed(empty) or _f(empty["to_first_reply_ms"], 0), "", ""))
+    rows.append(("    storage+services / first reply (ms)", "",
+                 _failed(empty) or f"{empty['storage_services_ms']:.1f} / "
+                 f"{empty['first_reply_ms']:.1f}", "", ""))
+    return rows
 
 
 def notes(report: dict[str, Any]) -> list[str]:
@@ -667,6 +784,19 @@ def notes(report: dict[str, Any]) -> list[str]:
                  for body, by_placement in ip["pipeline_ms"].items()
                  for placement, figures in by_placement.items()]
               if "error" in figures]
+    found_experts = ip.get("experts", {})
+    if not _ok(found_experts):
+        failed.append("expert directory")
+    else:
+        for key, size in found_experts.get("sizes", {}).items():
+            failed += [f"experts {int(key):,} {part}" for part in ("import", "search", "cold_start")
+                       if not _ok(size.get(part))]
+        if not _ok(found_experts.get("empty_cold_start")):
+            failed.append("experts empty cold_start")
+        for key, size in found_experts.get("sizes", {}).items():
+            if size.get("database_built_by", "import") != "import":
+                found.append(f"experts {int(key):,}: the import failed, so the database that "
+                             "was searched and started on was written with upsert_many alone")
     if failed:
         found.append(f"in-process measurements failed: {', '.join(failed)} (errors in the JSON)")
     logged = r["nextbot_log"]
@@ -706,7 +836,19 @@ def chart(report: dict[str, Any], path: Path) -> None:
         Group("REF", GREY, [("", b["reference"]["throughput_per_s"])]),
         Group("OURS", BLUE, [("", b["ours"]["throughput_per_s"])]),
     ], decimals=1)
+    found = r["in_process"].get("experts", {})
+    searched = {key: size["search"]["dispatch_ms"] for key, size in
+                (found.get("sizes", {}) if _ok(found) else {}).items() if _ok(size.get("search"))}
+    if searched:
+        plot.panel("!EXPERTEN, IN-PROCESS (MS)", [
+            Group(_thousands(int(key)), BLUE, [("P50", stats["p50"]), ("P95", stats["p95"])])
+            for key, stats in searched.items()
+        ], decimals=1)
     plot.save(path)
+
+
+def _thousands(count: int) -> str:
+    return f"{count // 1000}K PROFILES" if count % 1000 == 0 else f"{count} PROFILES"
 
 
 def meta(plan: Plan) -> dict[str, Any]:
@@ -746,7 +888,7 @@ async def run(plan: Plan, keep: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="nextbot-bench-"))
     try:
         results = await run_homeserver_phases(plan, workdir)
-        results["in_process"] = await run_inprocess_phases(plan)
+        results["in_process"] = await run_inprocess_phases(plan, workdir)
     except Exception:
         keep = True  # for the post-mortem: Synapse's and both bots' logs
         raise
@@ -770,7 +912,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="5 round trips each, a burst of 100: under a minute")
+                        help="5 round trips each, a burst of 100, 2,000 profiles: under "
+                             "a minute")
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "latest.json",
                         metavar="PATH", help="where to write the results (default: %(default)s)")
     parser.add_argument("--png", type=Path, default=RESULTS_DIR / "latest.png",
