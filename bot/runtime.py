@@ -11,16 +11,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.handling import CommandHandler, DirectRooms
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
 from bot.permissions import Permissions
+from bot.scheduler import Scheduler
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.syncer import Syncer
-from commands import core, experts
+from commands import core, experts, workshops
 from commands.framework import Registry, Router, Services
 from commands.i18n import Catalog
 from storage import Storage
@@ -29,7 +30,7 @@ from storage.database import DatabaseTooNewError
 log = logging.getLogger(__name__)
 
 # Every feature module's router, in the order `!help` lists them.
-FEATURES: list[Router] = [core.router, experts.router]
+FEATURES: list[Router] = [core.router, experts.router, workshops.router]
 
 HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
 
@@ -54,6 +55,7 @@ class Bot:
         self.routers = list(routers if routers is not None else FEATURES)
         self.storage: Storage | None = None
         self.connection: MatrixConnection | None = None
+        self.scheduler: Scheduler | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -77,7 +79,10 @@ class Bot:
                             registry=Registry(self.routers), clock=SystemClock(settings),
                             prefix=settings.bot.command_prefix,
                             experts_config=experts.ExpertConfig(settings.experts.synonyms,
-                                                                settings.experts.bio_max_length))
+                                                                settings.experts.bio_max_length),
+                            workshops_config=workshops.WorkshopConfig.create(
+                                settings.workshops.reminders, settings.workshops.rooms,
+                                settings.bot.timezone))
         permissions = Permissions(connection.room_state, settings.bot.admins,
                                   settings.bot.moderator_level)
         sender = Sender(connection, storage.outbox)
@@ -86,6 +91,14 @@ class Bot:
         handler = CommandHandler(services, permissions, settings.bot.language, now_ms,
                                  on_reply=send_lanes.wake, direct_rooms=direct_rooms.room_for)
         command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
+        self.scheduler = Scheduler(
+            storage, [workshops.WorkshopReminders(services, settings.bot.language)],
+            clock=services.clock, timezone=settings.tzinfo,
+            grace=timedelta(minutes=settings.scheduler.grace_minutes),
+            catalog=services.catalog, default_language=settings.bot.language,
+            on_queued=send_lanes.wake,
+        )
+        services.schedule_changed = self.scheduler.schedule_changed
         self.syncer = Syncer(
             connection, storage,
             prefix=settings.bot.command_prefix,
@@ -94,6 +107,7 @@ class Bot:
             on_power_levels=permissions.forget,
             now_ms=now_ms,
         )
+        await self.scheduler.start()  # catches up on what fell due while the bot was down
         self._tasks = [
             asyncio.create_task(send_lanes.run(), name="send-lanes"),
             asyncio.create_task(command_lanes.run(), name="command-lanes"),
@@ -109,6 +123,8 @@ class Bot:
             task.result()
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from storage.experts import DEFAULT_SYNONYMS
+from storage.workshops import offset_label, parse_offset
 
 ENV_PREFIX = "NEXTBOT_"
 ENV_NESTED_DELIMITER = "__"
@@ -188,6 +189,44 @@ class ExpertSettings(_Section):
         return [[w.strip() for w in group if w.strip()] for group in value]
 
 
+_ROOM_ID_RE = re.compile(rf"^![^\s:]+(?::{_SERVER_NAME})?$")
+
+
+def _check_room_id(value: str) -> str:
+    if not _ROOM_ID_RE.match(value):
+        raise _problem(f"bad room id {value!r} (expected !id:server, not an alias #name:server)")
+    return value
+
+
+RoomId = Annotated[str, BeforeValidator(_stripped), AfterValidator(_check_room_id)]
+
+
+class WorkshopSettings(_Section):
+    # How long before a workshop its reminders are posted: "1d" (a day, on the wall clock),
+    # "2h", "30m". Empty: no reminders.
+    reminders: list[str] = Field(default_factory=lambda: ["1d", "1h"])
+    # Rooms for the reminders of workshops that belong to no room (e.g. imported ones).
+    rooms: list[RoomId] = Field(default_factory=list)
+
+    @field_validator("reminders")
+    @classmethod
+    def _offsets_valid(cls, value: list[str]) -> list[str]:
+        offsets = []
+        for text in value:
+            try:
+                offsets.append(parse_offset(text))
+            except ValueError:
+                raise _problem(f"bad reminder offset {text!r} (expected e.g. 1d, 2h or 30m, "
+                               "at most 60d)") from None
+        return [offset_label(o) for o in sorted(set(offsets), reverse=True)]
+
+
+class SchedulerSettings(_Section):
+    # A reminder or announcement missed while the bot was down is still posted (marked late)
+    # within this many minutes after its time; older ones are logged as skipped.
+    grace_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -201,6 +240,8 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     experts: ExpertSettings = Field(default_factory=ExpertSettings)
+    workshops: WorkshopSettings = Field(default_factory=WorkshopSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
     @classmethod
     def settings_customise_sources(

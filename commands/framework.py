@@ -23,6 +23,7 @@ from storage import Storage
 
 if TYPE_CHECKING:
     from commands.experts import ExpertConfig
+    from commands.workshops import WorkshopConfig
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,9 @@ class Services:
     prefix: str = "!"
     started_at: float = field(default_factory=time.monotonic)
     experts_config: ExpertConfig | None = None  # `[experts]`; defaults when None
+    workshops_config: WorkshopConfig | None = None  # `[workshops]`; defaults when None
+    # Tells the scheduler that a feature's schedule changed (a workshop added or moved).
+    schedule_changed: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from storage.migrations import MIGRATIONS
 from storage.outbox import OutboxRepository
 from storage.rooms import RoomRepository
 from storage.session import SessionRepository
+from storage.workshops import WorkshopRepository
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Storage:
     outbox: OutboxRepository
     rooms: RoomRepository
     experts: ExpertRepository
+    workshops: WorkshopRepository
     deliveries: DeliveryRepository
 
     @classmethod
@@ -37,6 +39,7 @@ class Storage:
             outbox=OutboxRepository(db),
             rooms=RoomRepository(db),
             experts=ExpertRepository(db),
+            workshops=WorkshopRepository(db),
             deliveries=DeliveryRepository(db),
         )
 

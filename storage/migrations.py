@@ -137,4 +137,39 @@ MIGRATIONS: list[Migration] = [
         )
         """,
     ),
+    Migration(
+        5,
+        "workshops, their registrations and waiting lists",
+        """
+        CREATE TABLE workshops (
+            number INTEGER PRIMARY KEY AUTOINCREMENT,  -- what members type; never reused
+            title TEXT NOT NULL,
+            community TEXT,
+            room_id TEXT,  -- the room it was added in: its reminders go there
+            starts_at INTEGER NOT NULL,  -- UTC milliseconds
+            ends_at INTEGER NOT NULL,
+            timezone TEXT NOT NULL,  -- IANA name of the zone the times were entered in
+            location TEXT,
+            url TEXT,
+            description TEXT,
+            capacity INTEGER CHECK (capacity IS NULL OR capacity > 0),
+            status TEXT NOT NULL DEFAULT 'planned' CHECK (status IN ('planned', 'cancelled')),
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            sequence INTEGER NOT NULL DEFAULT 0,  -- grows with each change (iCalendar SEQUENCE)
+            CHECK (ends_at > starts_at)
+        );
+        CREATE INDEX workshops_by_start ON workshops (status, starts_at);
+        CREATE TABLE workshop_registrations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- sign-up order: orders the waiting list
+            workshop INTEGER NOT NULL REFERENCES workshops (number) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            registered_at INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('registered', 'waiting')),
+            UNIQUE (workshop, user_id)
+        );
+        CREATE INDEX workshop_registrations_by_user ON workshop_registrations (user_id)
+        """,
+    ),
 ]

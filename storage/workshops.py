@@ -1,0 +1,347 @@
+"""Workshops ("Werkstätten"): dates, places, registrations and the waiting list.
+
+Schema (migration 5):
+
+- `workshops`: one row per workshop; `number` is what members type (`!werkstatt 12`) and is
+  never reused. Times are UTC milliseconds plus the IANA time zone they were entered in, so
+  the wall-clock time a moderator typed comes back as typed. `sequence` grows with every
+  change, so a calendar that imported the workshop takes the newer version.
+- `workshop_registrations`: who signed up for which workshop, `registered` or `waiting`; `id`
+  grows with every sign-up and orders the waiting list (first come, first served).
+
+Cancelling a workshop keeps its rows (its page says "abgesagt"); withdrawing deletes the
+member's row. Whenever places are free (someone withdrew, the capacity grew or was lifted),
+the first on the waiting list move up in the same transaction, and the caller gets them
+to tell them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from storage.database import Database
+
+PLANNED = "planned"
+CANCELLED = "cancelled"
+REGISTERED = "registered"
+WAITING = "waiting"
+
+_OFFSET = re.compile(r"^\s*(\d{1,4})\s*(d|h|m)\s*$", re.IGNORECASE)
+MAX_OFFSET = timedelta(days=60)
+
+
+def parse_offset(text: str) -> timedelta:
+    """`1d`, `2h`, `30m` → a timedelta; ValueError for anything else (or zero, or > 60 days)."""
+    found = _OFFSET.match(str(text))
+    if not found:
+        raise ValueError(f"bad offset {text!r} (expected e.g. 1d, 2h or 30m)")
+    amount, unit = int(found.group(1)), found.group(2).lower()
+    offset = {"d": timedelta(days=amount), "h": timedelta(hours=amount),
+              "m": timedelta(minutes=amount)}[unit]
+    if not timedelta(0) < offset <= MAX_OFFSET:
+        raise ValueError(f"offset {text!r} must be between 1m and 60d")
+    return offset
+
+
+def offset_label(offset: timedelta) -> str:
+    """The shortest spelling `parse_offset` reads back: 1 day → `1d`, 90 minutes → `90m`."""
+    minutes = int(offset.total_seconds()) // 60
+    if offset.seconds == 0:
+        return f"{offset.days}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
+def _moment(ms: int, tz: str) -> datetime:
+    return (datetime.fromtimestamp(ms // 1000, UTC)
+            + timedelta(milliseconds=ms % 1000)).astimezone(ZoneInfo(tz))
+
+
+def _digest(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode()).hexdigest()[:8]
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Workshop:
+    """One workshop. `starts_at` and `ends_at` are aware, in the zone they were entered in."""
+
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    number: int = 0  # 0 until stored
+    community: str | None = None
+    room_id: str | None = None  # where it was added: its reminders go there
+    location: str | None = None
+    url: str | None = None
+    description: str | None = None
+    capacity: int | None = None  # None: no limit
+    status: str = PLANNED
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    sequence: int = 0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == CANCELLED
+
+    def __repr__(self) -> str:
+        return f"Workshop(#{self.number}, {self.status})"
+
+
+@dataclass(frozen=True)
+class Registration:
+    workshop: int
+    user_id: str
+    registered_at: datetime
+    status: str  # REGISTERED or WAITING
+    position: int = 0  # on the waiting list, from 1; 0 for a registered member
+
+    def __repr__(self) -> str:  # who goes where is personal: never in a log
+        return f"Registration(#{self.workshop}, {_digest(self.user_id)}, {self.status})"
+
+
+@dataclass(frozen=True)
+class Counts:
+    registered: int = 0
+    waiting: int = 0
+
+
+@dataclass(frozen=True)
+class SignUp:
+    """The outcome of `register`: the member's registration, and whether it is new."""
+
+    registration: Registration
+    new: bool
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """The outcome of `withdraw`: the removed registration (None if there was none) and who
+    moved up from the waiting list because of it."""
+
+    removed: Registration | None
+    promoted: list[Registration]
+
+
+_COLUMNS = ("number, title, community, room_id, starts_at, ends_at, timezone, location, url, "
+            "description, capacity, status, created_by, created_at, updated_at, sequence")
+
+
+def _workshop(row) -> Workshop:
+    tz = row["timezone"]
+    return Workshop(
+        number=row["number"], title=row["title"], community=row["community"],
+        room_id=row["room_id"], starts_at=_moment(row["starts_at"], tz),
+        ends_at=_moment(row["ends_at"], tz), location=row["location"], url=row["url"],
+        description=row["description"], capacity=row["capacity"], status=row["status"],
+        created_by=row["created_by"], created_at=_moment(row["created_at"], tz),
+        updated_at=_moment(row["updated_at"], tz), sequence=row["sequence"],
+    )
+
+
+def _zone_name(moment: datetime) -> str:
+    tz = moment.tzinfo
+    if not isinstance(tz, ZoneInfo):
+        raise ValueError("workshop times must be aware datetimes in a ZoneInfo time zone")
+    return tz.key
+
+
+class WorkshopRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- workshops ------------------------------------------------------------------------------
+
+    async def add(self, workshop: Workshop, at: datetime) -> Workshop:
+        """Store a new workshop; returns it with its number."""
+        tz = _zone_name(workshop.starts_at)
+        number = await self._db.execute_returning_id(
+            "INSERT INTO workshops (number, title, community, room_id, starts_at, ends_at, "
+            "timezone, location, url, description, capacity, status, created_by, created_at, "
+            "updated_at, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            (workshop.number or None, workshop.title, workshop.community, workshop.room_id,
+             _ms(workshop.starts_at), _ms(workshop.ends_at), tz, workshop.location,
+             workshop.url, workshop.description, workshop.capacity, workshop.status,
+             workshop.created_by, _ms(at), _ms(at)),
+        )
+        found = await self.get(number)
+        assert found is not None
+        return found
+
+    async def get(self, number: int) -> Workshop | None:
+        row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM workshops WHERE number = ?",
+                                      (number,))
+        return _workshop(row) if row else None
+
+    async def update(self, workshop: Workshop, at: datetime) -> list[Registration]:
+        """Save the changed fields of a stored workshop; returns who moved up from the waiting
+        list (when the capacity grew or was lifted)."""
+        async with self._db.transaction():
+            await self._db.execute(
+                "UPDATE workshops SET title = ?, community = ?, room_id = ?, starts_at = ?, "
+                "ends_at = ?, timezone = ?, location = ?, url = ?, description = ?, "
+                "capacity = ?, updated_at = ?, sequence = sequence + 1 WHERE number = ?",
+                (workshop.title, workshop.community, workshop.room_id,
+                 _ms(workshop.starts_at), _ms(workshop.ends_at),
+                 _zone_name(workshop.starts_at), workshop.location, workshop.url,
+                 workshop.description, workshop.capacity, _ms(at), workshop.number),
+            )
+            return await self._fill(workshop.number)
+
+    async def cancel(self, number: int, at: datetime) -> list[Registration]:
+        """Mark a workshop cancelled; returns everyone registered or waiting, to tell them.
+        Nobody when it was cancelled already."""
+        async with self._db.transaction():
+            changed = await self._db.execute(
+                "UPDATE workshops SET status = ?, updated_at = ?, sequence = sequence + 1 "
+                "WHERE number = ? AND status = ?", (CANCELLED, _ms(at), number, PLANNED),
+            )
+            return await self.registrations(number) if changed else []
+
+    async def upcoming(self, now: datetime, limit: int | None = None) -> list[Workshop]:
+        """Planned workshops that have not ended, soonest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM workshops WHERE status = ? AND ends_at > ? "
+            "ORDER BY starts_at, number LIMIT ?",
+            (PLANNED, _ms(now), -1 if limit is None else limit),
+        )
+        return [_workshop(row) for row in rows]
+
+    async def starting_between(self, start: datetime, end: datetime) -> list[Workshop]:
+        """Planned workshops that start in [start, end)."""
+        rows = await self._db.fetchall(
+            f"SELECT {_COLUMNS} FROM workshops WHERE status = ? AND starts_at >= ? "
+            "AND starts_at < ? ORDER BY starts_at, number",
+            (PLANNED, _ms(start), _ms(end)),
+        )
+        return [_workshop(row) for row in rows]
+
+    # -- registrations --------------------------------------------------------------------------
+
+    async def register(self, number: int, user_id: str, at: datetime) -> SignUp:
+        """Sign a member up: a place while there is one and nobody waits, else the waiting
+        list. Signing up twice changes nothing."""
+        async with self._db.transaction():
+            found = await self.registration(number, user_id)
+            if found is not None:
+                return SignUp(found, new=False)
+            row = await self._db.fetchone("SELECT capacity FROM workshops WHERE number = ?",
+                                          (number,))
+            if row is None:
+                raise LookupError(f"no workshop {number}")
+            counts = await self.counts(number)
+            full = row["capacity"] is not None and counts.registered >= row["capacity"]
+            status = WAITING if full or counts.waiting else REGISTERED
+            await self._db.execute(
+                "INSERT INTO workshop_registrations (workshop, user_id, registered_at, status) "
+                "VALUES (?, ?, ?, ?)", (number, user_id, _ms(at), status),
+            )
+            await self._fill(number)  # a waiting list with free places never stays so
+            found = await self.registration(number, user_id)
+            assert found is not None
+            return SignUp(found, new=True)
+
+    async def withdraw(self, number: int, user_id: str) -> Withdrawal:
+        """Take a member off a workshop (place or waiting list); the first waiting move up."""
+        async with self._db.transaction():
+            found = await self.registration(number, user_id)
+            if found is None:
+                return Withdrawal(None, [])
+            await self._db.execute(
+                "DELETE FROM workshop_registrations WHERE workshop = ? AND user_id = ?",
+                (number, user_id),
+            )
+            return Withdrawal(found, await self._fill(number))
+
+    async def registration(self, number: int, user_id: str) -> Registration | None:
+        row = await self._db.fetchone(
+            "SELECT r.workshop, r.user_id, r.registered_at, r.status, w.timezone, "
+            "CASE WHEN r.status = 'waiting' THEN (SELECT COUNT(*) FROM workshop_registrations o "
+            "WHERE o.workshop = r.workshop AND o.status = 'waiting' AND o.id <= r.id) ELSE 0 END "
+            "FROM workshop_registrations r JOIN workshops w ON w.number = r.workshop "
+            "WHERE r.workshop = ? AND r.user_id = ?", (number, user_id),
+        )
+        if row is None:
+            return None
+        return Registration(row[0], row[1], _moment(row[2], row[4]), row[3], row[5])
+
+    async def registrations(self, number: int) -> list[Registration]:
+        """Everyone signed up: the registered in the order they came, then the waiting list."""
+        rows = await self._db.fetchall(
+            "SELECT r.workshop, r.user_id, r.registered_at, r.status, w.timezone "
+            "FROM workshop_registrations r JOIN workshops w ON w.number = r.workshop "
+            "WHERE r.workshop = ? ORDER BY r.status = 'waiting', r.id", (number,),
+        )
+        found: list[Registration] = []
+        position = 0
+        for row in rows:
+            position += row[3] == WAITING
+            found.append(Registration(row[0], row[1], _moment(row[2], row[4]), row[3],
+                                      position if row[3] == WAITING else 0))
+        return found
+
+    async def counts(self, number: int) -> Counts:
+        return (await self.counts_of([number]))[number]
+
+    async def counts_of(self, numbers: list[int]) -> dict[int, Counts]:
+        found = {number: Counts() for number in numbers}
+        if not numbers:
+            return found
+        marks = ", ".join("?" for _ in numbers)
+        rows = await self._db.fetchall(
+            "SELECT workshop, SUM(status = 'registered'), SUM(status = 'waiting') "
+            f"FROM workshop_registrations WHERE workshop IN ({marks}) GROUP BY workshop",
+            numbers,
+        )
+        for row in rows:
+            found[row[0]] = Counts(int(row[1] or 0), int(row[2] or 0))
+        return found
+
+    async def delete_all_of(self, user_id: str) -> list[Registration]:
+        """Remove every registration of a member (e.g. when they delete their data); returns
+        who moved up from waiting lists because of it."""
+        async with self._db.transaction():
+            rows = await self._db.fetchall(
+                "SELECT workshop FROM workshop_registrations WHERE user_id = ?", (user_id,))
+            promoted: list[Registration] = []
+            for row in rows:
+                promoted += (await self.withdraw(row[0], user_id)).promoted
+            return promoted
+
+    async def _fill(self, number: int) -> list[Registration]:
+        """Move the first waiting up into free places (inside the caller's transaction)."""
+        row = await self._db.fetchone(
+            "SELECT capacity, status FROM workshops WHERE number = ?", (number,))
+        if row is None or row["status"] != PLANNED:
+            return []
+        counts = await self.counts(number)
+        free = counts.waiting if row["capacity"] is None else row["capacity"] - counts.registered
+        if free <= 0 or not counts.waiting:
+            return []
+        moving = await self._db.fetchall(
+            "SELECT id, user_id FROM workshop_registrations WHERE workshop = ? "
+            "AND status = 'waiting' ORDER BY id LIMIT ?", (number, free),
+        )
+        await self._db.executemany(
+            "UPDATE workshop_registrations SET status = 'registered' WHERE id = ?",
+            [(r[0],) for r in moving],
+        )
+        promoted = []
+        for r in moving:
+            found = await self.registration(number, r[1])
+            assert found is not None
+            promoted.append(found)
+        return promoted
