@@ -247,6 +247,7 @@ class BotAccount:
         self.workdir = workdir
         self.user_id = user_id
         self.bot_settings = bot
+        self.sections: dict[str, Any] = {}  # other settings sections, e.g. {"workshops": {...}}
         self.routers: list[Router] | None = None
         self.running: Bot | None = None
 
@@ -262,6 +263,7 @@ class BotAccount:
                     "password": PASSWORD, "store_path": str(self.workdir / "store")},
             bot=bot,
             storage={"database": str(self.workdir / "bot.db")},
+            **self.sections,
         )
 
     async def start(self) -> Bot:
