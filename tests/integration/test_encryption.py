@@ -110,3 +110,46 @@ async def test_encrypted_command_is_answered_encrypted_also_after_restart(
         assert reply.decrypted and "das kann ich für dich tun" in reply.body
     finally:
         await member.client.close()
+
+
+async def test_a_scheduled_post_into_an_encrypted_room_arrives_encrypted(
+    homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
+) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from storage.workshops import Workshop
+
+    berlin = ZoneInfo("Europe/Berlin")
+    bot_account.sections = {"workshops": {"reminders": ["1h"]}}
+    await bot_account.start()
+    await bot_account.wait_synced()
+    member = await EncryptingMember.create(homeserver, tmp_path / "member-store")
+    try:
+        created = await member.client.room_create(
+            invite=[bot_account.user_id], initial_state=[ENCRYPTION])
+        assert isinstance(created, nio.RoomCreateResponse), created
+        room = created.room_id
+        first = await member.send(room, "!ping")  # the bot has joined once it answers
+        await member.reply_to(first, bot_account.user_id)
+
+        running = bot_account.running
+        assert running is not None and running.storage is not None
+        start = datetime.now(berlin).replace(microsecond=0) + timedelta(hours=1, seconds=3)
+        await running.storage.workshops.add(
+            Workshop(title="Verschlüsselte Sprechstunde", starts_at=start,
+                     ends_at=start + timedelta(hours=1), created_by=member.client.user_id,
+                     room_id=room), datetime.now(berlin))
+        await running.scheduler.schedule_changed("workshops")
+
+        deadline = time.monotonic() + 30
+        while True:
+            reminders = [e for e in member.events if isinstance(e, nio.RoomMessageNotice)
+                         and "Verschlüsselte Sprechstunde" in e.body]
+            if reminders or time.monotonic() > deadline:
+                break
+            await member.sync()
+        [reminder] = reminders
+        assert reminder.decrypted and reminder.sender == bot_account.user_id
+    finally:
+        await member.client.close()
