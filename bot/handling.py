@@ -20,8 +20,11 @@ from commands.i18n import Text
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
 from storage.rooms import RoomRepository
+from storage.undecrypted import Undecrypted
 
 log = logging.getLogger(__name__)
+
+NOTICE_AGAIN_AFTER_MS = 24 * 3600 * 1000  # "I could not decrypt" at most once a day per person
 
 
 def reply_txn_id(event_id: str, page: int) -> str:
@@ -100,6 +103,27 @@ class CommandHandler:
             await storage.inbox.mark_handled(message, handled_at=now)
         for room_id in {m.room_id for m in outgoing}:
             self._on_reply(room_id)
+
+    async def explain_undecryptable(self, pending: Undecrypted) -> None:
+        """Tell the sender once (a day, per room) that the bot could not read their message."""
+        storage = self._services.storage
+        now = self._now_ms()
+        told = await storage.undecrypted.notified_at(pending.room_id, pending.sender)
+        outgoing: list[OutgoingMessage] = []
+        if told is None or now - told > NOTICE_AGAIN_AFTER_MS:
+            language = await storage.rooms.language(pending.room_id) or self._default_language
+            text = self._services.catalog.text(language, "errors.undecryptable")
+            outgoing = [OutgoingMessage(f"undecryptable-{reply_txn_id(pending.event_id, page)}",
+                                        pending.room_id, content)
+                        for page, (content, _) in enumerate(
+                            self._contents(Reply(text), language, pending.event_id))]
+        async with storage.db.transaction():
+            await storage.undecrypted.remove(pending.event_id)
+            if outgoing:
+                await storage.outbox.add(outgoing, created_at=now)
+                await storage.undecrypted.set_notified(pending.room_id, pending.sender, now)
+        if outgoing:
+            self._on_reply(pending.room_id)
 
     def _contents(self, reply: Reply, language: str,
                   reply_to: str | None) -> list[tuple[dict[str, Any], bytes | None]]:

@@ -217,7 +217,9 @@ class MatrixConnection:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def sync(self, since: str | None, timeout_ms: int = SYNC_TIMEOUT_MS) -> SyncBatch:
+    async def sync(self, since: str | None, timeout_ms: int | None = None) -> SyncBatch:
+        if timeout_ms is None:
+            timeout_ms = SYNC_TIMEOUT_MS
         timeline_limit = TIMELINE_LIMIT if since else 1  # a first sync needs no history
         self.client.next_batch = None  # nio would otherwise put its own token for a None
         response = await self._call(
@@ -258,6 +260,24 @@ class MatrixConnection:
         if not isinstance(response, nio.RoomMessagesResponse):
             self._raise_for(response, "messages")
         return _events(room_id, response.chunk), (response.end if response.chunk else None)
+
+    async def decrypt(self, event: RoomEvent) -> RoomEvent | None:
+        """Try again to decrypt an encrypted event (its room key may have arrived since)."""
+        if not self.client.olm:
+            return None
+        megolm = nio.MegolmEvent.from_dict({
+            "event_id": event.event_id, "sender": event.sender, "type": event.type,
+            "origin_server_ts": event.origin_ts, "content": event.content,
+            "room_id": event.room_id, "unsigned": event.unsigned,
+        })
+        if not isinstance(megolm, nio.MegolmEvent):
+            return None  # not well-formed ciphertext: it never will decrypt
+        megolm.room_id = event.room_id
+        try:
+            decrypted = self.client.decrypt_event(megolm)
+        except (nio.EncryptionError, ValueError):
+            return None
+        return RoomEvent.from_source(event.room_id, _source(decrypted))
 
     async def room_state(self, room_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The room's power-levels content and its create event (with sender), read live."""

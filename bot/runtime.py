@@ -106,6 +106,7 @@ class Bot:
             on_commands=command_lanes.wake,
             on_power_levels=permissions.forget,
             now_ms=now_ms,
+            on_undecryptable=handler.explain_undecryptable,
         )
         await self.scheduler.start()  # catches up on what fell due while the bot was down
         self._tasks = [

@@ -9,7 +9,7 @@ before the bot's first start, or from before it joined a room, is never treated 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from bot.backoff import Backoff
@@ -17,21 +17,25 @@ from bot.matrix import Invite, LoginError, RoomEvent, RoomTimeline, SyncBatch, T
 from storage import Storage
 from storage.inbox import InboxMessage
 from storage.rooms import RoomCursor
+from storage.undecrypted import Undecrypted
 
 log = logging.getLogger(__name__)
 
 MAX_GAP_PAGES = 50  # 50 pages of 100 events: a gap larger than that is logged, not read
 MAX_COMMAND_CHARS = 10_000
+# An encrypted event still unreadable after this long gets its sender one explanation.
+UNDECRYPTABLE_GRACE_MS = 5 * 60 * 1000
 
 
 class SyncSource(Protocol):
     user_id: str
 
-    async def sync(self, since: str | None, timeout_ms: int = ...) -> SyncBatch: ...
+    async def sync(self, since: str | None, timeout_ms: int | None = None) -> SyncBatch: ...
     async def messages_before(self, room_id: str, token: str,
                               limit: int = ...) -> tuple[list[RoomEvent], str | None]: ...
     async def join(self, room_id: str) -> bool: ...
     async def reject(self, room_id: str) -> bool: ...
+    async def decrypt(self, event: RoomEvent) -> RoomEvent | None: ...
 
 
 class Syncer:
@@ -45,6 +49,7 @@ class Syncer:
         on_commands: Callable[[str], None],
         on_power_levels: Callable[[str], None],
         now_ms: Callable[[], int],
+        on_undecryptable: Callable[[Undecrypted], Awaitable[None]] | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self._source = source
@@ -53,6 +58,7 @@ class Syncer:
         self._may_invite = may_invite
         self._on_commands = on_commands
         self._on_power_levels = on_power_levels
+        self._on_undecryptable = on_undecryptable
         self._now_ms = now_ms
         self._backoff = backoff or Backoff()
         self._first_synced_at = 0
@@ -89,7 +95,9 @@ class Syncer:
             return
         batch = await self._source.sync(since, **kwargs)
         await self._handle_invites(batch.invites)
-        commands: list[InboxMessage] = []
+        now = self._now_ms()
+        commands, resolved, unreadable = await self._retry_undecrypted(now)
+        encrypted: list[Undecrypted] = []
         cursors: list[RoomCursor] = []
         for room in batch.rooms:
             events = await self._new_events(room)
@@ -100,19 +108,49 @@ class Syncer:
                    for e in [*room.state, *events]):
                 self._on_power_levels(room.room_id)
             for event in events:
+                if event.type == "m.room.encrypted" and event.sender != self._source.user_id:
+                    encrypted.append(Undecrypted(event.event_id, event.room_id, event.sender,
+                                                 event.content, event.origin_ts, now))
                 command = self._as_command(event)
                 if command is not None:
                     commands.append(command)
         async with self._storage.db.transaction():
-            added = await self._storage.inbox.add(commands, received_at=self._now_ms())
+            added = await self._storage.inbox.add(commands, received_at=now)
+            await self._storage.undecrypted.add(encrypted)
+            for event_id in resolved:
+                await self._storage.undecrypted.remove(event_id)
             for cursor in cursors:
                 await self._storage.rooms.set_cursor(cursor)
             await self._storage.session.set_sync_token(batch.next_batch)
         self._since = batch.next_batch
+        for pending in unreadable:
+            if self._on_undecryptable is not None:
+                await self._on_undecryptable(pending)
         if added:
             log.debug("queued %d new command(s)", added)
             for room_id in {c.room_id for c in commands}:
                 self._on_commands(room_id)
+
+    async def _retry_undecrypted(
+        self, now: int
+    ) -> tuple[list[InboxMessage], list[str], list[Undecrypted]]:
+        """Encrypted events kept from earlier syncs: commands among those now readable, the ids
+        resolved, and those unreadable for longer than the grace period."""
+        commands: list[InboxMessage] = []
+        resolved: list[str] = []
+        unreadable: list[Undecrypted] = []
+        for pending in await self._storage.undecrypted.all():
+            event = RoomEvent(pending.event_id, pending.room_id, pending.sender,
+                              "m.room.encrypted", pending.origin_ts, pending.content)
+            decrypted = await self._source.decrypt(event)
+            if decrypted is not None:
+                resolved.append(pending.event_id)
+                command = self._as_command(decrypted)
+                if command is not None:
+                    commands.append(command)
+            elif now - pending.received_at > UNDECRYPTABLE_GRACE_MS:
+                unreadable.append(pending)
+        return commands, resolved, unreadable
 
     async def _commit_first(self, batch: SyncBatch, now: int) -> None:
         """The very first sync: remember where each room stands, answer nothing from before."""

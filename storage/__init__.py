@@ -13,6 +13,7 @@ from storage.migrations import MIGRATIONS
 from storage.outbox import OutboxRepository
 from storage.rooms import RoomRepository
 from storage.session import SessionRepository
+from storage.undecrypted import UndecryptedRepository
 from storage.workshops import WorkshopRepository
 
 
@@ -28,6 +29,7 @@ class Storage:
     experts: ExpertRepository
     workshops: WorkshopRepository
     deliveries: DeliveryRepository
+    undecrypted: UndecryptedRepository
 
     @classmethod
     async def open(cls, path: str | Path) -> Storage:
@@ -41,6 +43,7 @@ class Storage:
             experts=ExpertRepository(db),
             workshops=WorkshopRepository(db),
             deliveries=DeliveryRepository(db),
+            undecrypted=UndecryptedRepository(db),
         )
 
     async def close(self) -> None:

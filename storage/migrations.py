@@ -172,4 +172,24 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX workshop_registrations_by_user ON workshop_registrations (user_id)
         """,
     ),
+    Migration(
+        6,
+        "encrypted events not yet decrypted, and who was told about them",
+        """
+        CREATE TABLE undecrypted (
+            event_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            content TEXT NOT NULL,
+            origin_ts INTEGER NOT NULL,
+            received_at INTEGER NOT NULL
+        );
+        CREATE TABLE decryption_notices (
+            room_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            notified_at INTEGER NOT NULL,
+            PRIMARY KEY (room_id, sender)
+        )
+        """,
+    ),
 ]

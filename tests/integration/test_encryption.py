@@ -153,3 +153,38 @@ async def test_a_scheduled_post_into_an_encrypted_room_arrives_encrypted(
         assert reminder.decrypted and reminder.sender == bot_account.user_id
     finally:
         await member.client.close()
+
+
+async def test_an_unreadable_message_gets_one_explanation_and_the_loop_goes_on(
+    bot_account: BotAccount, member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import matrix, syncer
+
+    monkeypatch.setattr(syncer, "UNDECRYPTABLE_GRACE_MS", 500)
+    monkeypatch.setattr(matrix, "SYNC_TIMEOUT_MS", 1000)  # look again soon, not in 30 s
+    await bot_account.start()
+    await bot_account.wait_synced()
+    room = await member.create_room(invite=[bot_account.user_id], initial_state=[ENCRYPTION])
+    assert await member.wait_joined(room, bot_account.user_id)
+    garbage = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "bm90IGEgcmVhbCBtZXNzYWdl",
+               "sender_key": "c2VuZGVyIGtleQ", "session_id": "no-such-session",
+               "device_id": "NODEVICE"}
+    first = await member.send_raw(room, "m.room.encrypted", garbage)
+    await member.send_raw(room, "m.room.encrypted", {**garbage, "ciphertext": "b3RoZXI"})
+    # The bot answers in the room's encryption, which this plain client cannot read: count
+    # the bot's events, and read what it queued from its own database.
+    deadline = time.monotonic() + 30
+
+    def from_bot() -> list[dict]:
+        return [e for e in member.timeline.get(room, [])
+                if e.get("sender") == bot_account.user_id and e["type"] == "m.room.encrypted"]
+
+    while not from_bot() and time.monotonic() < deadline:
+        await member.sync()
+    await member.settle(2)
+    assert len(from_bot()) == 1  # one explanation, not one per message
+    running = bot_account.running
+    assert running is not None and running.storage is not None
+    assert await running.storage.undecrypted.all() == []
+    assert await running.storage.undecrypted.notified_at(room, member.user_id) is not None
+    assert first in {e["event_id"] for e in member.timeline[room]}

@@ -121,6 +121,12 @@ class FakeSyncSource:
         self.page_calls: list[tuple[str, str]] = []
         self.joined: list[str] = []
         self.rejected: list[str] = []
+        self.readable: dict[str, RoomEvent] = {}  # event id -> its decrypted event
+        self.decrypt_calls: list[str] = []
+
+    async def decrypt(self, event: RoomEvent) -> RoomEvent | None:
+        self.decrypt_calls.append(event.event_id)
+        return self.readable.get(event.event_id)
 
     async def sync(self, since: str | None, timeout_ms: int | None = None) -> SyncBatch:
         self.sync_calls.append((since, timeout_ms))

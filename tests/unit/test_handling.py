@@ -204,3 +204,24 @@ async def test_file_and_direct_replies_go_to_the_askers_direct_room(storage, on_
     assert file.content["msgtype"] == "m.file" and file.content["filename"] == "daten.json"
     assert file.content["body"] == "Deine Daten" and file.content["m.mentions"] == {}
     assert "m.relates_to" not in file.content  # no reply relation across rooms
+
+
+async def test_an_unreadable_message_is_explained_once_a_day_per_person(storage, handler):
+    from storage.undecrypted import Undecrypted
+
+    def pending(event_id: str, sender: str) -> Undecrypted:
+        return Undecrypted(event_id, ROOM, sender, {"algorithm": "m.megolm.v1.aes-sha2"},
+                           NOW - 10, NOW - 10)
+
+    events = [pending("$1", ALICE), pending("$2", ALICE), pending("$3", BOB)]
+    await storage.undecrypted.add(events)
+    for event in events:
+        await handler.explain_undecryptable(event)
+    rows = await storage.db.fetchall("SELECT content FROM outbox ORDER BY seq")
+    assert len(rows) == 2  # Alice once, Bob once
+    import json
+
+    first = json.loads(rows[0][0])
+    assert "nicht entschlüsseln" in first["body"]
+    assert first["m.relates_to"]["m.in_reply_to"]["event_id"] == "$1"
+    assert await storage.undecrypted.all() == []  # nothing left to try

@@ -423,3 +423,49 @@ async def test_a_very_long_outage_does_not_end_the_loop(synced, source, logged_i
     with pytest.raises(asyncio.CancelledError):
         await syncer.run()
     assert sleeps.calls == [30.0]
+
+
+# -- encrypted events that could not be read -------------------------------------------------------
+
+
+def encrypted(event_id: str, *, ts: int, sender: str = ALICE) -> RoomEvent:
+    content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA…", "session_id": "s",
+               "sender_key": "k", "device_id": "D"}
+    return RoomEvent(event_id, ROOM, sender, "m.room.encrypted", ts, content)
+
+
+async def test_an_unreadable_command_is_answered_once_its_key_arrives(synced, source, logged_in):
+    source.script.append(batch("s2", timeline([encrypted("$enc", ts=T0 + 10)])))
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == []
+    assert [p.event_id for p in await logged_in.undecrypted.all()] == ["$enc"]
+
+    source.readable["$enc"] = message("$enc", "!ping", ts=T0 + 10)  # the room key came
+    source.script.append(batch("s3"))
+    await synced.sync_once()
+    assert await queued_ids(logged_in) == ["$enc"]
+    assert await logged_in.undecrypted.all() == []
+
+
+async def test_still_unreadable_after_the_grace_period_is_explained(logged_in, source, recorder):
+    from bot.syncer import UNDECRYPTABLE_GRACE_MS
+
+    clock = {"now": T0}
+    explained: list[str] = []
+
+    async def explain(pending) -> None:
+        explained.append(pending.event_id)
+
+    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
+                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
+                    now_ms=lambda: clock["now"], on_undecryptable=explain)
+    source.script += [batch("s1"), batch("s2", timeline([encrypted("$enc", ts=T0 + 10)])),
+                      batch("s3")]
+    await syncer.sync_once()
+    await syncer.sync_once()
+    await syncer.sync_once()
+    assert explained == []  # not yet: the key may still come
+    clock["now"] = T0 + UNDECRYPTABLE_GRACE_MS + 1
+    source.script.append(batch("s4"))
+    await syncer.sync_once()
+    assert explained == ["$enc"]
