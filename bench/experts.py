@@ -373,7 +373,7 @@ async def import_csv(csv_path: Path, database: Path) -> dict[str, Any]:
     upsert = storage.experts.upsert_many
     upsert_s = 0.0
 
-    async def timed_upsert(profiles: list[Any]) -> tuple[int, int]:
+    async def timed_upsert(profiles: list[Any]) -> tuple[int, int, int]:
         nonlocal upsert_s
         start = time.perf_counter()
         try:

@@ -88,7 +88,9 @@ def _add_import_parsers(sub: Any) -> None:
 Every row is checked first; each problem is reported as 'line N: column: reason'.
 If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
 An empty cell clears the field; a column left out of the header keeps the field of
-existing profiles as it is; members' languages are always kept.
+existing profiles as it is; members' languages are always kept. Rows that change
+nothing are not written (counted as unchanged), so re-importing a member list only
+writes what changed.
 
 CONSENT: by importing, you assert that the network has the consent of every member
 in the file to be listed in the expert directory. New profiles record the import

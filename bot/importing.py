@@ -17,6 +17,9 @@ transaction, or none of them if any row is bad (unless the operator asks to skip
   existing profile as it is. The profile's languages (not a column) are always kept.
 - A new profile gets the import time as its consent time: the operator asserts that the network
   has the member's consent. An existing profile keeps the consent time it has.
+- A row that would leave an existing profile as it is (every field, topics and languages
+  included) writes nothing: the profile counts as unchanged and keeps its `updated_at`. So
+  re-importing the network's member list only writes the rows that changed.
 - `name` may be empty only for a profile that already exists (members may consent before they
   set a name), so an export of any directory imports again unchanged.
 - Text is cleaned as the bot cleans members' input: one line, control characters dropped,
@@ -49,6 +52,7 @@ from storage.experts import (
     normalize_level,
     normalize_state,
     topic_key,
+    unchanged,
 )
 
 COLUMNS = ("matrix_id", "name", "organisation", "topics", "level", "municipality", "state",
@@ -116,6 +120,7 @@ class ImportResult:
     rows: int
     created: int
     updated: int
+    unchanged: int  # existing profiles the file does not change: not written
     skipped: int
     bad_rows: int
     problems: list[RowProblem]
@@ -123,7 +128,8 @@ class ImportResult:
     dry_run: bool = False
 
     def summary(self) -> str:
-        counts = f"created {self.created}, updated {self.updated}, skipped {self.skipped}"
+        counts = (f"created {self.created}, updated {self.updated}, "
+                  f"unchanged {self.unchanged}, skipped {self.skipped}")
         if self.dry_run:
             return f"dry run, nothing written; importing the good rows would give: {counts}"
         return counts
@@ -359,27 +365,32 @@ async def import_experts(storage: Storage, path: Path | str, *, skip_invalid: bo
     """
     path = Path(path)
     text = decode(_read(path), str(path))
-    existing: dict[str, Profile] = {}
-    if await storage.experts.count():
-        existing = {p.user_id: p async for p in storage.experts.all_profiles(batch=5000)}
+    known = await storage.experts.user_ids()
     with _progress(text.count("\n"), progress, "checking") as tick:
         parsed = parse_experts(text, name=str(path), bio_max_length=bio_max_length,
-                               known_ids=existing, on_row=tick)
+                               known_ids=known, on_row=tick)
     del text  # the profiles do not refer to it; a large file's text is not kept while writing
     bad = parsed.bad_rows
+    if bad and not skip_invalid and not dry_run:  # refused: nothing written
+        return ImportResult(parsed.rows, 0, 0, 0, parsed.rows, bad, parsed.problems,
+                            written=False)
+    # Only the file's profiles are read, not the whole directory.
+    existing = await storage.experts.get_many(p.user_id for p in parsed.profiles
+                                              if p.user_id in known)
+    del known
     now = now or datetime.now(UTC)
-    if (bad and not skip_invalid) or dry_run:
-        # A dry run tells what importing the good rows would do; a refused import wrote none.
-        writable = parsed.profiles if dry_run else []
-        updated = sum(p.user_id in existing for p in writable)
-        return ImportResult(parsed.rows, len(writable) - updated, updated,
-                            parsed.rows - len(writable), bad, parsed.problems, written=False,
-                            dry_run=dry_run)
     profiles = [merge(p, existing.get(p.user_id), parsed.columns, now) for p in parsed.profiles]
+    if dry_run:  # what importing the good rows would do
+        same = sum(p.user_id in existing and unchanged(p, existing[p.user_id])
+                   for p in profiles)
+        updated = sum(p.user_id in existing for p in profiles) - same
+        return ImportResult(parsed.rows, len(profiles) - updated - same, updated, same,
+                            parsed.rows - len(profiles), bad, parsed.problems, written=False,
+                            dry_run=True)
     if progress and len(profiles) > PROGRESS_MIN_ROWS:
         print(f"writing {len(profiles)} profiles …", file=sys.stderr, flush=True)
-    created, updated = await storage.experts.upsert_many(profiles)
-    return ImportResult(parsed.rows, created, updated, parsed.rows - len(profiles), bad,
+    created, updated, same = await storage.experts.upsert_many(profiles)
+    return ImportResult(parsed.rows, created, updated, same, parsed.rows - len(profiles), bad,
                         parsed.problems, written=True)
 
 

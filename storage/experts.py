@@ -29,7 +29,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -409,6 +409,22 @@ def matched_topics(topics: Sequence[str], groups: list[tuple[Alternative, ...]])
 _FIELDS = ("user_id", "display_name", "organisation", "level", "municipality", "state", "role",
            "bio", "languages", "consent_at", "updated_at")
 _SELECT = "SELECT id, " + ", ".join(_FIELDS) + " FROM profiles"
+# The same and, last, the profile's topics in order as a JSON array.
+_SELECT_WITH_TOPICS = (
+    "SELECT id, " + ", ".join(_FIELDS) + ", (SELECT json_group_array(topic) FROM (SELECT topic "
+    "FROM profile_topics WHERE profile_id = profiles.id ORDER BY position)) FROM profiles"
+)
+# Parameters per `IN (…)` list: far below SQLite's limit, few round trips.
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _placeholders(n: int) -> str:
+    return "(" + ", ".join("?" * n) + ")"
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -435,6 +451,33 @@ def _clean_topics(topics: Iterable[str]) -> list[tuple[str, str]]:
         if key and key not in seen:
             seen[key] = topic.strip()
     return [(topic, key) for key, topic in seen.items()]
+
+
+def _content(profile: Profile, stored_consent: int | None) -> tuple:
+    """What the profiles table holds of `profile` but `updated_at`: the `_FIELDS` from `user_id`
+    to `consent_at`; without a consent time, `stored_consent` (ms) stands in."""
+    return (
+        profile.user_id, profile.display_name, profile.organisation, profile.level,
+        profile.municipality, profile.state, profile.role, profile.bio,
+        json.dumps(list(profile.languages), ensure_ascii=False) if profile.languages else "[]",
+        _ms(profile.consent_at) if profile.consent_at is not None else stored_consent,
+    )
+
+
+def unchanged(new: Profile, stored: Profile) -> bool:
+    """True if `ExpertRepository.upsert_many` would leave `stored` as it is when given `new`:
+    every field the same, topics (as they would be stored) and languages included, but
+    `updated_at`. `new` without a consent time keeps the stored one."""
+    content = _content(stored, None)
+    return (_content(new, content[-1]) == content
+            and (new.topics == stored.topics
+                 or [t for t, _ in _clean_topics(new.topics)] == stored.topics))
+
+
+# Where in `_content` are the fields the search rows are made of (but the topics).
+_SHORT_FROM = tuple(_FIELDS.index(f) for f in ("display_name", "organisation", "level",
+                                                "municipality", "state", "role"))
+_BIO = _FIELDS.index("bio")
 
 
 def _index_row(profile_id: int, profile: Profile, topics: list[tuple[str, str]]) -> tuple:
@@ -481,6 +524,15 @@ class ExpertRepository:
             return None
         topics = await self._topics_of([row[0]])
         return self._profile(row, topics.get(row[0], []))
+
+    async def get_many(self, user_ids: Iterable[str]) -> dict[str, Profile]:
+        """The profiles of those of `user_ids` that have one, by user id (topics included)."""
+        return {user_id: self._profile(row, json.loads(row[12]))
+                for user_id, row in (await self._rows_of(user_ids)).items()}
+
+    async def user_ids(self) -> set[str]:
+        """Every user id that has a profile (read from the index, no profile content)."""
+        return {r[0] for r in await self._db.fetchall("SELECT user_id FROM profiles")}
 
     async def count(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM profiles")
@@ -717,11 +769,13 @@ class ExpertRepository:
             )
             return True
 
-    async def upsert_many(self, profiles: list[Profile]) -> tuple[int, int]:
-        """Insert or replace many profiles in ONE transaction: (created, updated).
+    async def upsert_many(self, profiles: list[Profile]) -> tuple[int, int, int]:
+        """Insert or replace many profiles in ONE transaction: (created, updated, unchanged).
 
         A profile without `consent_at` keeps the stored one, or gets the current time if new.
-        If a user id occurs twice, the later profile wins.
+        If a user id occurs twice, the later profile wins. A profile whose stored content is the
+        same already (see `unchanged`) is not written at all and keeps its `updated_at`; of a
+        changed one, its topics and each search row are rewritten only if their fields change.
         """
         latest: dict[str, Profile] = {}
         for profile in profiles:
@@ -729,49 +783,75 @@ class ExpertRepository:
                 raise ValueError("unknown level")
             latest[profile.user_id] = profile
         if not latest:
-            return 0, 0
-        now = _now()
+            return 0, 0, 0
+        now = _ms(_now())
         async with self._db.transaction():
-            existing: dict[str, tuple[int, int]] = {}
-            user_ids = list(latest)
-            for start in range(0, len(user_ids), 500):
-                chunk = user_ids[start:start + 500]
-                rows = await self._db.fetchall(
-                    "SELECT user_id, id, consent_at FROM profiles WHERE user_id IN ("
-                    + ", ".join("?" * len(chunk)) + ")", chunk,
-                )
-                existing.update({r[0]: (r[1], r[2]) for r in rows})
+            stored = await self._rows_of(latest)
             row = await self._db.fetchone("SELECT coalesce(max(id), 0) FROM profiles")
             next_id = int(row[0]) + 1
-            inserts, updates, topic_rows, index_rows, old_ids = [], [], [], [], []
+            inserts: list[tuple] = []
+            updates: list[tuple] = []
+            topic_rows: list[tuple] = []
+            full_rows: list[tuple] = []
+            short_rows: list[tuple] = []
+            # the profiles whose topics, full search row, short search row are replaced
+            old_topics_of: list[int] = []
+            old_full_of: list[int] = []
+            old_short_of: list[int] = []
+            same = 0  # profiles left as they are
             for user_id, profile in latest.items():
-                found = existing.get(user_id)
-                consent = (_ms(profile.consent_at) if profile.consent_at is not None
-                           else found[1] if found else _ms(now))
-                values = list(self._values(profile))
-                values[_FIELDS.index("consent_at")] = consent
-                if values[_FIELDS.index("updated_at")] is None:
-                    values[_FIELDS.index("updated_at")] = _ms(now)
-                if found:
-                    profile_id = found[0]
-                    updates.append((*values[1:], profile_id))
-                    old_ids.append((profile_id,))
-                else:
+                old = stored.get(user_id)
+                content = _content(profile, old[10] if old is not None else now)
+                updated_at = _ms(profile.updated_at) if profile.updated_at is not None else now
+                if old is None:
                     profile_id = next_id
                     next_id += 1
-                    inserts.append((profile_id, *values))
-                topics = _clean_topics(profile.topics)
-                topic_rows.extend((profile_id, i, t, k) for i, (t, k) in enumerate(topics))
-                index_rows.append(_index_row(profile_id, profile, topics))
-            if old_ids:
-                await self._db.executemany("DELETE FROM profile_topics WHERE profile_id = ?",
-                                           old_ids)
-                for table in _SEARCH_TABLES:
-                    await self._db.executemany(f"DELETE FROM {table} WHERE rowid = ?", old_ids)
-                await self._db.executemany(
-                    "UPDATE profiles SET " + ", ".join(f"{f} = ?" for f in _FIELDS[1:])
-                    + " WHERE id = ?", updates,
-                )
+                    inserts.append((profile_id, *content, updated_at))
+                    topics = _clean_topics(profile.topics)
+                    new_topics = new_short = new_full = True
+                else:
+                    stored_topics = json.loads(old[12])
+                    # Unchanged topics are the common case: no need to clean them again.
+                    topics = None if profile.topics == stored_topics else _clean_topics(
+                        profile.topics)
+                    new_topics = topics is not None and [t for t, _ in topics] != stored_topics
+                    if not new_topics and content == tuple(old[1:11]):
+                        same += 1
+                        continue
+                    profile_id = old[0]
+                    updates.append((*content[1:], updated_at, profile_id))
+                    if topics is None:
+                        topics = _clean_topics(profile.topics)
+                    # A search row changes only if a field it is made of does.
+                    new_short = new_topics or any(content[i] != old[i + 1] for i in _SHORT_FROM)
+                    new_full = new_short or content[_BIO] != old[_BIO + 1]
+                    if new_topics:
+                        old_topics_of.append(profile_id)
+                    if new_full:
+                        old_full_of.append(profile_id)
+                    if new_short:
+                        old_short_of.append(profile_id)
+                if new_topics:
+                    topic_rows.extend((profile_id, i, t, k) for i, (t, k) in enumerate(topics))
+                if new_full:
+                    index = _index_row(profile_id, profile, topics)
+                    full_rows.append(index)
+                    if new_short:
+                        short_rows.append(_short_row(index))
+            removed_keys: list[str] = []
+            for chunk in _chunks(old_topics_of):
+                removed_keys.extend(r[0] for r in await self._db.fetchall(
+                    "DELETE FROM profile_topics WHERE profile_id IN " + _placeholders(len(chunk))
+                    + " RETURNING topic_key", chunk))
+            # One by one: FTS5 deletes `WHERE rowid IN (…)` correctly, but more slowly.
+            for table, ids in (("profile_search", old_full_of),
+                               ("profile_search_short", old_short_of)):
+                await self._db.executemany(f"DELETE FROM {table} WHERE rowid = ?",
+                                           [(i,) for i in sorted(ids)])
+            await self._db.executemany(
+                "UPDATE profiles SET " + ", ".join(f"{f} = ?" for f in _FIELDS[1:])
+                + " WHERE id = ?", updates,
+            )
             await self._db.executemany(
                 "INSERT INTO profiles (id, " + ", ".join(_FIELDS) + ") "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts,
@@ -780,30 +860,35 @@ class ExpertRepository:
                 "INSERT INTO profile_topics (profile_id, position, topic, topic_key) "
                 "VALUES (?, ?, ?, ?)", topic_rows,
             )
-            await self._db.executemany(_INSERT_FULL, index_rows)
-            await self._db.executemany(_INSERT_SHORT, [_short_row(r) for r in index_rows])
-            await self._recount_topics()
-        return len(inserts), len(updates)
+            await self._db.executemany(_INSERT_FULL, full_rows)
+            await self._db.executemany(_INSERT_SHORT, short_rows)
+            await self._add_to_topic_counts(((r[2], r[3]) for r in topic_rows), removed_keys)
+        return len(inserts), len(updates), same
 
     # -- helpers --------------------------------------------------------------------------------
 
     @staticmethod
     def _values(profile: Profile) -> tuple:
-        return (
-            profile.user_id, profile.display_name, profile.organisation, profile.level,
-            profile.municipality, profile.state, profile.role, profile.bio,
-            json.dumps(list(profile.languages), ensure_ascii=False),
-            _ms(profile.consent_at), _ms(profile.updated_at),
-        )
+        return (*_content(profile, None), _ms(profile.updated_at))
 
     @staticmethod
     def _profile(row: Any, topics: list[str]) -> Profile:
         return Profile(
             user_id=row[1], display_name=row[2], organisation=row[3], level=row[4],
             municipality=row[5], state=row[6], role=row[7], bio=row[8],
-            languages=list(json.loads(row[9] or "[]")), topics=topics,
+            languages=json.loads(row[9]) if row[9] not in (None, "[]") else [], topics=topics,
             consent_at=_datetime(row[10]), updated_at=_datetime(row[11]),
         )
+
+    async def _rows_of(self, user_ids: Iterable[str]) -> dict[str, Any]:
+        """The `_SELECT_WITH_TOPICS` rows of those of `user_ids` that have a profile."""
+        found: dict[str, Any] = {}
+        # In order, the lookups walk the user_id index (and mostly the table) front to back.
+        for chunk in _chunks(sorted(set(user_ids))):
+            rows = await self._db.fetchall(
+                _SELECT_WITH_TOPICS + " WHERE user_id IN " + _placeholders(len(chunk)), chunk)
+            found.update((r[1], r) for r in rows)
+        return found
 
     async def _topics_of(self, profile_ids: list[int]) -> dict[int, list[str]]:
         if not profile_ids:
@@ -847,14 +932,22 @@ class ExpertRepository:
         if removed:
             await self._db.execute("DELETE FROM topic_counts WHERE profiles <= 0")
 
-    async def _recount_topics(self) -> None:
-        await self._db.execute(
-            "INSERT INTO topic_counts (topic_key, label, profiles) "
-            "SELECT topic_key, min(topic), count(*) FROM profile_topics WHERE true "
-            "GROUP BY topic_key "
-            "ON CONFLICT (topic_key) DO UPDATE SET profiles = excluded.profiles"
+    async def _add_to_topic_counts(self, added: Iterable[tuple[str, str]],
+                                   removed: Iterable[str]) -> None:
+        """Count the (topic, key) rows `added` and the keys `removed` in topic_counts. A new
+        key's label is its first spelling in sort order."""
+        change: dict[str, int] = {}
+        label: dict[str, str] = {}
+        for topic, key in added:
+            change[key] = change.get(key, 0) + 1
+            if key not in label or topic < label[key]:
+                label[key] = topic
+        for key in removed:
+            change[key] = change.get(key, 0) - 1
+        await self._db.executemany(
+            "INSERT INTO topic_counts (topic_key, label, profiles) VALUES (?, ?, ?) "
+            "ON CONFLICT (topic_key) DO UPDATE SET profiles = profiles + excluded.profiles",
+            [(key, label.get(key, key), n) for key, n in change.items() if n],
         )
-        await self._db.execute(
-            "DELETE FROM topic_counts WHERE topic_key NOT IN "
-            "(SELECT topic_key FROM profile_topics)"
-        )
+        if any(n < 0 for n in change.values()):
+            await self._db.execute("DELETE FROM topic_counts WHERE profiles <= 0")

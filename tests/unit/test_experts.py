@@ -19,6 +19,9 @@ from storage.experts import (
     STATES,
     Profile,
     SearchQuery,
+    _clean_topics,
+    _index_row,
+    _short_row,
     compiled_synonyms,
     fold,
     match_expression,
@@ -297,19 +300,140 @@ async def test_upsert_many_counts_created_and_updated(storage):
     repo = storage.experts
     await repo.save(profile(ALICE, topics=["KI"]))
     before = await repo.get(ALICE)
-    created, updated = await repo.upsert_many([
+    counts = await repo.upsert_many([
         Profile(ALICE, topics=["Cloud"]),  # no consent time: the stored one stays
         profile(BOB, topics=["Cloud"]),
         profile(BOSS, topics=["OZG"]),
         profile(BOSS, topics=["OZG", "Cloud"]),  # the later one wins
     ])
-    assert (created, updated) == (2, 1)
+    assert counts == (2, 1, 0)  # created, updated, unchanged
     assert (await repo.get(ALICE)).consent_at == before.consent_at
     assert (await repo.get(BOSS)).topics == ["OZG", "Cloud"]
     assert [(t.topic, t.profiles) for t in await repo.top_topics()] == [("Cloud", 3), ("OZG", 1)]
     assert await search(storage, "KI") == (0, [])
     assert (await search(storage, "cloud"))[0] == 3
-    assert await repo.upsert_many([]) == (0, 0)
+    assert await repo.upsert_many([]) == (0, 0, 0)
+
+
+async def changes(db) -> int:
+    return (await db.fetchone("SELECT total_changes()"))[0]
+
+
+async def assert_index_consistent(storage) -> None:
+    """Both search rows of every profile are what `save` would write for it now, and FTS5's
+    own check finds its index to hold exactly the words of those rows."""
+    db = storage.db
+    ids = {r[1]: r[0] for r in await db.fetchall("SELECT id, user_id FROM profiles")}
+    expected = {}
+    async for p in storage.experts.all_profiles():
+        expected[ids[p.user_id]] = _index_row(ids[p.user_id], p, _clean_topics(p.topics))
+    full = await db.fetchall("SELECT rowid, * FROM profile_search")
+    assert {r[0]: tuple(r) for r in full} == expected
+    short = await db.fetchall("SELECT rowid, * FROM profile_search_short")
+    assert {r[0]: tuple(r) for r in short} == {k: _short_row(v) for k, v in expected.items()}
+    for table in ("profile_search", "profile_search_short"):
+        await db.execute(f"INSERT INTO {table} ({table}) VALUES ('integrity-check')")
+
+
+async def test_upsert_many_writes_nothing_for_unchanged_profiles(storage):
+    repo = storage.experts
+    stored = [profile(ALICE, display_name="Anna", topics=["KI", "OZG"], languages=["de"],
+                      bio="Bio", state="Hessen", level="kommune"),
+              profile(BOB, display_name="Bert")]
+    await repo.upsert_many(stored)
+    before = await changes(storage.db)
+    later = NOW + timedelta(days=1)
+    again = [
+        # the same content; a new updated_at, topics as a member might type them, no consent
+        Profile(ALICE, display_name="Anna", topics=["KI", " ki", "OZG ", "--"],
+                languages=["de"], bio="Bio", state="Hessen", level="kommune",
+                updated_at=later),
+        profile(BOB, display_name="Bert"),
+    ]
+    assert await repo.upsert_many(again) == (0, 0, 2)
+    assert await changes(storage.db) == before  # not a single row written
+    alice = await repo.get(ALICE)
+    assert (alice.topics, alice.updated_at, alice.consent_at) == (["KI", "OZG"], NOW, NOW)
+
+
+@pytest.mark.parametrize("change", [
+    {"display_name": "Anna B"}, {"organisation": "Stadt Ulm"}, {"level": "land"},
+    {"municipality": "Ulm"}, {"state": "Bayern"}, {"role": "CDO"}, {"bio": "Neu"},
+    {"languages": ["de", "en"]}, {"languages": []}, {"topics": ["OZG", "KI"]},
+    {"topics": ["KI"]}, {"topics": ["Ki", "OZG"]}, {"consent_at": NOW + timedelta(seconds=1)},
+    {"display_name": None},
+])
+async def test_upsert_many_updates_a_profile_if_any_field_changes(storage, change):
+    repo = storage.experts
+    fields = dict(display_name="Anna", organisation="Stadt Köln", level="kommune",
+                  municipality="Köln", state="Hessen", role="Leitung", bio="Bio",
+                  languages=["de"], topics=["KI", "OZG"])
+    await repo.upsert_many([profile(ALICE, **fields)])
+    later = NOW + timedelta(days=1)
+    assert await repo.upsert_many([Profile(ALICE, **{**fields, "consent_at": NOW, **change},
+                                           updated_at=later)]) == (0, 1, 0)
+    found = await repo.get(ALICE)
+    for name, value in change.items():
+        assert getattr(found, name) == value
+    assert found.updated_at == later
+    await assert_index_consistent(storage)
+
+
+async def test_upsert_many_rewrites_only_what_changed_and_search_follows(storage):
+    repo = storage.experts
+    await repo.upsert_many([
+        profile(user(n), display_name=f"Person {n}", topics=["OZG", f"Thema{n:03d}"],
+                bio=f"Alt{n:03d} Jugendamt", role="Referent") for n in range(600)])
+    changed = [
+        profile(user(n), display_name=f"Person {n}", topics=["OZG", f"Thema{n:03d}"],
+                bio=f"Alt{n:03d} Jugendamt", role="Referent") for n in range(600)]
+    changed[1].bio = "Neu1 Bauamt"  # only the full search row changes
+    changed[2].role = "Amtsleiterin"  # both search rows
+    changed[3].topics = ["Cloud"]  # topics and both search rows
+    changed[4].languages = ["en"]  # no search row
+    for n in range(10, 600, 2):  # more than one chunk of deletes
+        changed[n].topics = ["OZG", f"Thema{n:03d}", "Cloud"]
+    assert await repo.upsert_many(changed) == (0, 4 + 295, 301)
+    await assert_index_consistent(storage)
+    assert await search(storage, "Neu1 Bauamt") == (1, [user(1)])
+    assert await search(storage, "Alt001") == (0, [])
+    assert await search(storage, "Alt002") == (1, [user(2)])
+    assert await search(storage, "Amtsleiterin") == (1, [user(2)])
+    assert (await search(storage, "Thema003"))[0] == 0
+    assert (await search(storage, "Cloud"))[0] == COUNT_LIMIT + 1
+    assert (await search(storage, "Thema010 Cloud")) == (1, [user(10)])
+    assert (await repo.get(user(4))).languages == ["en"]
+    counts = {t.topic: t.profiles for t in await repo.top_topics(3)}
+    assert counts == {"OZG": 599, "Cloud": 296, "Thema000": 1}
+    kept = await storage.db.fetchall("SELECT topic_key, profiles FROM topic_counts")
+    actual = await storage.db.fetchall(
+        "SELECT topic_key, count(*) FROM profile_topics GROUP BY topic_key")
+    assert sorted(map(tuple, kept)) == sorted(map(tuple, actual))  # "thema003" is gone
+
+
+async def test_upsert_many_keeps_topic_counts_in_step(storage):
+    repo = storage.experts
+    await repo.save(profile(ALICE, topics=["Cloud"]))
+    await repo.upsert_many([profile(BOB, topics=["ki", "Cloud"]), profile(BOSS, topics=["KI"])])
+    counts = [(t.topic, t.profiles) for t in await repo.top_topics()]
+    assert counts == [("Cloud", 2), ("KI", 2)]  # a new topic: its first spelling in sort order
+    await repo.upsert_many([profile(BOB, topics=["OZG"]), profile(BOSS, topics=["KI"])])
+    counts = [(t.topic, t.profiles) for t in await repo.top_topics()]
+    assert counts == [("Cloud", 1), ("KI", 1), ("OZG", 1)]
+    await repo.upsert_many([profile(BOSS, topics=[])])
+    assert [t.topic for t in await repo.top_topics()] == ["Cloud", "OZG"]
+
+
+async def test_get_many(storage):
+    repo = storage.experts
+    await repo.upsert_many([profile(user(n), topics=[f"T{n}", "KI"], languages=["de"])
+                            for n in range(700)])
+    found = await repo.get_many([user(n) for n in range(0, 1400, 2)] + [user(4)])
+    assert sorted(found) == [user(n) for n in range(0, 700, 2)]
+    assert found[user(4)] == await repo.get(user(4))
+    assert (found[user(4)].topics, found[user(4)].languages) == (["T4", "KI"], ["de"])
+    assert await repo.get_many([]) == {}
+    assert await repo.user_ids() == {user(n) for n in range(700)}
 
 
 async def test_all_profiles_in_user_id_order(storage):

@@ -61,8 +61,8 @@ async def all_of(storage: Storage) -> list[Profile]:
 async def test_a_good_file_is_imported_normalized(storage, tmp_path):
     result = await import_experts(storage, csv_file(tmp_path, GOOD), now=NOW)
 
-    assert (result.created, result.updated, result.skipped) == (2, 0, 0)
-    assert result.summary() == "created 2, updated 0, skipped 0"
+    assert (result.created, result.updated, result.unchanged, result.skipped) == (2, 0, 0, 0)
+    assert result.summary() == "created 2, updated 0, unchanged 0, skipped 0"
     anna = await storage.experts.get("@anna:example.org")
     assert anna is not None
     assert anna.display_name == "Anna Schmidt"
@@ -84,13 +84,57 @@ async def test_a_second_import_updates_and_keeps_consent_and_languages(storage, 
 
     changed = GOOD.replace("Anna Schmidt", "Anna Schmidt-Meier")
     result = await import_experts(storage, csv_file(tmp_path, changed), now=NOW)
-    assert (result.created, result.updated) == (0, 2)
+    assert (result.created, result.updated, result.unchanged) == (0, 1, 1)  # Bert: the same
     anna = await storage.experts.get("@anna:example.org")
     assert anna is not None
     assert anna.display_name == "Anna Schmidt-Meier"
     assert anna.consent_at == EARLIER  # the member's own consent stays on record
     assert anna.languages == ["de"]  # not a column: kept
     assert await storage.experts.count() == 2
+
+
+async def test_a_re_import_writes_only_the_rows_that_change(storage, tmp_path, monkeypatch):
+    await import_experts(storage, csv_file(tmp_path, GOOD), now=EARLIER)
+    await storage.experts.save(Profile("@carl:example.org", display_name="Carl",
+                                       languages=["de"], consent_at=EARLIER,
+                                       updated_at=EARLIER))
+
+    async def whole_directory(*args, **kwargs):
+        raise AssertionError("the whole directory was read")
+        yield
+
+    # Only the file's own profiles are read.
+    monkeypatch.setattr(storage.experts, "all_profiles", whole_directory)
+    first = await storage.experts.get_many(["@anna:example.org", "@bert:example.org"])
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr("storage.experts._now", lambda: later)  # what updated_at becomes
+    changes = "SELECT total_changes()"
+    before = (await storage.db.fetchone(changes))[0]
+    result = await import_experts(storage, csv_file(tmp_path, GOOD), now=NOW)
+    assert result.summary() == "created 0, updated 0, unchanged 2, skipped 0"
+    assert (await storage.db.fetchone(changes))[0] == before  # nothing written
+
+    # Carl's row is what he has: his languages (no column) are kept, so he is unchanged.
+    text = (GOOD.replace("Bert Meier", "Bert Meyer")
+            + "@carl:example.org,Carl,,,,,,,\n@dora:example.org,Dora,,,,,,,\n")
+    dry = await import_experts(storage, csv_file(tmp_path, text), now=NOW, dry_run=True)
+    result = await import_experts(storage, csv_file(tmp_path, text), now=NOW)
+    assert result.summary() == "created 1, updated 1, unchanged 2, skipped 0"
+    assert dry.summary().endswith(": " + result.summary())
+    profiles = await storage.experts.get_many(
+        ["@anna:example.org", "@bert:example.org", "@carl:example.org"])
+    assert profiles["@anna:example.org"] == first["@anna:example.org"]  # untouched
+    assert profiles["@carl:example.org"].updated_at == EARLIER
+    assert profiles["@bert:example.org"].display_name == "Bert Meyer"
+    assert profiles["@bert:example.org"].updated_at == later
+
+    text = "matrix_id,name\n@carl:example.org,Carl\n@anna:example.org,Anna S.\n"
+    result = await import_experts(storage, csv_file(tmp_path, text), now=NOW)
+    assert result.summary() == "created 0, updated 1, unchanged 1, skipped 0"
+    anna = await storage.experts.get("@anna:example.org")
+    assert anna is not None
+    assert (anna.display_name, anna.topics, anna.consent_at) == ("Anna S.", ["KI", "OZG"],
+                                                                 EARLIER)
 
 
 async def test_an_absent_column_keeps_the_field_an_empty_cell_clears_it(storage, tmp_path):
@@ -109,7 +153,7 @@ async def test_a_name_may_be_empty_only_for_an_existing_profile(storage, tmp_pat
     result = await import_experts(storage, csv_file(tmp_path, text), skip_invalid=True)
     assert [str(p) for p in result.problems] == [
         "line 3: name: missing (required for a new profile)"]
-    assert (result.created, result.updated, result.skipped) == (0, 1, 1)
+    assert (result.created, result.updated, result.unchanged, result.skipped) == (0, 0, 1, 1)
 
 
 @pytest.mark.parametrize(("row", "problem"), [
@@ -185,7 +229,7 @@ async def test_skip_invalid_writes_the_good_rows(storage, tmp_path):
     text = GOOD + "@carl:example.org,Carl,,,,,Hesen,,\n"
     result = await import_experts(storage, csv_file(tmp_path, text), skip_invalid=True)
     assert result.written
-    assert result.summary() == "created 2, updated 0, skipped 1"
+    assert result.summary() == "created 2, updated 0, unchanged 0, skipped 1"
     assert [p.user_id for p in await all_of(storage)] == ["@anna:example.org",
                                                           "@bert:example.org"]
 
@@ -196,7 +240,7 @@ async def test_a_dry_run_writes_nothing(storage, tmp_path):
     assert not result.written
     assert not result.problems
     assert result.summary() == ("dry run, nothing written; importing the good rows would give: "
-                                "created 1, updated 1, skipped 0")
+                                "created 1, updated 1, unchanged 0, skipped 0")
     assert [fields(p) for p in await all_of(storage)] == [
         fields(Profile("@anna:example.org", display_name="A", consent_at=EARLIER))]
 
@@ -273,7 +317,8 @@ async def test_export_then_import_changes_nothing(storage, tmp_path):
     assert path.read_text(encoding="utf-8").splitlines()[0] == HEADER
     result = await import_experts(storage, path, now=NOW)
 
-    assert (result.created, result.updated, result.skipped, result.problems) == (0, 3, 0, [])
+    assert (result.created, result.updated, result.unchanged, result.skipped,
+            result.problems) == (0, 0, 3, 0, [])
     assert [fields(p) for p in await all_of(storage)] == before
 
 
@@ -311,13 +356,13 @@ database = "{tmp_path / 'data' / 'nextbot.db'}"
 def test_cli_import_and_export(tmp_path, capsys):
     cfg = config(tmp_path)
     assert main(["import", "experts", str(csv_file(tmp_path, GOOD)), "--config", str(cfg)]) == 0
-    assert capsys.readouterr().out == "created 2, updated 0, skipped 0\n"
+    assert capsys.readouterr().out == "created 2, updated 0, unchanged 0, skipped 0\n"
 
     out = tmp_path / "out.csv"
     assert main(["export", "experts", str(out), "-c", str(cfg)]) == 0
     assert capsys.readouterr().out == f"exported 2 profiles to {out}\n"
     assert main(["import", "experts", str(out), "-c", str(cfg)]) == 0
-    assert capsys.readouterr().out == "created 0, updated 2, skipped 0\n"
+    assert capsys.readouterr().out == "created 0, updated 0, unchanged 2, skipped 0\n"
 
 
 def test_cli_bad_rows_exit_1_and_are_listed_on_stderr(tmp_path, capsys):
@@ -331,11 +376,12 @@ def test_cli_bad_rows_exit_1_and_are_listed_on_stderr(tmp_path, capsys):
         "nothing written: 1 of 3 rows are bad (fix them, or use --skip-invalid to import the "
         "2 good ones)",
     ]
-    assert captured.out == "created 0, updated 0, skipped 3\n"
+    assert captured.out == "created 0, updated 0, unchanged 0, skipped 3\n"
 
     assert main(["import", "experts", str(path), "-c", str(cfg), "--dry-run"]) == 1
     assert main(["import", "experts", str(path), "-c", str(cfg), "--skip-invalid"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "created 2, updated 0, skipped 1"
+    assert capsys.readouterr().out.splitlines()[-1] == ("created 2, updated 0, unchanged 0, "
+                                                        "skipped 1")
 
 
 def test_cli_dry_run_creates_no_database(tmp_path, capsys):
