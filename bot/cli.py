@@ -106,6 +106,47 @@ export and delete their profile with !profil.
                          help="only check the file and report; write nothing "
                          "(exit 1 if any row is bad)")
     experts.set_defaults(func=_cmd_import_experts)
+    workshops = sub.add_parser(
+        "workshops",
+        help="add workshops from a CSV file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Add workshops from a CSV file.
+
+The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
+with ';' is read with ';'), one workshop per row, this header, columns in any order:
+
+  title,starts_at,ends_at,community,location,url,description
+
+title, starts_at and ends_at are required. Times are ISO 8601 on the wall clock of
+[bot] timezone: 2026-12-03T10:00 or 2026-12-03 10:00 (03.12.2026 10:00 is read too);
+a time with an offset (2026-12-03T10:00+01:00, 2026-12-03T09:00Z) is converted to that
+zone. The end must be after the start and at most 14 days later, the start in the
+future; url must be an http(s) address. Text is made one line, as the bot does with
+members' input; the length limits are those of !werkstatt neu.
+
+Every row is checked first; each problem is reported as 'line N: column: reason'.
+If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
+
+A row with the same title (case and spacing ignored) and the same start as a stored
+workshop, planned or cancelled, is not added again but counted as 'already there',
+and not changed either (change a workshop with !werkstatt ändern). So a file can be
+imported again after it grew, also once its first workshops have taken place.
+
+Imported workshops belong to no room: their reminders go to the rooms in
+[workshops] rooms (a running bot plans them within 15 minutes). They have no limit on
+places; moderators of any room can edit or cancel them.
+""",
+    )
+    workshops.add_argument("file", type=Path, metavar="FILE.csv",
+                           help="the CSV file to import")
+    _add_config_option(workshops)
+    workshops.add_argument("--skip-invalid", action="store_true",
+                           help="import the good rows even if some rows are bad (exit 0)")
+    workshops.add_argument("--dry-run", action="store_true",
+                           help="only check the file and report; write nothing "
+                           "(exit 1 if any row is bad)")
+    workshops.set_defaults(func=_cmd_import_workshops)
 
 
 def _add_export_parsers(sub: Any) -> None:
@@ -208,6 +249,23 @@ def _cmd_import_experts(args: argparse.Namespace) -> int:
                      f"(fix them, or use --skip-invalid to import the {good} good ones)"])
         print(result.summary())
         return 1 if result.problems and not result.written else 0
+
+    return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
+
+
+def _cmd_import_workshops(args: argparse.Namespace) -> int:
+    settings = _load_or_report(args.config)
+    if settings is None:
+        return 1
+    from bot.import_workshops import run_cli
+
+    async def work(storage: Storage) -> int:
+        return await run_cli(
+            storage, args.file, timezone=settings.bot.timezone,
+            skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+            reminders=settings.workshops.reminders, reminder_rooms=settings.workshops.rooms,
+            progress=sys.stderr.isatty(),
+        )
 
     return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
 

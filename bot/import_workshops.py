@@ -1,0 +1,403 @@
+"""Operators' CSV import of workshops (`nextbot import workshops FILE.csv`).
+
+The file format, one workshop per row, UTF-8 (a BOM is accepted), comma-separated (a header
+that only parses with `;` is read with `;`, as German spreadsheets save it):
+
+    title,starts_at,ends_at,community,location,url,description
+
+The columns may come in any order; `title`, `starts_at` and `ends_at` are required, the others
+may be left out of the header or left empty.
+
+- Times are ISO 8601, `2026-12-03T10:00` or `2026-12-03 10:00` (seconds allowed), on the wall
+  clock of the configured time zone (`[bot] timezone`); a time with an offset (`+01:00`, `Z`)
+  is converted to that zone. `03.12.2026 10:00` is read too (spreadsheets in German turn ISO
+  dates into that when they save). A wall-clock time that does not exist (the hour the clocks
+  go forward) lands an hour later; one that exists twice is taken the first time, as the
+  moderators' `!werkstatt neu` does.
+- The checks are the command's: a title (at most 200 characters), the end after the start, at
+  most 14 days long, the start in the future, the link an http(s) address (`www.…` is read as
+  `https://www.…`), the command's length limits. Text is cleaned as the bot cleans members'
+  input: one line, control characters dropped, spaces collapsed.
+- Imported workshops belong to no room (their reminders go to `[workshops] rooms`), have no
+  limit on places, and are created by `import` (CREATED_BY).
+- The same title (ignoring case and spacing) at the same start is the same workshop: a row for
+  a workshop that is already stored (planned or cancelled) is not written again, but counted as
+  "already there"; such a row may start in the past, so a file can be imported again after
+  its first workshops took place. Two such rows in one file are an error.
+
+Reading a file never writes: `check_workshop_rows` checks every row first and returns the
+workshops and the problems (one per line and column). `import_workshops` then adds the new
+workshops in one transaction, or none of them if any row is bad (unless the operator asks to
+skip bad rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from datetime import timezone as fixed_offset
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+from bot.importing import PROGRESS_MIN_ROWS, ImportFileError, RowProblem, decode
+from commands.schedule import local_time
+from commands.workshops import MAX_LENGTH, MAX_SPAN
+from storage import Storage
+from storage.experts import clean_text
+from storage.workshops import Workshop
+
+COLUMNS = ("title", "starts_at", "ends_at", "community", "location", "url", "description")
+REQUIRED = ("title", "starts_at", "ends_at")
+CREATED_BY = "import"  # Workshop.created_by of imported workshops (else a moderator's user id)
+# CSV column -> Workshop attribute, for the optional free-text columns.
+_TEXT_FIELDS = ("community", "location", "description")
+
+# The same address check as `!werkstatt … link=` (commands/workshops.py, _SAFE_URL).
+_SAFE_URL = re.compile(r"^https?://[^\s<>\"`\\]+$", re.IGNORECASE)
+_ISO = re.compile(
+    r"^(?P<y>\d{4})-(?P<mo>\d{1,2})-(?P<d>\d{1,2})(?:[Tt]|\s+)"
+    r"(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}))?"
+    r"\s*(?P<z>[Zz]|[+-]\d{2}(?::?\d{2})?)?$")
+_GERMAN = re.compile(  # 03.12.2026 10:00 (four-digit year only: never ambiguous)
+    r"^(?P<d>\d{1,2})\.(?P<mo>\d{1,2})\.(?P<y>\d{4}),?\s+"
+    r"(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}))?(?:\s*[Uu]hr)?$")
+EXAMPLE_TIME = "2026-12-03T10:00"
+
+# A workshop's identity for re-imports: (title folded, start in UTC milliseconds).
+Key = tuple[str, int]
+
+
+def workshop_key(title: str, starts_at: datetime) -> Key:
+    """What makes two workshops the same: the title (case and spacing ignored), the start."""
+    return " ".join(clean_text(title).casefold().split()), _ms(starts_at)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class WorkshopImportResult:
+    rows: int  # data rows, blank rows not counted
+    created: int
+    existing: int  # rows for workshops already stored: not written ("already there")
+    skipped: int  # bad rows (all rows when the import was refused)
+    bad_rows: int
+    problems: list[RowProblem]
+    written: bool
+    dry_run: bool = False
+    workshops: list[Workshop] = field(default_factory=list)  # the created ones, with numbers
+
+    def summary(self) -> str:
+        counts = (f"created {self.created}, already there {self.existing}, "
+                  f"skipped {self.skipped}")
+        if self.dry_run:
+            return f"dry run, nothing written; importing the good rows would give: {counts}"
+        return counts
+
+
+# -- cleaning and checking one row (pure) -------------------------------------------------------
+
+
+def parse_time(value: str, tz: ZoneInfo) -> datetime:
+    """`2026-12-03T10:00`, `2026-12-03 10:00`, `…+01:00`, `…Z`, `03.12.2026 10:00` → aware, in
+    `tz`. ValueError (its message is the reason to report) for anything else."""
+    value = value.strip()
+    found = _ISO.match(value) or _GERMAN.match(value)
+    if found is None:
+        raise ValueError(f"{value!r} is not a date and time (expected e.g. {EXAMPLE_TIME})")
+    try:
+        day = date(int(found["y"]), int(found["mo"]), int(found["d"]))
+        at = time(int(found["h"]), int(found["mi"]), int(found["s"] or 0))
+    except ValueError:
+        raise ValueError(f"{value!r}: no such date or time") from None
+    zone = found.groupdict().get("z")
+    if not zone:
+        return local_time(day, at, tz)
+    if zone in ("Z", "z"):
+        offset = timedelta(0)
+    else:
+        digits = zone[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"{value!r}: no such offset {zone!r}")
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
+    return datetime.combine(day, at, fixed_offset(offset)).astimezone(tz)
+
+
+def _local(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+
+
+def _too_long(value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        return f"too long ({len(value)} characters, at most {limit})"
+    return None
+
+
+def _url(value: str) -> tuple[str, str | None]:
+    """The link as the command stores it, and why it is bad (None: it is fine)."""
+    url = value.strip("<>")
+    if url.lower().startswith("www."):
+        url = "https://" + url
+    if not _SAFE_URL.match(url):
+        return url, (f"{value!r} is not an http(s) address "
+                     "(expected e.g. https://meet.example.org/ki)")
+    return url, _too_long(url, MAX_LENGTH["url"])
+
+
+def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now: datetime,
+                       existing: Collection[Key] = frozenset()
+                       ) -> tuple[Workshop | None, list[RowProblem]]:
+    """The workshop a row describes, or None and why not. `cells` maps column to raw text.
+
+    `existing` holds the keys (`workshop_key`) of the stored workshops: a row for one of them
+    may start in the past (it will not be written anyway).
+    """
+    problems: list[RowProblem] = []
+    title = clean_text(cells.get("title", ""))
+    if not title:
+        problems.append(RowProblem(line, "title", "missing"))
+    elif (reason := _too_long(title, MAX_LENGTH["title"])) is not None:
+        problems.append(RowProblem(line, "title", reason))
+    times: dict[str, datetime] = {}
+    for column in ("starts_at", "ends_at"):
+        raw = cells.get(column, "").strip()
+        if not raw:
+            problems.append(RowProblem(line, column, "missing"))
+            continue
+        try:
+            times[column] = parse_time(raw, tz)
+        except ValueError as exc:
+            problems.append(RowProblem(line, column, str(exc)))
+    start, end = times.get("starts_at"), times.get("ends_at")
+    if start is not None and end is not None:
+        if end <= start:
+            problems.append(RowProblem(line, "ends_at", f"{_local(end)} is not after the "
+                                       f"start ({_local(start)})"))
+        elif end - start > MAX_SPAN:
+            problems.append(RowProblem(line, "ends_at", f"{end - start} after the start, "
+                                       f"at most {MAX_SPAN.days} days"))
+    if start is not None and start <= now and workshop_key(title, start) not in existing:
+        problems.append(RowProblem(line, "starts_at", f"{_local(start)} is in the past"))
+    values: dict[str, str | None] = {}
+    for column in _TEXT_FIELDS:
+        value = clean_text(cells.get(column, ""))
+        if (reason := _too_long(value, MAX_LENGTH[column])) is not None:
+            problems.append(RowProblem(line, column, reason))
+        values[column] = value or None
+    if value := clean_text(cells.get("url", "")):
+        value, reason = _url(value)
+        if reason is not None:
+            problems.append(RowProblem(line, "url", reason))
+    values["url"] = value or None
+    if problems:
+        return None, problems
+    assert start is not None and end is not None
+    return Workshop(title=title, starts_at=start, ends_at=end, created_by=CREATED_BY,
+                    room_id=None, capacity=None, **values), []
+
+
+# -- reading a whole file (pure) ----------------------------------------------------------------
+# The CSV reading mirrors bot/importing.py (parse_experts): its header and row helpers are
+# private there and tied to the experts' columns.
+
+
+def _header(text: str) -> tuple[list[str], str]:
+    """The header's cells and the delimiter: `,`, or `;` if only that yields known columns."""
+    first = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
+    cells = next(csv.reader([first]), [])
+    if len(cells) == 1 and ";" in cells[0]:
+        by_semicolon = next(csv.reader([first], delimiter=";"), [])
+        if {c.strip() for c in by_semicolon} & set(COLUMNS):
+            return by_semicolon, ";"
+    return cells, ","
+
+
+def _check_header(cells: list[str], name: str) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for raw in cells:
+        column = raw.strip()
+        if column not in COLUMNS:
+            problems.append(f"{name}: line 1: header: unknown column {column!r} "
+                            f"(the columns are: {', '.join(COLUMNS)})")
+        elif column in seen:
+            problems.append(f"{name}: line 1: header: column {column!r} appears twice")
+        seen.add(column)
+    for column in REQUIRED:
+        if column not in seen:
+            problems.append(f"{name}: line 1: header: missing required column {column!r}")
+    return problems
+
+
+def _rows(text: str, name: str, on_row: Callable[[], Any] | None
+          ) -> Iterator[tuple[int, dict[str, str] | RowProblem]]:
+    """(first line, cells by column) per non-blank data row; a RowProblem for a row with the
+    wrong number of fields. ImportFileError for a file that is unusable as a whole."""
+    if not text.strip():
+        raise ImportFileError([f"{name}: the file is empty (expected the header "
+                               f"{','.join(COLUMNS)})"])
+    header, delimiter = _header(text)
+    if problems := _check_header(header, name):
+        raise ImportFileError(problems)
+    columns = [c.strip() for c in header]
+    width = len(columns)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    line = 1  # where the next row starts
+    try:
+        next(reader)  # the header, already checked
+        line = reader.line_num + 1
+        for row in reader:
+            if on_row is not None:
+                on_row()
+            start, line = line, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line, or a spreadsheet's empty row
+            if len(row) != width:
+                yield start, RowProblem(start, None, f"{len(row)} fields, the header has {width}")
+            else:
+                yield start, dict(zip(columns, row, strict=True))
+    except csv.Error as exc:
+        raise ImportFileError([f"{name}: line {line}: broken CSV: {exc}"]) from None
+
+
+def check_workshop_rows(text: str, *, timezone: str | ZoneInfo, now: datetime,
+                        name: str = "file", existing: Collection[Key] = frozenset(),
+                        on_row: Callable[[], Any] | None = None
+                        ) -> tuple[list[Workshop], list[RowProblem]]:
+    """Check every row of a CSV text: the good rows' workshops (file order) and every bad row's
+    problems. Every data row is one or the other, so the file has `len(workshops)` plus
+    `len({p.line for p in problems})` rows.
+
+    `existing`: keys of the stored workshops (see check_workshop_row). Raises ImportFileError if
+    the file as a whole is unusable (empty, bad header, broken CSV). `name` is how the file is
+    called in those messages; `on_row` is called per row read.
+    """
+    tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
+    workshops: list[Workshop] = []
+    problems: list[RowProblem] = []
+    first_line: dict[Key, int] = {}
+    for line, cells in _rows(text, name, on_row):
+        if isinstance(cells, RowProblem):
+            problems.append(cells)
+            continue
+        workshop, found = check_workshop_row(cells, line, tz=tz, now=now, existing=existing)
+        if workshop is not None:
+            key = workshop_key(workshop.title, workshop.starts_at)
+            if (earlier := first_line.setdefault(key, line)) != line:
+                found = [RowProblem(line, None, f"the same workshop (title and start) as on "
+                                    f"line {earlier}")]
+                workshop = None
+        problems.extend(found)
+        if workshop is not None:
+            workshops.append(workshop)
+    return workshops, problems
+
+
+# -- importing ----------------------------------------------------------------------------------
+
+
+async def existing_keys(storage: Storage) -> set[Key]:
+    """The keys of every stored workshop, planned or cancelled.
+
+    (Read-only SQL outside storage/: WorkshopRepository has no query for cancelled workshops
+    yet. It belongs there, e.g. as `WorkshopRepository.keys()`.)
+    """
+    rows = await storage.db.fetchall("SELECT title, starts_at FROM workshops")
+    return {(" ".join(clean_text(row[0]).casefold().split()), int(row[1])) for row in rows}
+
+
+@contextmanager
+def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[], Any] | None]:
+    if not enabled or total <= PROGRESS_MIN_ROWS:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=" rows", file=sys.stderr, leave=False,
+              mininterval=0.2) as bar:
+        yield bar.update
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImportFileError([f"{path}: file not found"]) from None
+    except IsADirectoryError:
+        raise ImportFileError([f"{path}: is a directory, not a CSV file"]) from None
+    except OSError as exc:
+        raise ImportFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+
+
+async def import_workshops(storage: Storage, path: Path | str, *, timezone: str | ZoneInfo,
+                           skip_invalid: bool = False, dry_run: bool = False,
+                           progress: bool = False,
+                           now: datetime | None = None) -> WorkshopImportResult:
+    """Check a CSV file and add its new workshops (one transaction); see the module docstring.
+
+    Nothing is written if any row is bad (unless `skip_invalid`) or if `dry_run`. Raises
+    ImportFileError if the file as a whole is unusable.
+    """
+    path = Path(path)
+    now = now or datetime.now(UTC)
+    text = decode(_read(path), str(path))
+    known = await existing_keys(storage)
+    with _progress(text.count("\n"), progress, "checking") as tick:
+        workshops, problems = check_workshop_rows(text, timezone=timezone, now=now,
+                                                  name=str(path), existing=known, on_row=tick)
+    bad = len({p.line for p in problems})
+    rows = len(workshops) + bad
+    if bad and not skip_invalid and not dry_run:  # refused: nothing written
+        return WorkshopImportResult(rows, 0, 0, rows, bad, problems, written=False)
+    if dry_run:  # what importing the good rows would do
+        new = [w for w in workshops if workshop_key(w.title, w.starts_at) not in known]
+        return WorkshopImportResult(rows, len(new), len(workshops) - len(new), bad, bad,
+                                    problems, written=False, dry_run=True)
+    created: list[Workshop] = []
+    async with storage.db.transaction():  # the check and the writes see the same workshops
+        known = await existing_keys(storage)
+        for workshop in workshops:
+            if workshop_key(workshop.title, workshop.starts_at) not in known:
+                created.append(await storage.workshops.add(workshop, now))
+    return WorkshopImportResult(rows, len(created), len(workshops) - len(created), bad, bad,
+                                problems, written=True, workshops=created)
+
+
+async def run_cli(storage: Storage, path: Path | str, *, timezone: str | ZoneInfo,
+                  skip_invalid: bool = False, dry_run: bool = False,
+                  reminders: Collection[str] = (), reminder_rooms: Collection[str] = (),
+                  progress: bool = False, now: datetime | None = None,
+                  out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """`nextbot import workshops`: import, report (problems on `err`, the summary on `out`),
+    and the exit code: 1 if the file is unusable, or if any row is bad and nothing was
+    written (also for a dry run); else 0."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        result = await import_workshops(storage, path, timezone=timezone,
+                                         skip_invalid=skip_invalid, dry_run=dry_run,
+                                         progress=progress, now=now)
+    except ImportFileError as exc:
+        for line in exc.problems:
+            print(line, file=err)
+        return 1
+    for problem in result.problems:
+        print(problem, file=err)
+    if result.problems and not result.written and not dry_run:
+        good = result.rows - result.bad_rows
+        print(f"nothing written: {result.bad_rows} of {result.rows} rows are bad "
+              f"(fix them, or use --skip-invalid to import the {good} good ones)", file=err)
+    if result.created and reminders and not reminder_rooms:
+        print("note: [workshops] rooms is empty, so imported workshops get no reminders "
+              "(they belong to no room)", file=err)
+    print(result.summary(), file=out)
+    return 1 if result.problems and not result.written else 0
