@@ -192,7 +192,7 @@ MAX_LENGTH = {"display_name": 80, "organisation": 120, "municipality": 80, "role
 
 def clean_text(value: str) -> str:
     """One line of visible text: control and format characters dropped, spaces collapsed."""
-    if value.isascii() and value.isprintable():  # the common case, fast
+    if value.isprintable():  # nothing to drop (no Cc, Cf, Zl, Zp): the common case, fast
         return " ".join(value.split())
     value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
                     for c in value if unicodedata.category(c) != "Cf")
