@@ -9,7 +9,7 @@
    1–5 of ~200 topics each, bios of 10–60 words; the same ones for the same seed), writes them
    as a CSV file in the import format to `workdir`;
 2. imports that file into a new database file the way `nextbot import experts` does
-   (`Storage.open`, `bot.importing.import_experts`, `close`), timed: this builds the database
+   (`Storage.open`, `bot.import_experts.import_experts`, `close`), timed: this builds the database
    that 3 and 4 use;
 3. answers the fixed query mix `QUERIES` with `!experten …` through `commands.framework.dispatch`
    (parse, search, reply text), `runs` times each, taking turns; also the Matrix content the bot
@@ -345,8 +345,8 @@ def _bio(rng: random.Random, words: int, topics: list[str], role: str, organisat
 
 
 def write_csv(profiles: list[Any], path: Path) -> int:
-    """The profiles in `nextbot import experts`'s format (`bot.importing.row_of`); bytes."""
-    from bot.importing import COLUMNS, row_of
+    """The profiles in `nextbot import experts`'s format (`bot.import_experts.row_of`); bytes."""
+    from bot.import_experts import COLUMNS, row_of
 
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
@@ -364,7 +364,7 @@ async def import_csv(csv_path: Path, database: Path) -> dict[str, Any]:
     Seconds; `upsert_s` is the part spent in `ExpertRepository.upsert_many` (the writing), the
     rest of `import_s` is reading and checking the file.
     """
-    from bot.importing import DEFAULT_BIO_MAX_LENGTH, import_experts
+    from bot.import_experts import DEFAULT_BIO_MAX_LENGTH, import_experts
     from storage import Storage
 
     began = time.perf_counter()

@@ -231,24 +231,13 @@ def _cmd_import_experts(args: argparse.Namespace) -> int:
     settings = _load_or_report(args.config)
     if settings is None:
         return 1
-    from bot.importing import ImportFileError, import_experts
+    from bot.import_experts import run_cli
 
     async def work(storage: Storage) -> int:
-        try:
-            result = await import_experts(
-                storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
-                bio_max_length=settings.experts.bio_max_length, progress=sys.stderr.isatty(),
-            )
-        except ImportFileError as exc:
-            _report(exc.problems)
-            return 1
-        _report([str(problem) for problem in result.problems])
-        if result.problems and not result.written and not args.dry_run:
-            good = result.rows - result.bad_rows
-            _report([f"nothing written: {result.bad_rows} of {result.rows} rows are bad "
-                     f"(fix them, or use --skip-invalid to import the {good} good ones)"])
-        print(result.summary())
-        return 1 if result.problems and not result.written else 0
+        return await run_cli(
+            storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+            bio_max_length=settings.experts.bio_max_length, progress=sys.stderr.isatty(),
+        )
 
     return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
 
@@ -274,7 +263,7 @@ def _cmd_export_experts(args: argparse.Namespace) -> int:
     settings = _load_or_report(args.config)
     if settings is None:
         return 1
-    from bot.importing import ExportError, export_experts
+    from bot.import_experts import ExportError, export_experts
 
     async def work(storage: Storage) -> int:
         try:

@@ -33,12 +33,8 @@ skip bad rows).
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-import sys
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from datetime import timezone as fixed_offset
@@ -46,21 +42,19 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from bot.importing import PROGRESS_MIN_ROWS, ImportFileError, RowProblem, decode
+from bot import csv_import
+from bot.csv_import import CsvRows, RowProblem, read_text, too_long
 from commands.schedule import local_time
-from commands.workshops import MAX_LENGTH, MAX_SPAN
+from commands.workshops import MAX_LENGTH, MAX_SPAN, normalize_link
 from storage import Storage
 from storage.experts import clean_text
-from storage.workshops import Workshop
+from storage.workshops import Workshop, utc_ms
 
 COLUMNS = ("title", "starts_at", "ends_at", "community", "location", "url", "description")
 REQUIRED = ("title", "starts_at", "ends_at")
 CREATED_BY = "import"  # Workshop.created_by of imported workshops (else a moderator's user id)
 # CSV column -> Workshop attribute, for the optional free-text columns.
 _TEXT_FIELDS = ("community", "location", "description")
-
-# The same address check as `!werkstatt … link=` (commands/workshops.py, _SAFE_URL).
-_SAFE_URL = re.compile(r"^https?://[^\s<>\"`\\]+$", re.IGNORECASE)
 _ISO = re.compile(
     r"^(?P<y>\d{4})-(?P<mo>\d{1,2})-(?P<d>\d{1,2})(?:[Tt]|\s+)"
     r"(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}))?"
@@ -76,11 +70,11 @@ Key = tuple[str, int]
 
 def workshop_key(title: str, starts_at: datetime) -> Key:
     """What makes two workshops the same: the title (case and spacing ignored), the start."""
-    return " ".join(clean_text(title).casefold().split()), _ms(starts_at)
+    return _fold(title), utc_ms(starts_at)
 
 
-def _ms(moment: datetime) -> int:
-    return int(moment.astimezone(UTC).timestamp() * 1000)
+def _fold(title: str) -> str:
+    return " ".join(clean_text(title).casefold().split())
 
 
 @dataclass(frozen=True)
@@ -96,11 +90,8 @@ class WorkshopImportResult:
     workshops: list[Workshop] = field(default_factory=list)  # the created ones, with numbers
 
     def summary(self) -> str:
-        counts = (f"created {self.created}, already there {self.existing}, "
-                  f"skipped {self.skipped}")
-        if self.dry_run:
-            return f"dry run, nothing written; importing the good rows would give: {counts}"
-        return counts
+        return csv_import.summary(f"created {self.created}, already there {self.existing}, "
+                                  f"skipped {self.skipped}", self.dry_run)
 
 
 # -- cleaning and checking one row (pure) -------------------------------------------------------
@@ -136,23 +127,6 @@ def _local(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
 
 
-def _too_long(value: str, limit: int) -> str | None:
-    if len(value) > limit:
-        return f"too long ({len(value)} characters, at most {limit})"
-    return None
-
-
-def _url(value: str) -> tuple[str, str | None]:
-    """The link as the command stores it, and why it is bad (None: it is fine)."""
-    url = value.strip("<>")
-    if url.lower().startswith("www."):
-        url = "https://" + url
-    if not _SAFE_URL.match(url):
-        return url, (f"{value!r} is not an http(s) address "
-                     "(expected e.g. https://meet.example.org/ki)")
-    return url, _too_long(url, MAX_LENGTH["url"])
-
-
 def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now: datetime,
                        existing: Collection[Key] = frozenset()
                        ) -> tuple[Workshop | None, list[RowProblem]]:
@@ -165,7 +139,7 @@ def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now
     title = clean_text(cells.get("title", ""))
     if not title:
         problems.append(RowProblem(line, "title", "missing"))
-    elif (reason := _too_long(title, MAX_LENGTH["title"])) is not None:
+    elif (reason := too_long(title, MAX_LENGTH["title"])) is not None:
         problems.append(RowProblem(line, "title", reason))
     times: dict[str, datetime] = {}
     for column in ("starts_at", "ends_at"):
@@ -190,14 +164,17 @@ def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now
     values: dict[str, str | None] = {}
     for column in _TEXT_FIELDS:
         value = clean_text(cells.get(column, ""))
-        if (reason := _too_long(value, MAX_LENGTH[column])) is not None:
+        if (reason := too_long(value, MAX_LENGTH[column])) is not None:
             problems.append(RowProblem(line, column, reason))
         values[column] = value or None
+    values["url"] = None
     if value := clean_text(cells.get("url", "")):
-        value, reason = _url(value)
-        if reason is not None:
+        values["url"] = normalize_link(value)
+        if values["url"] is None:
+            problems.append(RowProblem(line, "url", f"{value!r} is not an http(s) address "
+                                       "(expected e.g. https://meet.example.org/ki)"))
+        elif (reason := too_long(values["url"], MAX_LENGTH["url"])) is not None:
             problems.append(RowProblem(line, "url", reason))
-    values["url"] = value or None
     if problems:
         return None, problems
     assert start is not None and end is not None
@@ -206,67 +183,6 @@ def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now
 
 
 # -- reading a whole file (pure) ----------------------------------------------------------------
-# The CSV reading mirrors bot/importing.py (parse_experts): its header and row helpers are
-# private there and tied to the experts' columns.
-
-
-def _header(text: str) -> tuple[list[str], str]:
-    """The header's cells and the delimiter: `,`, or `;` if only that yields known columns."""
-    first = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
-    cells = next(csv.reader([first]), [])
-    if len(cells) == 1 and ";" in cells[0]:
-        by_semicolon = next(csv.reader([first], delimiter=";"), [])
-        if {c.strip() for c in by_semicolon} & set(COLUMNS):
-            return by_semicolon, ";"
-    return cells, ","
-
-
-def _check_header(cells: list[str], name: str) -> list[str]:
-    problems = []
-    seen: set[str] = set()
-    for raw in cells:
-        column = raw.strip()
-        if column not in COLUMNS:
-            problems.append(f"{name}: line 1: header: unknown column {column!r} "
-                            f"(the columns are: {', '.join(COLUMNS)})")
-        elif column in seen:
-            problems.append(f"{name}: line 1: header: column {column!r} appears twice")
-        seen.add(column)
-    for column in REQUIRED:
-        if column not in seen:
-            problems.append(f"{name}: line 1: header: missing required column {column!r}")
-    return problems
-
-
-def _rows(text: str, name: str, on_row: Callable[[], Any] | None
-          ) -> Iterator[tuple[int, dict[str, str] | RowProblem]]:
-    """(first line, cells by column) per non-blank data row; a RowProblem for a row with the
-    wrong number of fields. ImportFileError for a file that is unusable as a whole."""
-    if not text.strip():
-        raise ImportFileError([f"{name}: the file is empty (expected the header "
-                               f"{','.join(COLUMNS)})"])
-    header, delimiter = _header(text)
-    if problems := _check_header(header, name):
-        raise ImportFileError(problems)
-    columns = [c.strip() for c in header]
-    width = len(columns)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    line = 1  # where the next row starts
-    try:
-        next(reader)  # the header, already checked
-        line = reader.line_num + 1
-        for row in reader:
-            if on_row is not None:
-                on_row()
-            start, line = line, reader.line_num + 1
-            if not any(cell.strip() for cell in row):
-                continue  # a blank line, or a spreadsheet's empty row
-            if len(row) != width:
-                yield start, RowProblem(start, None, f"{len(row)} fields, the header has {width}")
-            else:
-                yield start, dict(zip(columns, row, strict=True))
-    except csv.Error as exc:
-        raise ImportFileError([f"{name}: line {line}: broken CSV: {exc}"]) from None
 
 
 def check_workshop_rows(text: str, *, timezone: str | ZoneInfo, now: datetime,
@@ -285,7 +201,8 @@ def check_workshop_rows(text: str, *, timezone: str | ZoneInfo, now: datetime,
     workshops: list[Workshop] = []
     problems: list[RowProblem] = []
     first_line: dict[Key, int] = {}
-    for line, cells in _rows(text, name, on_row):
+    for line, cells in CsvRows(text, name=name, columns=COLUMNS, required=REQUIRED,
+                               on_row=on_row):
         if isinstance(cells, RowProblem):
             problems.append(cells)
             continue
@@ -306,36 +223,9 @@ def check_workshop_rows(text: str, *, timezone: str | ZoneInfo, now: datetime,
 
 
 async def existing_keys(storage: Storage) -> set[Key]:
-    """The keys of every stored workshop, planned or cancelled.
-
-    (Read-only SQL outside storage/: WorkshopRepository has no query for cancelled workshops
-    yet. It belongs there, e.g. as `WorkshopRepository.keys()`.)
-    """
-    rows = await storage.db.fetchall("SELECT title, starts_at FROM workshops")
-    return {(" ".join(clean_text(row[0]).casefold().split()), int(row[1])) for row in rows}
-
-
-@contextmanager
-def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[], Any] | None]:
-    if not enabled or total <= PROGRESS_MIN_ROWS:
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=desc, unit=" rows", file=sys.stderr, leave=False,
-              mininterval=0.2) as bar:
-        yield bar.update
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImportFileError([f"{path}: file not found"]) from None
-    except IsADirectoryError:
-        raise ImportFileError([f"{path}: is a directory, not a CSV file"]) from None
-    except OSError as exc:
-        raise ImportFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    """The keys of every stored workshop, planned or cancelled."""
+    stored = await storage.workshops.titles_and_starts()
+    return {(_fold(title), start) for title, start in stored}
 
 
 async def import_workshops(storage: Storage, path: Path | str, *, timezone: str | ZoneInfo,
@@ -349,9 +239,9 @@ async def import_workshops(storage: Storage, path: Path | str, *, timezone: str 
     """
     path = Path(path)
     now = now or datetime.now(UTC)
-    text = decode(_read(path), str(path))
+    text = read_text(path)
     known = await existing_keys(storage)
-    with _progress(text.count("\n"), progress, "checking") as tick:
+    with csv_import.progress(text.count("\n"), progress, "checking") as tick:
         workshops, problems = check_workshop_rows(text, timezone=timezone, now=now,
                                                   name=str(path), existing=known, on_row=tick)
     bad = len({p.line for p in problems})
@@ -380,24 +270,14 @@ async def run_cli(storage: Storage, path: Path | str, *, timezone: str | ZoneInf
     """`nextbot import workshops`: import, report (problems on `err`, the summary on `out`),
     and the exit code: 1 if the file is unusable, or if any row is bad and nothing was
     written (also for a dry run); else 0."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-    try:
-        result = await import_workshops(storage, path, timezone=timezone,
-                                         skip_invalid=skip_invalid, dry_run=dry_run,
-                                         progress=progress, now=now)
-    except ImportFileError as exc:
-        for line in exc.problems:
-            print(line, file=err)
-        return 1
-    for problem in result.problems:
-        print(problem, file=err)
-    if result.problems and not result.written and not dry_run:
-        good = result.rows - result.bad_rows
-        print(f"nothing written: {result.bad_rows} of {result.rows} rows are bad "
-              f"(fix them, or use --skip-invalid to import the {good} good ones)", file=err)
-    if result.created and reminders and not reminder_rooms:
-        print("note: [workshops] rooms is empty, so imported workshops get no reminders "
-              "(they belong to no room)", file=err)
-    print(result.summary(), file=out)
-    return 1 if result.problems and not result.written else 0
+
+    def notes(result: WorkshopImportResult) -> list[str]:
+        if result.created and reminders and not reminder_rooms:
+            return ["note: [workshops] rooms is empty, so imported workshops get no reminders "
+                    "(they belong to no room)"]
+        return []
+
+    return await csv_import.run_cli(
+        import_workshops(storage, path, timezone=timezone, skip_invalid=skip_invalid,
+                         dry_run=dry_run, progress=progress, now=now),
+        dry_run=dry_run, notes=notes, out=out, err=err)

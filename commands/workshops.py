@@ -539,9 +539,23 @@ def format_when(start: datetime, end: datetime, language: str, tz: ZoneInfo,
 _SAFE_URL = re.compile(r"^https?://[^\s<>\"`\\]+$", re.IGNORECASE)
 
 
+def is_web_link(url: str) -> bool:
+    """Whether `url` is a plain http(s) address (nothing that could break out of a link)."""
+    return _SAFE_URL.match(url) is not None
+
+
+def normalize_link(value: str) -> str | None:
+    """A workshop's link as given (`link=`, an import's `url`) as stored: `<…>` dropped,
+    `www.…` read as `https://www.…`; None if it is not an http(s) address."""
+    url = value.strip("<>")
+    if url.lower().startswith("www."):
+        url = "https://" + url
+    return url if is_web_link(url) else None
+
+
 def link(url: str) -> Text:
     """A web address as a link (CommonMark autolink) when it is a plain http(s) address."""
-    if _SAFE_URL.match(url):
+    if is_web_link(url):
         return Text(f"<{url}>", url)
     return Text.raw(url)
 
@@ -944,10 +958,8 @@ def _value(view: View, name: str, key: str, value: str) -> Any:
             raise UserError("workshops.bad_capacity", value=value, max=MAX_CAPACITY)
         return capacity
     if name == "url":
-        url = value.strip("<>")
-        if url.lower().startswith("www."):
-            url = "https://" + url
-        if not _SAFE_URL.match(url):
+        url = normalize_link(value)
+        if url is None:
             raise UserError("workshops.bad_url", value=value)
         value = url
     if len(value) > MAX_LENGTH[name]:

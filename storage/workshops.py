@@ -57,7 +57,8 @@ def offset_label(offset: timedelta) -> str:
     return f"{minutes}m"
 
 
-def _ms(moment: datetime) -> int:
+def utc_ms(moment: datetime) -> int:
+    """A moment as stored: whole milliseconds since the epoch (UTC)."""
     return int(moment.astimezone(UTC).timestamp() * 1000)
 
 
@@ -173,9 +174,9 @@ class WorkshopRepository:
             "timezone, location, url, description, capacity, status, created_by, created_at, "
             "updated_at, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
             (workshop.number or None, workshop.title, workshop.community, workshop.room_id,
-             _ms(workshop.starts_at), _ms(workshop.ends_at), tz, workshop.location,
+             utc_ms(workshop.starts_at), utc_ms(workshop.ends_at), tz, workshop.location,
              workshop.url, workshop.description, workshop.capacity, workshop.status,
-             workshop.created_by, _ms(at), _ms(at)),
+             workshop.created_by, utc_ms(at), utc_ms(at)),
         )
         found = await self.get(number)
         assert found is not None
@@ -195,9 +196,9 @@ class WorkshopRepository:
                 "ends_at = ?, timezone = ?, location = ?, url = ?, description = ?, "
                 "capacity = ?, updated_at = ?, sequence = sequence + 1 WHERE number = ?",
                 (workshop.title, workshop.community, workshop.room_id,
-                 _ms(workshop.starts_at), _ms(workshop.ends_at),
+                 utc_ms(workshop.starts_at), utc_ms(workshop.ends_at),
                  _zone_name(workshop.starts_at), workshop.location, workshop.url,
-                 workshop.description, workshop.capacity, _ms(at), workshop.number),
+                 workshop.description, workshop.capacity, utc_ms(at), workshop.number),
             )
             return await self._fill(workshop.number)
 
@@ -207,7 +208,7 @@ class WorkshopRepository:
         async with self._db.transaction():
             changed = await self._db.execute(
                 "UPDATE workshops SET status = ?, updated_at = ?, sequence = sequence + 1 "
-                "WHERE number = ? AND status = ?", (CANCELLED, _ms(at), number, PLANNED),
+                "WHERE number = ? AND status = ?", (CANCELLED, utc_ms(at), number, PLANNED),
             )
             return await self.registrations(number) if changed else []
 
@@ -216,7 +217,7 @@ class WorkshopRepository:
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM workshops WHERE status = ? AND ends_at > ? "
             "ORDER BY starts_at, number LIMIT ?",
-            (PLANNED, _ms(now), -1 if limit is None else limit),
+            (PLANNED, utc_ms(now), -1 if limit is None else limit),
         )
         return [_workshop(row) for row in rows]
 
@@ -225,9 +226,15 @@ class WorkshopRepository:
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM workshops WHERE status = ? AND starts_at >= ? "
             "AND starts_at < ? ORDER BY starts_at, number",
-            (PLANNED, _ms(start), _ms(end)),
+            (PLANNED, utc_ms(start), utc_ms(end)),
         )
         return [_workshop(row) for row in rows]
+
+    async def titles_and_starts(self) -> list[tuple[str, int]]:
+        """The title and start (`utc_ms`) of every stored workshop, planned or cancelled: what
+        tells an import that a workshop is already there."""
+        rows = await self._db.fetchall("SELECT title, starts_at FROM workshops")
+        return [(row[0], int(row[1])) for row in rows]
 
     # -- registrations --------------------------------------------------------------------------
 
@@ -247,7 +254,7 @@ class WorkshopRepository:
             status = WAITING if full or counts.waiting else REGISTERED
             await self._db.execute(
                 "INSERT INTO workshop_registrations (workshop, user_id, registered_at, status) "
-                "VALUES (?, ?, ?, ?)", (number, user_id, _ms(at), status),
+                "VALUES (?, ?, ?, ?)", (number, user_id, utc_ms(at), status),
             )
             await self._fill(number)  # a waiting list with free places never stays so
             found = await self.registration(number, user_id)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.importing import (
+from bot.csv_import import ImportFileError
+from bot.import_experts import (
     COLUMNS,
     ExportError,
-    ImportFileError,
     export_experts,
     import_experts,
     parse_experts,

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.csv_import import ImportFileError
 from bot.import_workshops import (
     COLUMNS,
     CREATED_BY,
@@ -18,7 +19,6 @@ from bot.import_workshops import (
     parse_time,
     run_cli,
 )
-from bot.importing import ImportFileError
 from commands import workshops as workshop_commands
 from commands.workshops import WorkshopConfig, WorkshopReminders
 from storage import Storage

@@ -29,18 +29,24 @@ transaction, or none of them if any row is bad (unless the operator asks to skip
 from __future__ import annotations
 
 import csv
-import io
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Container, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from bot import csv_import
+from bot.csv_import import (
+    PROGRESS_MIN_ROWS,
+    CsvRows,
+    RowProblem,
+    read_text,
+    too_long,
+)
 from bot.settings import _USER_ID_RE
 from storage import Storage
 from storage.experts import (
@@ -60,8 +66,6 @@ COLUMNS = ("matrix_id", "name", "organisation", "topics", "level", "municipality
 REQUIRED = ("matrix_id", "name")
 TOPIC_SEPARATOR = ";"
 DEFAULT_BIO_MAX_LENGTH = 500
-# A progress bar is shown (on a terminal) only for files with more rows than this.
-PROGRESS_MIN_ROWS = 1000
 
 # CSV column -> Profile attribute, for the free-text columns.
 _TEXT_FIELDS = {"name": "display_name", "organisation": "organisation",
@@ -72,31 +76,12 @@ _ATTRIBUTE = {"name": "display_name", "organisation": "organisation", "topics": 
               "role": "role", "bio": "bio"}
 
 
-class ImportFileError(Exception):
-    """The file as a whole is unusable (unreadable, not UTF-8, bad header, broken CSV)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-
 class ExportError(Exception):
     """Some profiles cannot be written so that they import again unchanged."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
-
-
-@dataclass(frozen=True)
-class RowProblem:
-    line: int  # the row's first physical line in the file; the header is line 1
-    column: str | None  # None: the row as a whole
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"{self.column}: " if self.column else ""
-        return f"line {self.line}: {where}{self.reason}"
 
 
 @dataclass
@@ -128,20 +113,12 @@ class ImportResult:
     dry_run: bool = False
 
     def summary(self) -> str:
-        counts = (f"created {self.created}, updated {self.updated}, "
-                  f"unchanged {self.unchanged}, skipped {self.skipped}")
-        if self.dry_run:
-            return f"dry run, nothing written; importing the good rows would give: {counts}"
-        return counts
+        return csv_import.summary(f"created {self.created}, updated {self.updated}, "
+                                  f"unchanged {self.unchanged}, skipped {self.skipped}",
+                                  self.dry_run)
 
 
 # -- cleaning and checking one row (pure) -------------------------------------------------------
-
-
-def _too_long(value: str, limit: int) -> str | None:
-    if len(value) > limit:
-        return f"too long ({len(value)} characters, at most {limit})"
-    return None
 
 
 @lru_cache(maxsize=65536)
@@ -152,7 +129,7 @@ def _topic(raw: str) -> tuple[str, str, str | None]:
         return "", "", None
     if "," in topic:
         return topic, "", f"{topic!r} contains ','; separate topics with '{TOPIC_SEPARATOR}'"
-    if (reason := _too_long(topic, MAX_LENGTH["topic"])) is not None:
+    if (reason := too_long(topic, MAX_LENGTH["topic"])) is not None:
         return topic, "", f"{topic!r} is {reason}"
     key = topic_key(topic)
     if not key:
@@ -198,7 +175,7 @@ def check_row(cells: Mapping[str, str], line: int, *, bio_max_length: int = DEFA
             continue
         value = clean_text(cells[column])
         limit = bio_max_length if column == "bio" else MAX_LENGTH[attribute]
-        if (reason := _too_long(value, limit)) is not None:
+        if (reason := too_long(value, limit)) is not None:
             problems.append(RowProblem(line, column, reason))
         setattr(profile, attribute, value or None)
     if not profile.display_name and user_id not in known_ids:
@@ -220,44 +197,6 @@ def check_row(cells: Mapping[str, str], line: int, *, bio_max_length: int = DEFA
 # -- reading a whole file (pure) ----------------------------------------------------------------
 
 
-def decode(data: bytes, name: str = "file") -> str:
-    """The text of a UTF-8 file (BOM dropped); ImportFileError names the first bad line."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ImportFileError([f"{name}: line {line}: not UTF-8 (save the file as UTF-8 "
-                               "CSV)"]) from None
-
-
-def _header(text: str) -> tuple[list[str], str]:
-    """The header's cells and the delimiter: `,`, or `;` if only that yields known columns."""
-    first = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
-    cells = next(csv.reader([first]), [])
-    if len(cells) == 1 and TOPIC_SEPARATOR in cells[0]:
-        by_semicolon = next(csv.reader([first], delimiter=";"), [])
-        if set(c.strip() for c in by_semicolon) & set(COLUMNS):
-            return by_semicolon, ";"
-    return cells, ","
-
-
-def _check_header(cells: list[str], name: str) -> list[str]:
-    problems = []
-    seen: set[str] = set()
-    for raw in cells:
-        column = raw.strip()
-        if column not in COLUMNS:
-            problems.append(f"{name}: line 1: header: unknown column {column!r} "
-                            f"(the columns are: {', '.join(COLUMNS)})")
-        elif column in seen:
-            problems.append(f"{name}: line 1: header: column {column!r} appears twice")
-        seen.add(column)
-    for column in REQUIRED:
-        if column not in seen:
-            problems.append(f"{name}: line 1: header: missing required column {column!r}")
-    return problems
-
-
 def parse_experts(text: str, *, name: str = "file",
                   bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
                   known_ids: Container[str] = frozenset(),
@@ -267,48 +206,27 @@ def parse_experts(text: str, *, name: str = "file",
     Raises ImportFileError if the file as a whole is unusable (no or a bad header, broken
     CSV). `name` is how the file is called in those messages; `on_row` is called per row read.
     """
-    if not text.strip():
-        raise ImportFileError([f"{name}: the file is empty (expected the header "
-                               f"{','.join(COLUMNS)})"])
-    header, delimiter = _header(text)
-    if problems := _check_header(header, name):
-        raise ImportFileError(problems)
-    columns = [c.strip() for c in header]
-    width = len(columns)
-    result = ParsedFile(frozenset(columns), delimiter)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows = CsvRows(text, name=name, columns=COLUMNS, required=REQUIRED, on_row=on_row)
+    result = ParsedFile(frozenset(rows.columns), rows.delimiter)
     first_line: dict[str, int] = {}
-    id_index = columns.index("matrix_id")
-    line = 1  # where the next row starts
-    try:
-        next(reader)  # the header, already checked
-        line = reader.line_num + 1
-        for row in reader:
-            if on_row is not None:
-                on_row()
-            start, line = line, reader.line_num + 1
-            if not any(cell.strip() for cell in row):
-                continue  # a blank line, or a spreadsheet's empty row
-            result.rows += 1
-            if len(row) != width:
-                result.problems.append(RowProblem(
-                    start, None, f"{len(row)} fields, the header has {width}"))
-                continue
-            profile, problems = check_row(dict(zip(columns, row, strict=True)), start,
-                                          bio_max_length=bio_max_length, known_ids=known_ids)
-            user_id = row[id_index].strip()
-            if user_id and _USER_ID_RE.match(user_id):
-                if (earlier := first_line.setdefault(user_id, start)) != start:
-                    problems.append(RowProblem(start, "matrix_id",
-                                               f"{user_id!r} is already on line {earlier}"))
-                    profile = None
-            if problems:
-                result.problems.extend(problems)
-            elif profile is not None:
-                result.profiles.append(profile)
-                result.lines.append(start)
-    except csv.Error as exc:
-        raise ImportFileError([f"{name}: line {line}: broken CSV: {exc}"]) from None
+    for start, cells in rows:
+        result.rows += 1
+        if isinstance(cells, RowProblem):
+            result.problems.append(cells)
+            continue
+        profile, problems = check_row(cells, start, bio_max_length=bio_max_length,
+                                      known_ids=known_ids)
+        user_id = cells["matrix_id"].strip()
+        if user_id and _USER_ID_RE.match(user_id):
+            if (earlier := first_line.setdefault(user_id, start)) != start:
+                problems.append(RowProblem(start, "matrix_id",
+                                           f"{user_id!r} is already on line {earlier}"))
+                profile = None
+        if problems:
+            result.problems.extend(problems)
+        elif profile is not None:
+            result.profiles.append(profile)
+            result.lines.append(start)
     return result
 
 
@@ -332,29 +250,6 @@ def merge(profile: Profile, existing: Profile | None, columns: Container[str],
 # -- import and export --------------------------------------------------------------------------
 
 
-@contextmanager
-def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[], Any] | None]:
-    if not enabled or total <= PROGRESS_MIN_ROWS:
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=desc, unit=" rows", file=sys.stderr, leave=False,
-              mininterval=0.2) as bar:
-        yield bar.update
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImportFileError([f"{path}: file not found"]) from None
-    except IsADirectoryError:
-        raise ImportFileError([f"{path}: is a directory, not a CSV file"]) from None
-    except OSError as exc:
-        raise ImportFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-
-
 async def import_experts(storage: Storage, path: Path | str, *, skip_invalid: bool = False,
                          dry_run: bool = False, bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
                          progress: bool = False, now: datetime | None = None) -> ImportResult:
@@ -364,9 +259,9 @@ async def import_experts(storage: Storage, path: Path | str, *, skip_invalid: bo
     ImportFileError if the file as a whole is unusable.
     """
     path = Path(path)
-    text = decode(_read(path), str(path))
+    text = read_text(path)
     known = await storage.experts.user_ids()
-    with _progress(text.count("\n"), progress, "checking") as tick:
+    with csv_import.progress(text.count("\n"), progress, "checking") as tick:
         parsed = parse_experts(text, name=str(path), bio_max_length=bio_max_length,
                                known_ids=known, on_row=tick)
     del text  # the profiles do not refer to it; a large file's text is not kept while writing
@@ -392,6 +287,17 @@ async def import_experts(storage: Storage, path: Path | str, *, skip_invalid: bo
     created, updated, same = await storage.experts.upsert_many(profiles)
     return ImportResult(parsed.rows, created, updated, same, parsed.rows - len(profiles), bad,
                         parsed.problems, written=True)
+
+
+async def run_cli(storage: Storage, path: Path | str, *, skip_invalid: bool = False,
+                  dry_run: bool = False, bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
+                  progress: bool = False, out: IO[str] | None = None,
+                  err: IO[str] | None = None) -> int:
+    """`nextbot import experts`: import, report and the exit code (see csv_import.run_cli)."""
+    return await csv_import.run_cli(
+        import_experts(storage, path, skip_invalid=skip_invalid, dry_run=dry_run,
+                       bio_max_length=bio_max_length, progress=progress),
+        dry_run=dry_run, out=out, err=err)
 
 
 def row_of(profile: Profile) -> list[str]:
@@ -437,7 +343,7 @@ async def export_experts(storage: Storage, path: Path | str, *,
     written = 0
     handle = _temporary_beside(path)
     try:
-        with handle, _progress(total, progress, "exporting") as tick:
+        with handle, csv_import.progress(total, progress, "exporting") as tick:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
             async for profile in storage.experts.all_profiles(batch=5000):
