@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bot.backoff import Backoff
@@ -191,3 +192,19 @@ async def until(condition: Callable[[], bool], timeout: float = 1.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.001)
+
+
+def config(tmp_path: Path, extra: str = "") -> Path:
+    """A minimal valid config file (plus `extra` TOML) for the command-line tests."""
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[matrix]
+homeserver = "https://matrix.example.org"
+user_id = "@nextbot:example.org"
+password = "secret"
+
+[storage]
+database = "{tmp_path / 'data' / 'nextbot.db'}"
+{extra}
+""", encoding="utf-8")
+    return path

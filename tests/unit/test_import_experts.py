@@ -17,6 +17,7 @@ from bot.import_experts import (
 )
 from storage import Storage
 from storage.experts import Profile
+from tests.unit.fakes import config
 
 HEADER = ",".join(COLUMNS)
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -336,21 +337,6 @@ async def test_export_refuses_what_would_not_import_unchanged(storage, tmp_path)
 
 
 # -- the command line -------------------------------------------------------------------------
-
-
-def config(tmp_path: Path, extra: str = "") -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[matrix]
-homeserver = "https://matrix.example.org"
-user_id = "@nextbot:example.org"
-password = "secret"
-
-[storage]
-database = "{tmp_path / 'data' / 'nextbot.db'}"
-{extra}
-""", encoding="utf-8")
-    return path
 
 
 def test_cli_import_and_export(tmp_path, capsys):

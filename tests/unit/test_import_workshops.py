@@ -23,7 +23,7 @@ from commands import workshops as workshop_commands
 from commands.workshops import WorkshopConfig, WorkshopReminders
 from storage import Storage
 from storage.workshops import PLANNED, Workshop
-from tests.unit.fakes import make_services
+from tests.unit.fakes import config, make_services
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HEADER = ",".join(COLUMNS)
@@ -438,21 +438,6 @@ def _cli_has_import_workshops() -> bool:
 
 needs_cli = pytest.mark.skipif(not _cli_has_import_workshops(),
                                reason="bot/cli.py has no `import workshops` subcommand yet")
-
-
-def config(tmp_path: Path, extra: str = "") -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[matrix]
-homeserver = "https://matrix.example.org"
-user_id = "@nextbot:example.org"
-password = "secret"
-
-[storage]
-database = "{tmp_path / 'data' / 'nextbot.db'}"
-{extra}
-""", encoding="utf-8")
-    return path
 
 
 @pytest.fixture
