@@ -63,6 +63,7 @@ class Syncer:
         self._backoff = backoff or Backoff()
         self._first_synced_at = 0
         self._since: str | None = None
+        self._nothing_undecrypted = False  # known only after the first look
 
     async def run(self) -> None:
         """Sync until cancelled. Errors of the homeserver are waited out, never raised."""
@@ -117,6 +118,8 @@ class Syncer:
         async with self._storage.db.transaction():
             added = await self._storage.inbox.add(commands, received_at=now)
             await self._storage.undecrypted.add(encrypted)
+            if encrypted:
+                self._nothing_undecrypted = False
             for event_id in resolved:
                 await self._storage.undecrypted.remove(event_id)
             for cursor in cursors:
@@ -139,7 +142,11 @@ class Syncer:
         commands: list[InboxMessage] = []
         resolved: list[str] = []
         unreadable: list[Undecrypted] = []
-        for pending in await self._storage.undecrypted.all():
+        if self._nothing_undecrypted:  # the common case: no query on every sync
+            return commands, resolved, unreadable
+        kept = await self._storage.undecrypted.all()
+        self._nothing_undecrypted = not kept
+        for pending in kept:
             event = RoomEvent(pending.event_id, pending.room_id, pending.sender,
                               "m.room.encrypted", pending.origin_ts, pending.content)
             decrypted = await self._source.decrypt(event)
