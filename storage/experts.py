@@ -1,6 +1,6 @@
 """The expert directory: opt-in profiles, their topics, and a German-aware full-text search.
 
-Schema (migration 3):
+Schema (migration 3; migration 7 adds the 4-letter prefix index):
 
 - `profiles`: one row per member who gave consent; `id` is also the rowid of both search tables.
 - `profile_topics`: the topics of a profile, one row each, with a folded `topic_key`.
@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
+from time import monotonic
 from typing import Any
 
 from storage.database import Database
@@ -374,6 +375,15 @@ def filter_expression(query: SearchQuery) -> str | None:
     return " AND ".join(parts) if parts else None
 
 
+# A level filter is checked on the profile row instead of in MATCH when at least this share
+# of the profiles has that level: its key's doclist is then long, and bm25 would walk all of
+# it for every ranked query (the level column has no weight, so the scores are the same).
+LEVEL_CHECK_SHARE = 0.3
+# How many of the newest profiles estimate the shares, and for how many seconds.
+LEVEL_SAMPLE = 1000
+LEVEL_SAMPLE_SECONDS = 60.0
+
+
 def match_expression(query: SearchQuery, columns: Sequence[str] = TEXT_COLUMNS) -> str | None:
     """The FTS5 MATCH string for the search words in `columns` and the filters; None when
     nothing searchable is left."""
@@ -512,9 +522,23 @@ def _bm25(table: str, weights: Sequence[float]) -> str:
     return f"bm25({table}, " + ", ".join(str(w) for w in weights) + ")"
 
 
+def _at_level(table: str, level: str | None) -> str:
+    """The search table, joined to the profiles when their level is checked (the search table
+    stays the outer loop: MATCH drives, the order is its rowid order)."""
+    return table if level is None else f"{table} CROSS JOIN profiles ON profiles.id = {table}.rowid"
+
+
+_LEVEL_IS = " AND profiles.level = ?"
+
+
+def _level_args(level: str | None) -> tuple[str, ...]:
+    return () if level is None else (level,)
+
+
 class ExpertRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._shares: tuple[float, dict[str, float]] | None = None
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -585,11 +609,31 @@ class ExpertRepository:
                 "SELECT rowid FROM profile_search_short WHERE profile_search_short MATCH ? "
                 "ORDER BY rowid DESC LIMIT ? OFFSET ?", (filters, limit, offset))]
         else:
-            ids, total = await self._ranked(groups, filters, limit, offset)
+            level = None
+            if query.level is not None and (key := normalize_level(query.level)) is not None \
+                    and (await self._level_shares()).get(key, 0.0) >= LEVEL_CHECK_SHARE:
+                level = key
+                filters = filter_expression(replace(query, level=None))
+            ids, total = await self._ranked(groups, filters, limit, offset, level)
         return total, await self._hits(ids, groups)
 
+    async def _level_shares(self) -> dict[str, float]:
+        """The share of each level among the newest LEVEL_SAMPLE profiles, a little stale: it
+        only chooses how a level filter is applied, never what is found."""
+        now = monotonic()
+        if self._shares is None or now - self._shares[0] > LEVEL_SAMPLE_SECONDS:
+            rows = await self._db.fetchall(
+                "SELECT level, count(*) FROM (SELECT level FROM profiles ORDER BY id DESC "
+                "LIMIT ?) GROUP BY level", (LEVEL_SAMPLE,))
+            total = sum(r[1] for r in rows) or 1
+            self._shares = (now, {r[0]: r[1] / total for r in rows if r[0] is not None})
+        return self._shares[1]
+
     async def _ranked(self, groups: list[tuple[Alternative, ...]], filters: str | None,
-                      limit: int, offset: int) -> tuple[list[int], int]:
+                      limit: int, offset: int, level: str | None = None
+                      ) -> tuple[list[int], int]:
+        """The page and the count for search words. `level`: only profiles of that level
+        (checked on the profile row; `filters` then leaves the level out)."""
         words = _groups_expression(groups)
 
         def expression(columns: Sequence[str], without: Sequence[str] | None = None) -> str:
@@ -601,29 +645,27 @@ class ExpertRepository:
         ids: list[int] = []
         seen: set[int] = set()  # every hit of the tiers passed so far
         skip = offset
-        short_total: int | None = None  # hits outside the bio, counted up to COUNT_LIMIT + 1
-        newest: list[int] | None = None  # hits anywhere, bio included, newest first
         previous: Sequence[str] | None = None
         for columns in TIERS:
-            if len(ids) >= limit or (short_total is not None and short_total <= COUNT_LIMIT
-                                     and len(seen) >= short_total):
-                break  # the page is full, or every hit outside the bio was seen
+            if len(ids) >= limit:
+                break  # the page is full
             wanted = max(RANK_POOL, skip + limit - len(ids))
-            rows = await self._scored(expression(columns, previous), wanted)
+            rows = await self._scored(expression(columns, previous), wanted, level)
             skip = self._take(rows, seen, skip, limit, ids)
             previous = columns
-            if short_total is None and len(seen) <= COUNT_LIMIT:
-                # Unless the first tier alone shows more than COUNT_LIMIT hits: count them.
-                short_total = await self._count("profile_search_short",
-                                                expression(SHORT_COLUMNS))
-                if short_total <= COUNT_LIMIT:  # the bio may add hits: count those too
-                    newest = await self._newest(expression(TEXT_COLUMNS), COUNT_LIMIT + 1)
+        # A tier that gave fewer than `wanted` rows gave all of its hits; one that gave
+        # `wanted` filled the page. So with the page not full, `seen` is every hit outside the
+        # bio. No count of those first: an empty tier costs about what counting would, and
+        # the newest hits anywhere give the number.
+        newest: list[int] | None = None  # hits anywhere, bio included, newest first
+        if len(seen) <= COUNT_LIMIT:
+            newest = await self._newest(expression(TEXT_COLUMNS), COUNT_LIMIT + 1, level)
         total = len(newest) if newest is not None else COUNT_LIMIT + 1
         if len(ids) < limit and (total > COUNT_LIMIT or len(seen) < total):
             # tier 4: the bio was needed to match; newest first
             wanted = skip + limit - len(ids) + len(seen)
             if newest is None or (len(newest) > COUNT_LIMIT and wanted > len(newest)):
-                newest = await self._newest(expression(TEXT_COLUMNS), wanted)
+                newest = await self._newest(expression(TEXT_COLUMNS), wanted, level)
             rest = [i for i in newest if i not in seen]
             ids.extend(rest[skip:skip + limit - len(ids)])
         return ids, total
@@ -650,23 +692,30 @@ class ExpertRepository:
         )
         return int(row[0])
 
-    async def _scored(self, expression: str, limit: int) -> list[tuple[int, float]]:
+    async def _scored(self, expression: str, limit: int,
+                      level: str | None = None) -> list[tuple[int, float]]:
         """(rowid, bm25) of the newest `limit` matches in profile_search_short; lower is better.
+        With `level`, of the profiles of that level only.
 
         bm25 only ever runs on the short table: on the full one its document frequencies
         would walk the long doclists of words that occur in many bios.
         """
+        table = "profile_search_short"
         rows = await self._db.fetchall(
-            "SELECT rowid, " + _bm25("profile_search_short", SHORT_WEIGHTS)
-            + " FROM profile_search_short WHERE profile_search_short MATCH ? "
-            "ORDER BY rowid DESC LIMIT ?", (expression, limit),
+            f"SELECT {table}.rowid, " + _bm25(table, SHORT_WEIGHTS)
+            + f" FROM {_at_level(table, level)} WHERE {table} MATCH ?"
+            + (_LEVEL_IS if level else "") + f" ORDER BY {table}.rowid DESC LIMIT ?",
+            (expression, *_level_args(level), limit),
         )
         return [(r[0], r[1]) for r in rows]
 
-    async def _newest(self, expression: str, limit: int) -> list[int]:
+    async def _newest(self, expression: str, limit: int, level: str | None = None
+                      ) -> list[int]:
+        table = "profile_search"
         rows = await self._db.fetchall(
-            "SELECT rowid FROM profile_search WHERE profile_search MATCH ? "
-            "ORDER BY rowid DESC LIMIT ?", (expression, limit),
+            f"SELECT {table}.rowid FROM {_at_level(table, level)} WHERE {table} MATCH ?"
+            + (_LEVEL_IS if level else "") + f" ORDER BY {table}.rowid DESC LIMIT ?",
+            (expression, *_level_args(level), limit),
         )
         return [r[0] for r in rows]
 

@@ -192,4 +192,35 @@ MIGRATIONS: list[Migration] = [
         )
         """,
     ),
+    Migration(
+        7,
+        "expert search: prefix index for 4 letters too",
+        """
+        -- Prefixes of 4 letters (`Digi`, `akte`, `harz`) are common search words; without their
+        -- own index FTS5 merges every matching term's doclist, and bm25 does it a second time.
+        -- FTS5 cannot change the option in place: each table is rebuilt with the same rows.
+        CREATE VIRTUAL TABLE profile_search_rebuilt USING fts5 (
+            topics, organisation, municipality, role, name, bio, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3 4'
+        );
+        INSERT INTO profile_search_rebuilt (rowid, topics, organisation, municipality, role, name,
+                                            bio, state, level)
+            SELECT rowid, topics, organisation, municipality, role, name, bio, state, level
+            FROM profile_search;
+        DROP TABLE profile_search;
+        ALTER TABLE profile_search_rebuilt RENAME TO profile_search;
+        CREATE VIRTUAL TABLE profile_search_short_rebuilt USING fts5 (
+            topics, organisation, municipality, role, name, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3 4'
+        );
+        INSERT INTO profile_search_short_rebuilt (rowid, topics, organisation, municipality,
+                                                  role, name, state, level)
+            SELECT rowid, topics, organisation, municipality, role, name, state, level
+            FROM profile_search_short;
+        DROP TABLE profile_search_short;
+        ALTER TABLE profile_search_short_rebuilt RENAME TO profile_search_short
+        """,
+    ),
 ]

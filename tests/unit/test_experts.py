@@ -838,3 +838,31 @@ async def test_stopwords_inside_a_synonym_are_kept(storage):
     assert await search(storage, "Einer für Alle") == (1, [ALICE])
     assert await search(storage, "EfA in der Verwaltung") == (0, [])
     assert await search(storage, "EfA in der") == (1, [ALICE])
+
+
+async def test_level_filter_finds_the_same_on_the_profile_row_as_in_the_index(storage,
+                                                                             monkeypatch):
+    # A common level is checked on the profile row, a rare one inside MATCH: the same hits,
+    # in the same order, either way.
+    from storage import experts as module
+
+    levels = ["kommune"] * 9 + ["bund", "land", None]
+    await storage.experts.upsert_many([
+        profile(user(n), level=levels[n % len(levels)], organisation="Stadt Köln" if n % 3
+                else "Landkreis Harz", topics=["OZG", "Cloud"] if n % 4 else ["Cloud"],
+                bio="OZG im Alltag" if n % 5 == 0 else None) for n in range(130)
+    ])
+    queries = ["OZG level:kommune", "OZG level:bund", "cloud level:land",
+               'OZG org:"Landkreis Harz" level:kommune', "Cloud level:kommune state:Hessen",
+               "Stadt level:kommune"]
+    found = {}
+    for share in (0.0, 2.0):  # always on the profile row; never
+        monkeypatch.setattr(module, "LEVEL_CHECK_SHARE", share)
+        storage.experts._shares = None
+        found[share] = [[await search(storage, q, 5, offset) for offset in (0, 5, 95, 120)]
+                        for q in queries]
+    assert found[0.0] == found[2.0]
+    with_ozg = [n for n in range(130) if n % 4 or n % 5 == 0]
+    assert found[0.0][0][0][0] == sum(levels[n % 12] == "kommune" for n in with_ozg)
+    assert found[0.0][1][0][0] == 11  # n % 12 == 9: all odd, so all with OZG
+    assert await storage.experts.search(SearchQuery(("OZG",), level="Mars")) == (0, [])
