@@ -73,7 +73,7 @@ EXPERT_START_SLOWER_MS = 5.0
 
 # Later parts of the benchmark issue; they get figures when the features exist.
 LATER = ("scheduler", "pairing")
-NOT_BUILT = "n/a (feature not built yet)"
+NOT_BUILT = "n/a (not measured yet)"
 
 
 @dataclass(frozen=True)
