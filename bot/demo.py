@@ -14,22 +14,28 @@ import contextlib
 import logging
 import sys
 import time
+from datetime import datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import nio
 
 from bot.runtime import Bot
 from bot.settings import Settings
 from bot.testserver import Homeserver
+from commands.schedule import local_time
 from storage import Storage
 from storage.experts import Profile
+from storage.workshops import Workshop
 
 BOT_LOCALPART = "nextbot"
 MEMBER_LOCALPART = "demo"
 MEMBER_PASSWORD = "demo-passwort"
 BOT_PASSWORD = "bot-passwort"
 ROOM_NAME = "NExT Demo"
+DEMO_ZONE = ZoneInfo("Europe/Berlin")
 ROOM_TOPIC = "Probier den NExT-Bot aus: !hilfe zeigt, was er kann."
 
 
@@ -48,7 +54,22 @@ DEMO_EXPERTS = [
 ]
 
 
-async def seed_demo_data(storage: Storage, server_name: str) -> None:
+# Fictional workshops, a week and two weeks from now, so that `!werkstätten` lists something.
+DEMO_WORKSHOPS = [
+    ("KI in der Verwaltung: erste Schritte", 7, clock_time(10), 2, "Rathaus Wiesbaden", 20),
+    ("OZG-Sprechstunde", 14, clock_time(14), 1, None, None),
+]
+
+
+async def seed_demo_data(storage: Storage, server_name: str, room_id: str | None = None) -> None:
+    now = datetime.now(DEMO_ZONE)
+    for title, in_days, at, hours, place, places in DEMO_WORKSHOPS:
+        start = local_time(now.date() + timedelta(days=in_days), at, DEMO_ZONE)
+        await storage.workshops.add(
+            Workshop(title=title, starts_at=start, ends_at=start + timedelta(hours=hours),
+                     created_by=f"@{MEMBER_LOCALPART}:{server_name}", room_id=room_id,
+                     location=place, capacity=places,
+                     url=None if place else "https://meet.example.org/ozg"), now)
     profiles = [
         Profile(user_id=f"@{localpart}:{server_name}", display_name=name, organisation=org,
                 level=level, state=state, topics=topics, role=role)
