@@ -479,38 +479,18 @@ QUERIES: tuple[tuple[str, str], ...] = (
 )
 
 
-async def _search_services(database: Path) -> Any:
-    """Services as the bot builds them (`bot.runtime.Bot._start`), on `database`."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from bot.runtime import FEATURES
-    from commands.experts import ExpertConfig
-    from commands.framework import Registry, Services
-    from commands.i18n import Catalog
-    from storage import Storage
-
-    class Clock:
-        def now(self) -> datetime:
-            return datetime.now(ZoneInfo("Europe/Berlin"))
-
-    storage = await Storage.open(database)
-    return Services(storage=storage, catalog=Catalog.load(), registry=Registry(FEATURES),
-                    clock=Clock(), prefix="!", experts_config=ExpertConfig.default())
-
-
 async def search_latency(database: Path, runs: int) -> dict[str, Any]:
     """Every query of QUERIES `runs` times (one warm-up round first), taking turns.
 
     Milliseconds: `dispatch` (parse, search, reply text) and `with_content` (plus the Matrix
     content: Markdown to sanitized HTML, `bot.render.paginate`); per query and per kind too.
     """
-    from bench.inprocess import summary
+    from bench.inprocess import services_on, summary
     from bot.render import paginate
     from commands.framework import Level, Request, dispatch
     from commands.i18n import Text
 
-    services = await _search_services(database)
+    services = await services_on(database)
     internal = services.catalog.text("de", "errors.internal").plain
 
     async def member_level() -> Level:

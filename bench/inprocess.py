@@ -41,7 +41,9 @@ def summary(values: list[float]) -> dict[str, Any]:
             "mean": statistics.fmean(values), "max": max(values)}
 
 
-async def _services(database: str) -> Any:
+async def services_on(database: str | Path) -> Any:
+    """Services as the bot builds them (`bot.runtime.Bot._start`), on `database`; the features'
+    configs are their defaults (what `None` stands for)."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
@@ -64,7 +66,7 @@ async def dispatch_overhead(calls: int, bodies: tuple[str, ...] = ("!ping", "!he
     """`dispatch()` of each body `calls` times (after a warm-up), in microseconds per call."""
     from commands.framework import Level, Request, dispatch
 
-    services = await _services(":memory:")
+    services = await services_on(":memory:")
 
     async def member_level() -> Level:
         return Level.MEMBER
@@ -141,7 +143,7 @@ async def pipeline_cost(commands: int, body: str = "!ping", placement: str | Non
         return None, None
 
     with tempfile.TemporaryDirectory(prefix="nextbot-bench-") as tmp:
-        services = await _services(str(Path(tmp) / "bench.db"))
+        services = await services_on(str(Path(tmp) / "bench.db"))
         storage = services.storage
         handler = CommandHandler(services, Permissions(no_state, [], 50), "de",
                                  lambda: int(time.time() * 1000), on_reply=lambda room_id: None)
