@@ -1,6 +1,7 @@
 """Message catalogs (German and English) and `Text`, a reply fragment that is safe by construction.
 
-Every user-facing sentence lives in `commands/locales/<lang>.toml`. A template is Markdown; values
+Every user-facing sentence lives in `commands/locales/<lang>/<feature>.toml` (one file per feature,
+merged on load). A template is Markdown; values
 filled into it are escaped in the Markdown version and kept raw in the plain version, so text
 that came from a member can never turn into markup, links or HTML.
 """
@@ -86,10 +87,16 @@ class Catalog:
 
     @classmethod
     def load(cls, directory: Path = LOCALES_DIR) -> Catalog:
-        messages = {}
+        messages: dict[str, dict[str, str]] = {}
         for lang in LANGUAGES:
-            with open(directory / f"{lang}.toml", "rb") as f:
-                messages[lang] = dict(_flatten(tomllib.load(f)))
+            merged: dict[str, str] = {}
+            for path in sorted((directory / lang).glob("*.toml")):
+                with open(path, "rb") as f:
+                    for key, value in _flatten(tomllib.load(f)):
+                        if key in merged:
+                            raise ValueError(f"message {key!r} defined twice ({lang}/{path.name})")
+                        merged[key] = value
+            messages[lang] = merged
         return cls(messages)
 
     def languages(self) -> tuple[str, ...]:

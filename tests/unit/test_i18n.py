@@ -80,12 +80,23 @@ def test_unknown_language_falls_back_to_german_and_unknown_key_raises():
         CATALOG.template("de", "no.such.key")
 
 
-def test_load_reads_a_given_directory(tmp_path):
-    (tmp_path / "de.toml").write_text('[a]\nb = "Hallo {name}"\n', encoding="utf-8")
-    (tmp_path / "en.toml").write_text('[a]\nb = "Hello {name}"\n', encoding="utf-8")
+def test_load_merges_every_feature_file_of_a_language(tmp_path):
+    for lang, hello in (("de", "Hallo"), ("en", "Hello")):
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "a.toml").write_text(f'[a]\nb = "{hello} {{name}}"\n', encoding="utf-8")
+        (tmp_path / lang / "c.toml").write_text('[a]\nc = "x"\n', encoding="utf-8")
     catalog = Catalog.load(tmp_path)
-    assert catalog.keys("en") == {"a.b"}
+    assert catalog.keys("en") == {"a.b", "a.c"}
     assert catalog.text("en", "a.b", name="Ann").plain == "Hello Ann"
+
+
+def test_load_refuses_a_message_defined_in_two_files(tmp_path):
+    for lang in ("de", "en"):
+        (tmp_path / lang).mkdir()
+        for name in ("one", "two"):
+            (tmp_path / lang / f"{name}.toml").write_text('[a]\nb = "x"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="a.b"):
+        Catalog.load(tmp_path)
 
 
 # -- escaping -----------------------------------------------------------------------------------
