@@ -21,7 +21,7 @@ from bot.scheduler import Scheduler
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.syncer import Syncer
-from commands import core, experts, workshops
+from commands import core, experts, room_settings, workshops
 from commands.framework import Registry, Router, Services
 from commands.i18n import Catalog
 from storage import Storage
@@ -30,7 +30,7 @@ from storage.database import DatabaseTooNewError
 log = logging.getLogger(__name__)
 
 # Every feature module's router, in the order `!help` lists them.
-FEATURES: list[Router] = [core.router, experts.router, workshops.router]
+FEATURES: list[Router] = [core.router, room_settings.router, experts.router, workshops.router]
 
 HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
 
@@ -82,7 +82,8 @@ class Bot:
                                                                 settings.experts.bio_max_length),
                             workshops_config=workshops.WorkshopConfig.create(
                                 settings.workshops.reminders, settings.workshops.rooms,
-                                settings.bot.timezone))
+                                settings.bot.timezone),
+                            room_defaults=room_settings.RoomDefaults(settings.bot.language))
         permissions = Permissions(connection.room_state, settings.bot.admins,
                                   settings.bot.moderator_level)
         sender = Sender(connection, storage.outbox)

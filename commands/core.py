@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from importlib.metadata import PackageNotFoundError, version
 
+from commands import room_settings
 from commands.framework import Arg, Context, Level, Router, UserError, usage
 from commands.i18n import LANGUAGES, Text
 
@@ -66,7 +67,7 @@ async def ping(ctx: Context) -> Text:
 @router.command("language", "sprache", args=[Arg("language", choices=LANGUAGES)],
                 level=Level.MODERATOR)
 async def language(ctx: Context, language: str) -> Text:
-    await ctx.services.storage.rooms.set_language(ctx.room_id, language)
+    await room_settings.change(ctx.services, ctx.room_id, "language", language, ctx.sender)
     # Confirm in the new language: that is the language the room will see from now on.
     return ctx.services.catalog.text(language, "language.changed",
                                      language=ctx.services.catalog.text(language,

@@ -24,7 +24,8 @@ from commands.framework import (
     Reply,
     Router,
     UserError,
-    usage,
+    keyword,
+    lookup,
 )
 from commands.i18n import Text, escape_markdown
 from storage.experts import (
@@ -41,7 +42,6 @@ from storage.experts import (
     Synonyms,
     clean_text,
     compiled_synonyms,
-    fold,
     normalize_level,
     normalize_state,
     topic_key,
@@ -122,29 +122,8 @@ FILTERS = {"state": "state", "bundesland": "state", "level": "level", "ebene": "
 PAGE_FLAGS = ("--page", "--seite")
 
 
-def _word(text: str) -> str:
-    return "".join(c for c in fold(text) if c.isalnum())
-
-
-def _lookup(table: dict[str, tuple[str, ...]], text: str) -> str | None:
-    word = _word(text)
-    return next((key for key, words in table.items() if word in words), None)
-
-
 def _words(ctx: Context) -> dict[str, str]:
     return WORDS.get(ctx.language, WORDS["en"])
-
-
-def _call(ctx: Context, *words: str) -> Text:
-    """A command line as code, in the room's language: `!profil setzen <feld> <wert>`."""
-    name = ctx.command.display_name(ctx.language)
-    return Text.code(" ".join((f"{ctx.services.prefix}{name}", *words)))
-
-
-def _other_call(ctx: Context, command: str, *words: str) -> Text:
-    found = ctx.services.registry.find(command)
-    name = found.display_name(ctx.language) if found else command
-    return Text.code(" ".join((f"{ctx.services.prefix}{name}", *words)))
 
 
 def _local_time(ctx: Context, moment: datetime | None) -> str:
@@ -171,9 +150,9 @@ def person_link(user_id: str, name: str | None) -> Text:
 async def profile(ctx: Context, profile_action: str | None = None,
                   profile_details: str | None = None) -> Text | list[Reply]:
     details = (profile_details or "").strip()
-    action = "show" if profile_action is None else _lookup(ACTIONS, profile_action)
+    action = "show" if profile_action is None else lookup(ACTIONS, profile_action)
     if action is None or (action in ("show", "consent", "delete", "export") and details):
-        raise _usage_error(ctx)
+        raise ctx.usage_error()
     if action == "show":
         return await _show(ctx)
     if action == "consent":
@@ -189,20 +168,10 @@ async def profile(ctx: Context, profile_action: str | None = None,
     return await _set(ctx, details)
 
 
-def _usage_error(ctx: Context) -> UserError:
-    services = ctx.services
-    help_command = services.registry.find("help")
-    help_name = help_command.display_name(ctx.language) if help_command else "help"
-    return UserError("errors.usage",
-                     usage=usage(ctx.command, services.catalog, ctx.language, services.prefix),
-                     help=Text.code(f"{services.prefix}{help_name} "
-                                    f"{ctx.command.display_name(ctx.language)}"))
-
-
 async def _show(ctx: Context) -> Text:
     found = await ctx.services.storage.experts.get(ctx.sender)
     if found is None:
-        return ctx.t("profile.none", consent=_call(ctx, _words(ctx)["consent"]),
+        return ctx.t("profile.none", consent=ctx.call(None, _words(ctx)["consent"]),
                      privacy=ctx.t("profile.privacy"))
     return _render_profile(ctx, found)
 
@@ -224,8 +193,8 @@ def _render_profile(ctx: Context, found: Profile) -> Text:
     placeholder = (catalog.template(ctx.language, "profile.field_word"),
                    catalog.template(ctx.language, "profile.value_word"))
     footer = ctx.t("profile.footer", consent_at=_local_time(ctx, found.consent_at),
-                   set=_call(ctx, words["set"], f"<{placeholder[0]}>", f"<{placeholder[1]}>"),
-                   delete=_call(ctx, words["delete"]), export=_call(ctx, words["export"]))
+                   set=ctx.call(None, words["set"], f"<{placeholder[0]}>", f"<{placeholder[1]}>"),
+                   delete=ctx.call(None, words["delete"]), export=ctx.call(None, words["export"]))
     # Blank lines around the list: a line right after it would continue its last item.
     return Text.join([ctx.t("profile.title"), lines, footer], "\n\n")
 
@@ -237,8 +206,8 @@ async def _consent(ctx: Context) -> Text:
     if not new:
         return ctx.t("profile.consent_already", consent_at=_local_time(ctx, found.consent_at))
     return ctx.t("profile.consent_given", consent_at=_local_time(ctx, found.consent_at),
-                 set=_call(ctx, words["set"], words["organisation"], "Stadt Musterstadt"),
-                 topics=_call(ctx, words["topics"], words["add"], "KI"))
+                 set=ctx.call(None, words["set"], words["organisation"], "Stadt Musterstadt"),
+                 topics=ctx.call(None, words["topics"], words["add"], "KI"))
 
 
 async def _consented(ctx: Context) -> Profile:
@@ -246,7 +215,7 @@ async def _consented(ctx: Context) -> Profile:
     found = await ctx.services.storage.experts.get(ctx.sender)
     if found is None:
         raise UserError("profile.consent_needed", privacy=ctx.t("profile.privacy"),
-                        consent=_call(ctx, _words(ctx)["consent"]))
+                        consent=ctx.call(None, _words(ctx)["consent"]))
     return found
 
 
@@ -281,13 +250,10 @@ _USER_ID = re.compile(r"^@[^\s:]+:[A-Za-z0-9.\-\[\]:]+$")
 
 
 async def _remove(ctx: Context, details: str) -> Text:
-    if await ctx.level() < Level.ADMIN:
-        raise UserError("errors.level",
-                        command=_call(ctx, _words(ctx)["remove"]),
-                        level=ctx.t(Level.ADMIN.key))
+    await ctx.require(Level.ADMIN, _words(ctx)["remove"])
     if not _USER_ID.match(details):
         raise UserError("profile.remove_usage",
-                        example=_call(ctx, _words(ctx)["remove"], "@name:example.org"))
+                        example=ctx.call(None, _words(ctx)["remove"], "@name:example.org"))
     if await ctx.services.storage.experts.remove_by_admin(details, ctx.sender,
                                                           ctx.services.clock.now()):
         return ctx.t("profile.removed", user=Text.code(details))
@@ -300,16 +266,16 @@ async def _remove(ctx: Context, details: str) -> Text:
 async def _set(ctx: Context, details: str) -> Text:
     found = await _consented(ctx)
     field_word, _, raw = details.partition(" ")
-    name = _lookup(FIELDS, field_word) if field_word else None
+    name = lookup(FIELDS, field_word) if field_word else None
     if name is None:
         raise UserError("profile.unknown_field" if field_word else "profile.which_field",
                         field=field_word, fields=_field_list(ctx),
-                        example=_call(ctx, _words(ctx)["set"], _words(ctx)["state"], "Hessen"))
+                        example=ctx.call(None, _words(ctx)["set"], _words(ctx)["state"], "Hessen"))
     raw = raw.strip()
     label = ctx.t(f"profile.fields.{name}")
     if not raw:
         raise UserError("profile.value_needed", field=label,
-                        example=_call(ctx, _words(ctx)["set"], field_word, "-"))
+                        example=ctx.call(None, _words(ctx)["set"], field_word, "-"))
     clear = raw == "-"
     updated = _with_value(ctx, found, name, raw, label, clear)
     updated = replace(updated, updated_at=ctx.services.clock.now())
@@ -398,12 +364,12 @@ async def _topics(ctx: Context, details: str) -> Text:
     found = await _consented(ctx)
     words = _words(ctx)
     op_word, _, raw = details.partition(" ")
-    op = _lookup(TOPIC_ACTIONS, op_word) if op_word else None
+    op = lookup(TOPIC_ACTIONS, op_word) if op_word else None
     items = _items(raw)
     if op is None or not items:
         raise UserError("profile.topics_usage",
-                        add=_call(ctx, words["topics"], words["add"], "KI, OZG"),
-                        remove=_call(ctx, words["topics"], words["remove"], "OZG"),
+                        add=ctx.call(None, words["topics"], words["add"], "KI, OZG"),
+                        remove=ctx.call(None, words["topics"], words["remove"], "OZG"),
                         topics=Text.raw(", ".join(found.topics) or "–"))
     have = {topic_key(t): t for t in found.topics}
     if op == "add":
@@ -455,13 +421,13 @@ def parse_query(text: str, synonyms: Synonyms | None = None) -> ParsedQuery:
             page_next = False
             page = _page(match.group(0))
             continue
-        if key is not None and _word(key) in FILTERS:
+        if key is not None and keyword(key) in FILTERS:
             value = match.group("quoted") if match.group("quoted") is not None \
                 else match.group("value")
             value = clean_text(value or "")
             if not value:
                 raise UserError("experts.empty_filter", filter=Text.code(f"{key}:"))
-            filters[FILTERS[_word(key)]] = value
+            filters[FILTERS[keyword(key)]] = value
         elif key is not None:
             terms.append(match.group(0))
         elif match.group("phrase") is not None:
@@ -514,9 +480,9 @@ async def experts(ctx: Context, search: str | None = None) -> Text:
     query = parsed.query if parsed else None
     if query is None or not (query.terms or query.state or query.level or query.organisation):
         raise UserError("experts.empty",
-                        example=_call(ctx, "KI", "state:Hessen"),
-                        example_org=_call(ctx, "OZG", 'org:"Stadt Wiesbaden"'),
-                        topics=_other_call(ctx, "topics"))
+                        example=ctx.call(None, "KI", "state:Hessen"),
+                        example_org=ctx.call(None, "OZG", 'org:"Stadt Wiesbaden"'),
+                        topics=ctx.call("topics"))
     page = parsed.page
     total, hits = await ctx.services.storage.experts.search(query, PAGE_SIZE,
                                                             (page - 1) * PAGE_SIZE)
@@ -536,7 +502,7 @@ async def experts(ctx: Context, search: str | None = None) -> Text:
     # Paragraph, numbered list (starting at `first`), paragraph: blank lines keep them apart.
     parts = [header, Text.join(_hit_line(ctx, first + i, hit, bool(query.terms))
                                for i, hit in enumerate(hits))]
-    more = _call(ctx, _without_page(text), _words(ctx)["page"], str(page + 1))
+    more = ctx.call(None, _without_page(text), _words(ctx)["page"], str(page + 1))
     if many and len(hits) == PAGE_SIZE:
         parts.append(ctx.t("experts.more_many", page=page, next=more))
     elif page < pages:
@@ -564,8 +530,8 @@ async def _no_hits(ctx: Context, parsed: ParsedQuery, shown: Text) -> Text:
     suggestions = await closest_topics(ctx, parsed.text) if parsed.text else []
     if suggestions:
         return ctx.t("experts.none_suggest", query=shown, suggestions=Text.join(
-            (_call(ctx, topic) for topic in suggestions), ", "))
-    return ctx.t("experts.none", query=shown, topics=_other_call(ctx, "topics"))
+            (ctx.call(None, topic) for topic in suggestions), ", "))
+    return ctx.t("experts.none", query=shown, topics=ctx.call("topics"))
 
 
 async def closest_topics(ctx: Context, text: str, limit: int = SUGGESTIONS) -> list[str]:
@@ -585,10 +551,10 @@ async def topics(ctx: Context) -> Text:
     experts_ = ctx.services.storage.experts
     top = await experts_.top_topics(TOP_TOPICS)
     if not top:
-        return ctx.t("topics.none", add=_other_call(ctx, "profile", _words(ctx)["topics"],
+        return ctx.t("topics.none", add=ctx.call("profile", _words(ctx)["topics"],
                                                     _words(ctx)["add"], "KI"))
     return Text.join([
         ctx.t("topics.header", count=len(top), profiles=await experts_.count()),
         Text.join(ctx.t("topics.line", topic=t.topic, profiles=t.profiles) for t in top),
-        ctx.t("topics.search", example=_other_call(ctx, "experts", top[0].topic)),
+        ctx.t("topics.search", example=ctx.call("experts", top[0].topic)),
     ], "\n\n")

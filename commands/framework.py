@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from commands.i18n import Catalog, Text
 from storage import Storage
+from storage.experts import fold
 
 if TYPE_CHECKING:
     from commands.experts import ExpertConfig
+    from commands.room_settings import RoomDefaults
     from commands.workshops import WorkshopConfig
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,7 @@ class Services:
     started_at: float = field(default_factory=time.monotonic)
     experts_config: ExpertConfig | None = None  # `[experts]`; defaults when None
     workshops_config: WorkshopConfig | None = None  # `[workshops]`; defaults when None
+    room_defaults: RoomDefaults | None = None  # the operator's defaults for room settings
     # Tells the scheduler that a feature's schedule changed (a workshop added or moved).
     schedule_changed: Callable[[str], Awaitable[None]] | None = None
 
@@ -220,6 +223,37 @@ class Context:
 
     def t(self, key: str, /, **values: Any) -> Text:
         return self.services.catalog.text(self.language, key, **values)
+
+    def call(self, command: str | None = None, *words: str) -> Text:
+        """A command line as code, in the room's language: `!profil setzen <feld> <wert>`.
+        Without a command name: this command."""
+        found = self.command if command is None else self.services.registry.find(command)
+        name = found.display_name(self.language) if found else str(command)
+        return Text.code(" ".join((f"{self.services.prefix}{name}", *words)))
+
+    def usage_error(self) -> UserError:
+        """This command's usage line and where its help is, as the answer."""
+        return UserError("errors.usage",
+                         usage=usage(self.command, self.services.catalog, self.language,
+                                     self.services.prefix),
+                         help=self.call("help", self.command.display_name(self.language)))
+
+    async def require(self, level: Level, *words: str) -> None:
+        """Refuse the rest of this command (`!name words…`) below `level`."""
+        if await self.level() < level:
+            raise UserError("errors.level", command=self.call(None, *words),
+                            level=self.t(level.key))
+
+
+def keyword(text: str) -> str:
+    """A typed word as a lookup key: case, umlauts, accents and punctuation folded away."""
+    return "".join(c for c in fold(text) if c.isalnum())
+
+
+def lookup(table: dict[str, tuple[str, ...]], text: str) -> str | None:
+    """The key whose words (already `keyword`s) contain the typed word, e.g. `setzen` → `set`."""
+    word = keyword(text)
+    return next((key for key, words in table.items() if word in words), None)
 
 
 def split_command(body: str, prefix: str) -> tuple[str, str] | None:

@@ -44,6 +44,8 @@ from commands.framework import (
     Router,
     Services,
     UserError,
+    keyword,
+    lookup,
 )
 from commands.i18n import Catalog, Text, escape_markdown
 from commands.schedule import Occurrence, before, local_time
@@ -146,15 +148,6 @@ WORDS = {
            "end": "end", "duration": "duration", "location": "location", "url": "link",
            "capacity": "places", "community": "community", "description": "description"},
 }
-
-
-def _word(text: str) -> str:
-    return "".join(c for c in fold(text) if c.isalnum())
-
-
-def _lookup(table: dict[str, tuple[str, ...]], text: str) -> str | None:
-    word = _word(text)
-    return next((key for key, words in table.items() if word in words), None)
 
 
 def _clean(value: str) -> str:
@@ -434,7 +427,7 @@ def split_fields(text: str) -> Spec:
     fields: list[tuple[str, str, str]] = []
     for index, (_, value_start, key) in enumerate(cuts):
         value_end = cuts[index + 1][0] if index + 1 < len(cuts) else len(text)
-        name = _lookup(FIELDS, key)
+        name = lookup(FIELDS, key)
         if name is None:
             raise UnknownKeyError(key)
         fields.append((name, key, _unquote(text[value_start:value_end])))
@@ -677,11 +670,11 @@ async def workshop(ctx: Context, workshop_details: str | None = None) -> Text | 
         number, rest = parse_number(number_word), more[0] if more else ""
     if number is not None:
         action_word, *more = rest.split(maxsplit=1) or ["show"]
-        action = _lookup(ACTIONS, action_word)
+        action = lookup(ACTIONS, action_word)
         if action is None or action == "add":
             raise _usage(ctx)
         return await _act(ctx, action, number, more[0] if more else "")
-    action = _lookup(ACTIONS, first)
+    action = lookup(ACTIONS, first)
     if action is None:
         raise _usage(ctx)
     if action == "add":
@@ -786,7 +779,7 @@ async def _ics(ctx: Context, number: int) -> Reply:
 @router.command("rsvp", "anmelden", args=[Arg("workshop_number", rest=True)])
 async def rsvp(ctx: Context, workshop_number: str) -> Text | list[Reply]:
     words = workshop_number.split()
-    if len(words) == 2 and _lookup(ACTIONS, words[0]) in ("cancel", "withdraw"):
+    if len(words) == 2 and lookup(ACTIONS, words[0]) in ("cancel", "withdraw"):
         number = parse_number(words[1])
         if number is None:
             raise _number_needed(ctx, "withdraw")
@@ -948,7 +941,7 @@ def _value(view: View, name: str, key: str, value: str) -> Any:
             raise UserError("workshops.cannot_clear", detail=Text.code(f"{key}="))
         return None
     if name == "capacity":
-        if _word(value) in UNLIMITED:
+        if keyword(value) in UNLIMITED:
             return None
         try:
             capacity = int(value.replace(".", "").replace(" ", ""))

@@ -223,4 +223,33 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE profile_search_short_rebuilt RENAME TO profile_search_short
         """,
     ),
+    Migration(
+        8,
+        "room settings as key and value, with a record of every change",
+        """
+        ALTER TABLE room_settings RENAME TO room_settings_before_8;
+        CREATE TABLE room_settings (
+            room_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (room_id, key)
+        );
+        INSERT INTO room_settings (room_id, key, value)
+            SELECT room_id, 'language', language FROM room_settings_before_8
+            WHERE language IS NOT NULL;
+        DROP TABLE room_settings_before_8;
+        CREATE INDEX room_settings_by_key ON room_settings (key, value);
+        -- who changed what when; old or new value NULL = the default
+        CREATE TABLE room_setting_changes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            old_value TEXT,
+            new_value TEXT,
+            changed_by TEXT NOT NULL,
+            changed_at INTEGER NOT NULL
+        );
+        CREATE INDEX room_setting_changes_by_room ON room_setting_changes (room_id, id)
+        """,
+    ),
 ]

@@ -14,10 +14,19 @@ class RoomCursor:
     last_ts: int
 
 
+@dataclass(frozen=True)
+class SettingChange:
+    key: str
+    old_value: str | None  # None: the default
+    new_value: str | None
+    changed_by: str
+    changed_at: int  # milliseconds
+
+
 class RoomRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._languages: dict[str, str | None] = {}  # read for every command: kept in memory
+        self._settings: dict[str, dict[str, str]] = {}  # read for every command: kept in memory
 
     async def cursor(self, room_id: str) -> RoomCursor | None:
         row = await self._db.fetchone(
@@ -34,21 +43,53 @@ class RoomRepository:
             (cursor.room_id, cursor.last_event_id, cursor.last_ts),
         )
 
-    async def language(self, room_id: str) -> str | None:
-        if room_id not in self._languages:
-            row = await self._db.fetchone(
-                "SELECT language FROM room_settings WHERE room_id = ?", (room_id,)
-            )
-            self._languages[room_id] = row[0] if row else None
-        return self._languages[room_id]
+    async def settings(self, room_id: str) -> dict[str, str]:
+        """The values moderators set in this room (keys without a row use their default)."""
+        if room_id not in self._settings:
+            rows = await self._db.fetchall(
+                "SELECT key, value FROM room_settings WHERE room_id = ?", (room_id,))
+            self._settings[room_id] = {key: value for key, value in rows}
+        return dict(self._settings[room_id])
 
-    async def set_language(self, room_id: str, language: str) -> None:
-        await self._db.execute(
-            "INSERT INTO room_settings (room_id, language) VALUES (?, ?) "
-            "ON CONFLICT (room_id) DO UPDATE SET language = excluded.language",
-            (room_id, language),
-        )
-        self._languages.pop(room_id, None)  # re-read: the write may yet be rolled back
+    async def language(self, room_id: str) -> str | None:
+        return (await self.settings(room_id)).get("language")
+
+    async def change_setting(self, room_id: str, key: str, value: str | None, *,
+                             changed_by: str, changed_at: int) -> str | None:
+        """Set (or with None: reset) one setting and record the change; returns the old value."""
+        async with self._db.transaction():
+            row = await self._db.fetchone(
+                "SELECT value FROM room_settings WHERE room_id = ? AND key = ?", (room_id, key))
+            old = row[0] if row else None
+            if value is None:
+                await self._db.execute(
+                    "DELETE FROM room_settings WHERE room_id = ? AND key = ?", (room_id, key))
+            else:
+                await self._db.execute(
+                    "INSERT INTO room_settings (room_id, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (room_id, key) DO UPDATE SET value = excluded.value",
+                    (room_id, key, value))
+            await self._db.execute(
+                "INSERT INTO room_setting_changes "
+                "(room_id, key, old_value, new_value, changed_by, changed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (room_id, key, old, value, changed_by, changed_at))
+            self._settings.pop(room_id, None)  # re-read: the write may yet be rolled back
+        self._settings.pop(room_id, None)
+        return old
+
+    async def setting_changes(self, room_id: str, limit: int = 10) -> list[SettingChange]:
+        """The room's latest changes, newest first."""
+        rows = await self._db.fetchall(
+            "SELECT key, old_value, new_value, changed_by, changed_at FROM room_setting_changes "
+            "WHERE room_id = ? ORDER BY id DESC LIMIT ?", (room_id, limit))
+        return [SettingChange(*row) for row in rows]
+
+    async def rooms_with_setting(self, key: str, value: str) -> list[str]:
+        rows = await self._db.fetchall(
+            "SELECT room_id FROM room_settings WHERE key = ? AND value = ? ORDER BY room_id",
+            (key, value))
+        return [row[0] for row in rows]
 
     async def direct_room(self, user_id: str) -> str | None:
         row = await self._db.fetchone(

@@ -208,3 +208,8 @@ database = "{tmp_path / 'data' / 'nextbot.db'}"
 {extra}
 """, encoding="utf-8")
     return path
+
+
+async def set_language(storage: Storage, room_id: str, language: str) -> None:
+    await storage.rooms.change_setting(room_id, "language", language,
+                                       changed_by="@mod:example.org", changed_at=1)

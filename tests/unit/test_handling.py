@@ -3,7 +3,7 @@ import pytest
 from bot.handling import CommandHandler, reply_txn_id
 from bot.permissions import Permissions
 from storage.inbox import InboxMessage
-from tests.unit.fakes import ALICE, BOB, BOSS, OTHER_ROOM, ROOM, make_services
+from tests.unit.fakes import ALICE, BOB, BOSS, OTHER_ROOM, ROOM, make_services, set_language
 
 NOW = 1_700_000_000_000
 
@@ -116,7 +116,7 @@ async def test_a_long_reply_is_queued_as_pages_under_stable_txn_ids(storage, mon
 
 
 async def test_room_language_and_default_language(storage, handler):
-    await storage.rooms.set_language(OTHER_ROOM, "en")
+    await set_language(storage, OTHER_ROOM, "en")
     await handler.handle(cmd("$de", "!ping"))
     await handler.handle(cmd("$en", "!ping", room_id=OTHER_ROOM))
     assert (await storage.outbox.next_for_room(ROOM)).content["body"] == "Pong! Ich bin da."

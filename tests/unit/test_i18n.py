@@ -95,7 +95,7 @@ def test_load_refuses_a_message_defined_in_two_files(tmp_path):
         (tmp_path / lang).mkdir()
         for name in ("one", "two"):
             (tmp_path / lang / f"{name}.toml").write_text('[a]\nb = "x"\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="a.b"):
+    with pytest.raises(ValueError, match=r"a\.b"):
         Catalog.load(tmp_path)
 
 

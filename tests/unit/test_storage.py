@@ -9,7 +9,7 @@ from storage.inbox import InboxMessage
 from storage.migrations import MIGRATIONS
 from storage.outbox import OutgoingMessage
 from storage.rooms import RoomCursor
-from tests.unit.fakes import ALICE, BOT, OTHER_ROOM, ROOM
+from tests.unit.fakes import ALICE, BOT, OTHER_ROOM, ROOM, set_language
 
 TABLES = {"bot_session", "room_cursor", "inbox", "handled_events", "outbox", "room_settings"}
 
@@ -102,7 +102,7 @@ async def test_a_failing_transaction_leaves_no_rows(storage):
         async with storage.db.transaction():
             await storage.inbox.add([cmd("$a")], received_at=1)
             await storage.outbox.add([out("t1")], created_at=1)
-            await storage.rooms.set_language(ROOM, "en")
+            await set_language(storage, ROOM, "en")
             raise RuntimeError("boom")
     assert await storage.inbox.count() == 0
     assert await storage.outbox.count() == 0
@@ -292,10 +292,10 @@ async def test_login_of_another_account_starts_a_new_sync_history(storage):
 
 async def test_room_language(storage):
     assert await storage.rooms.language(ROOM) is None
-    await storage.rooms.set_language(ROOM, "en")
-    await storage.rooms.set_language(OTHER_ROOM, "de")
-    await storage.rooms.set_language(ROOM, "de")
-    await storage.rooms.set_language(ROOM, "en")
+    await set_language(storage, ROOM, "en")
+    await set_language(storage, OTHER_ROOM, "de")
+    await set_language(storage, ROOM, "de")
+    await set_language(storage, ROOM, "en")
     assert await storage.rooms.language(ROOM) == "en"
     assert await storage.rooms.language(OTHER_ROOM) == "de"
 

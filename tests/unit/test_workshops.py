@@ -28,7 +28,17 @@ from commands.workshops import (
     split_fields,
 )
 from storage.workshops import Workshop, offset_label, parse_offset
-from tests.unit.fakes import ALICE, BOB, BOSS, CATALOG, OTHER_ROOM, ROOM, make_services, request
+from tests.unit.fakes import (
+    ALICE,
+    BOB,
+    BOSS,
+    CATALOG,
+    OTHER_ROOM,
+    ROOM,
+    make_services,
+    request,
+    set_language,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CAROL = "@carol:example.org"
@@ -727,7 +737,7 @@ async def test_render_mentions_only_registered_members(services, storage, clock)
 
 async def test_render_in_the_rooms_language(services, storage, clock):
     await stored(storage, "AI", berlin(2026, 12, 3, 10))
-    await storage.rooms.set_language(ROOM, "en")
+    await set_language(storage, ROOM, "en")
     source = reminders(services)
     [_, last] = await source.occurrences(berlin(2026, 11, 20), berlin(2026, 12, 31))
     clock.at = last.due
