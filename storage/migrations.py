@@ -252,4 +252,37 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX room_setting_changes_by_room ON room_setting_changes (room_id, id)
         """,
     ),
+    Migration(
+        9,
+        "communities, the network's space, and the joins waiting for their welcome",
+        """
+        CREATE TABLE communities (
+            slug TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            topic TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT '',
+            room_id TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            archived_at INTEGER
+        );
+        CREATE UNIQUE INDEX communities_active_room ON communities (room_id)
+            WHERE archived_at IS NULL;
+        -- the space the bot created or was given; one row
+        CREATE TABLE network_space (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            room_id TEXT NOT NULL
+        );
+        -- a join seen in a community room: greeted once (its membership event is the key)
+        CREATE TABLE welcomes (
+            event_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            joined_at INTEGER NOT NULL,
+            greeted_at INTEGER
+        );
+        CREATE INDEX welcomes_waiting ON welcomes (room_id, joined_at) WHERE greeted_at IS NULL
+        """,
+    ),
 ]
+
