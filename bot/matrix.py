@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ PAGE_SIZE = 100
 
 class TransientError(Exception):
     """The homeserver could not be reached or answered with a server error: try again later."""
+
+
+class RefusedError(Exception):
+    """The homeserver refused the request for good (no permission, unknown room or alias):
+    retrying will not help. The message is the Matrix error code, never content."""
 
 
 class LoginError(Exception):
@@ -335,13 +341,61 @@ class MatrixConnection:
         return {"url": response.content_uri}
 
     async def create_direct_room(self, user_id: str) -> str:
+        return await self.create_room(invite=[user_id], is_direct=True)
+
+    async def create_room(self, *, name: str | None = None, topic: str | None = None,
+                          invite: Sequence[str] = (), is_direct: bool = False,
+                          space: bool = False, moderators: Sequence[str] = (),
+                          initial_state: Sequence[dict[str, Any]] = ()) -> str:
+        """A new private room (or space) with history visible to its members; `moderators` get
+        power level 50. A direct room makes everyone invited an equal (trusted private chat).
+        Not idempotent: callers record the room id right away."""
+        state = [{"type": "m.room.history_visibility", "state_key": "",
+                  "content": {"history_visibility": "shared"}}, *initial_state]
+        levels = {"users": {user: 50 for user in moderators}} if moderators else None
         response = await self._call(
-            self.client.room_create(is_direct=True, invite=[user_id],
-                                    preset=nio.RoomPreset.trusted_private_chat)
+            self.client.room_create(
+                name=name, topic=topic, invite=list(invite), is_direct=is_direct, space=space,
+                preset=(nio.RoomPreset.trusted_private_chat if is_direct
+                        else nio.RoomPreset.private_chat),
+                initial_state=state, power_level_override=levels,
+            )
         )
         if not isinstance(response, nio.RoomCreateResponse):
-            self._raise_for(response, "create direct room")
+            self._raise_for_refusal(response, "create room")
         return response.room_id
+
+    async def put_state(self, room_id: str, event_type: str, content: dict[str, Any],
+                        state_key: str = "") -> str:
+        response = await self._call(
+            self.client.room_put_state(room_id, event_type, content, state_key=state_key))
+        if not isinstance(response, nio.RoomPutStateResponse):
+            self._raise_for_refusal(response, f"put {event_type}")
+        return response.event_id
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        response = await self._call(self.client.room_invite(room_id, user_id))
+        if not isinstance(response, nio.RoomInviteResponse):
+            self._raise_for_refusal(response, "invite")
+
+    async def resolve_alias(self, alias: str) -> str | None:
+        """The room id behind `#alias:server`, None when no such alias exists."""
+        response = await self._call(self.client.room_resolve_alias(alias))
+        if isinstance(response, nio.RoomResolveAliasResponse):
+            return response.room_id
+        if getattr(response, "status_code", None) == "M_NOT_FOUND":
+            return None
+        self._raise_for_refusal(response, "resolve alias")
+        return None
+
+    async def joined_member_count(self, room_id: str) -> int:
+        room = self.client.rooms.get(room_id)
+        if room is not None and room.joined_count:
+            return room.joined_count  # from the sync's room summary: no request needed
+        response = await self._call(self.client.joined_members(room_id))
+        if not isinstance(response, nio.JoinedMembersResponse):
+            self._raise_for_refusal(response, "joined members")
+        return len(response.members)
 
     async def join(self, room_id: str) -> bool:
         response = await self._call(self.client.join(room_id))
@@ -371,6 +425,14 @@ class MatrixConnection:
         status = _http_status(response)
         if status is None or status >= 500 or status == 429:
             raise TransientError(f"HTTP {status}")
+
+    def _raise_for_refusal(self, response: Any, what: str) -> None:
+        """A 4xx other than 429 is a refusal (RefusedError); the rest is transient."""
+        self._raise_if_transient(response)
+        errcode = getattr(response, "status_code", None)
+        if errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+            raise LoginError(f"{what}: the access token is no longer valid ({errcode})")
+        raise RefusedError(f"{what}: {errcode or 'refused'}")
 
     def _raise_for(self, response: Any, what: str) -> None:
         errcode = getattr(response, "status_code", None)
