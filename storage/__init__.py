@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.communities import CommunityRepository
 from storage.database import Database
 from storage.deliveries import DeliveryRepository
 from storage.experts import ExpertRepository
@@ -30,6 +31,7 @@ class Storage:
     workshops: WorkshopRepository
     deliveries: DeliveryRepository
     undecrypted: UndecryptedRepository
+    communities: CommunityRepository
 
     @classmethod
     async def open(cls, path: str | Path) -> Storage:
@@ -44,6 +46,7 @@ class Storage:
             workshops=WorkshopRepository(db),
             deliveries=DeliveryRepository(db),
             undecrypted=UndecryptedRepository(db),
+            communities=CommunityRepository(db),
         )
 
     async def close(self) -> None:
