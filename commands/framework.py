@@ -13,6 +13,7 @@ import enum
 import logging
 import time
 import traceback
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -248,6 +249,19 @@ class Context:
 def keyword(text: str) -> str:
     """A typed word as a lookup key: case, umlauts, accents and punctuation folded away."""
     return "".join(c for c in fold(text) if c.isalnum())
+
+
+def one_line(value: str) -> str:
+    """One line of visible text: control and format characters dropped, spaces collapsed."""
+    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                    for c in value if unicodedata.category(c) != "Cf")
+    return " ".join(value.split())
+
+
+def visible_lines(text: str) -> str:
+    """Text of several lines: line breaks kept, other control and format characters dropped."""
+    kept = "".join(c for c in text if c == "\n" or unicodedata.category(c) not in ("Cc", "Cf"))
+    return "\n".join(line.rstrip() for line in kept.strip().splitlines())
 
 
 def lookup(table: dict[str, tuple[str, ...]], text: str) -> str | None:

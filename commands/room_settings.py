@@ -7,12 +7,21 @@ combine the same way everywhere. Each change is recorded (who, when, old and new
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from commands.framework import Arg, Context, Level, Router, Services, UserError, keyword, lookup
+from commands.framework import (
+    Arg,
+    Context,
+    Level,
+    Router,
+    Services,
+    UserError,
+    keyword,
+    lookup,
+    visible_lines,
+)
 from commands.i18n import LANGUAGES, Text
 
 router = Router("settings")
@@ -217,7 +226,7 @@ def _parse(ctx: Context, definition: Setting, text: str) -> str | None:
         return value
     if definition.may_be_off and lookup({OFF: SWITCH_WORDS[OFF]}, text) is not None:
         return OFF
-    cleaned = _clean_text(text)
+    cleaned = visible_lines(text)
     if not cleaned:
         raise UserError("settings.bad_text", key=name)
     if len(cleaned) > TEXT_MAX_LENGTH:
@@ -226,12 +235,6 @@ def _parse(ctx: Context, definition: Setting, text: str) -> str | None:
     if problem is not None:
         raise UserError(problem, key=name)
     return cleaned
-
-
-def _clean_text(text: str) -> str:
-    """Lines kept; other control and invisible format characters dropped."""
-    kept = "".join(c for c in text if c == "\n" or unicodedata.category(c) not in ("Cc", "Cf"))
-    return "\n".join(line.rstrip() for line in kept.strip().splitlines())
 
 
 async def _history(ctx: Context) -> Text:

@@ -24,7 +24,6 @@ offset of `[workshops] reminders` one post into the workshop's room (else into e
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -46,6 +45,7 @@ from commands.framework import (
     UserError,
     keyword,
     lookup,
+    one_line,
 )
 from commands.i18n import Catalog, Text, escape_markdown
 from commands.schedule import Occurrence, before, local_time
@@ -148,13 +148,6 @@ WORDS = {
            "end": "end", "duration": "duration", "location": "location", "url": "link",
            "capacity": "places", "community": "community", "description": "description"},
 }
-
-
-def _clean(value: str) -> str:
-    """One line of visible text: control and format characters dropped, spaces collapsed."""
-    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
-                    for c in value if unicodedata.category(c) != "Cf")
-    return " ".join(value.split())
 
 
 _NUMBER = re.compile(r"^(?:#|nr\.?|no\.?|nummer)?\s*(\d{1,9})\.?$", re.IGNORECASE)
@@ -623,7 +616,7 @@ def select(found: list[Workshop], query: str) -> list[Workshop]:
                 args=[Arg("workshop_query", rest=True, optional=True)])
 async def workshops(ctx: Context, workshop_query: str | None = None) -> Text:
     view = View(ctx.services, ctx.language)
-    query = _clean(workshop_query or "")
+    query = one_line(workshop_query or "")
     found = select(await ctx.services.storage.workshops.upcoming(ctx.services.clock.now()),
                    query)
     if not found:
@@ -901,7 +894,7 @@ def _changes(view: View, fields: list[tuple[str, str, str]],
              example: Text) -> _Changes:
     changes = _Changes()
     for name, key, raw in fields:
-        value = _clean(raw)
+        value = one_line(raw)
         if not value:
             raise UserError("workshops.empty_value", detail=Text.code(f"{key}="), example=example)
         if name in TIME_FIELDS:
@@ -977,7 +970,7 @@ async def _add(ctx: Context, text: str) -> Text:
     except WhenError as error:
         raise _when_error(error, example) from None
     changes = _changes(view, spec.fields, example)
-    title = changes.values.pop("title", None) or _clean(_unquote(title))
+    title = changes.values.pop("title", None) or one_line(_unquote(title))
     try:
         start, end = resolve(head_when.merged(changes.when), changes.duration, now,
                              view.config.timezone)
@@ -1085,7 +1078,7 @@ async def _cancel(ctx: Context, number: int, reason: str) -> list[Reply]:
     now = ctx.services.clock.now()
     if w.ends_at <= now:
         raise UserError("workshops.over", number=number)
-    reason = _clean(reason)
+    reason = one_line(reason)
     if len(reason) > MAX_LENGTH["reason"]:
         raise UserError("workshops.too_long", field=view.t("labels.reason"),
                         max=MAX_LENGTH["reason"], length=len(reason))
