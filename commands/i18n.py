@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 LOCALES_DIR = Path(__file__).parent / "locales"
 LANGUAGES = ("de", "en")
@@ -47,6 +48,13 @@ class Text:
         fence = "`" * (longest + 1)
         padded = f" {value} " if value.startswith("`") or value.endswith("`") else value
         return cls(f"{fence}{padded}{fence}", value)
+
+    @classmethod
+    def mention(cls, user_id: str) -> Text:
+        """A person's Matrix id linking to them (a pill); pings only if in the reply's
+        mentions."""
+        url = "https://matrix.to/#/" + quote(user_id, safe="@:")
+        return cls(f"[{escape_markdown(user_id)}]({url})", user_id)
 
     @classmethod
     def join(cls, parts: Iterable[Text], separator: str = "\n") -> Text:

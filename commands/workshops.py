@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime, format_timedelta
@@ -47,7 +46,7 @@ from commands.framework import (
     lookup,
     one_line,
 )
-from commands.i18n import Catalog, Text, escape_markdown
+from commands.i18n import Catalog, Text
 from commands.schedule import Occurrence, before, local_time
 from storage.experts import STOPWORDS, fold, tokens
 from storage.workshops import (
@@ -544,12 +543,6 @@ def link(url: str) -> Text:
     if is_web_link(url):
         return Text(f"<{url}>", url)
     return Text.raw(url)
-
-
-def mention(user_id: str) -> Text:
-    """A person's Matrix id linking to them (a pill); pings only if in the reply's mentions."""
-    url = "https://matrix.to/#/" + quote(user_id, safe="@:")
-    return Text(f"[{escape_markdown(user_id)}]({url})", user_id)
 
 
 # -- the calendar file --------------------------------------------------------------------------
@@ -1106,7 +1099,7 @@ async def _participants(ctx: Context, number: int) -> list[Reply]:
                          ("participants_waiting", waiting)):
         if group:
             parts.append(Text.join([view.t(label), Text.join(
-                view.t("participants_line", position=i, person=mention(r.user_id))
+                view.t("participants_line", position=i, person=Text.mention(r.user_id))
                 for i, r in enumerate(group, 1))]))
     if not everyone:
         parts.append(view.t("participants_none"))
@@ -1180,7 +1173,7 @@ class WorkshopReminders:
             parts.append(Text.raw(w.description))
         if registered:
             parts.append(view.t("reminder_registered", count=len(registered),
-                                people=Text.join((mention(u) for u in registered), ", ")))
+                                people=Text.join((Text.mention(u) for u in registered), ", ")))
         full = w.capacity is not None and counts.registered >= w.capacity
         parts.append(view.t("reminder_full" if full else "reminder_rsvp",
                             rsvp=view.call("rsvp", str(number)),
