@@ -388,6 +388,17 @@ class MatrixConnection:
         self._raise_for_refusal(response, "resolve alias")
         return None
 
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        """`join`, `invite`, `leave`, `ban` … of a user in a room; None when never a member
+        (or the bot cannot see the room)."""
+        response = await self._call(
+            self.client.room_get_state_event(room_id, "m.room.member", user_id))
+        if isinstance(response, nio.RoomGetStateEventResponse):
+            membership = response.content.get("membership")
+            return membership if isinstance(membership, str) else None
+        self._raise_if_transient(response)
+        return None
+
     async def joined_member_count(self, room_id: str) -> int:
         room = self.client.rooms.get(room_id)
         if room is not None and room.joined_count:

@@ -17,11 +17,13 @@ from bot.handling import CommandHandler, DirectRooms
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
 from bot.permissions import Permissions
+from bot.room_admin import MatrixRoomAdmin
 from bot.scheduler import Scheduler
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.syncer import Syncer
-from commands import core, experts, room_settings, workshops
+from bot.welcomer import Welcomer
+from commands import communities, core, experts, room_settings, workshops
 from commands.framework import Registry, Router, Services
 from commands.i18n import Catalog
 from storage import Storage
@@ -30,7 +32,8 @@ from storage.database import DatabaseTooNewError
 log = logging.getLogger(__name__)
 
 # Every feature module's router, in the order `!help` lists them.
-FEATURES: list[Router] = [core.router, room_settings.router, experts.router, workshops.router]
+FEATURES: list[Router] = [core.router, room_settings.router, communities.router, experts.router,
+                          workshops.router]
 
 HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
 
@@ -83,7 +86,10 @@ class Bot:
                             workshops_config=workshops.WorkshopConfig.create(
                                 settings.workshops.reminders, settings.workshops.rooms,
                                 settings.bot.timezone),
-                            room_defaults=room_settings.RoomDefaults(settings.bot.language))
+                            room_defaults=room_settings.RoomDefaults(settings.bot.language),
+                            communities_config=communities.CommunityConfig(
+                                settings.communities.space),
+                            room_admin=MatrixRoomAdmin(connection))
         permissions = Permissions(connection.room_state, settings.bot.admins,
                                   settings.bot.moderator_level)
         sender = Sender(connection, storage.outbox)
@@ -100,6 +106,10 @@ class Bot:
             on_queued=send_lanes.wake,
         )
         services.schedule_changed = self.scheduler.schedule_changed
+        welcomer = Welcomer(services, default_language=settings.bot.language, now_ms=now_ms,
+                            on_queued=send_lanes.wake,
+                            quiet_ms=settings.communities.welcome_delay_seconds * 1000,
+                            ignore=settings.communities.no_welcome)
         self.syncer = Syncer(
             connection, storage,
             prefix=settings.bot.command_prefix,
@@ -108,12 +118,14 @@ class Bot:
             on_power_levels=permissions.forget,
             now_ms=now_ms,
             on_undecryptable=handler.explain_undecryptable,
+            on_joins=welcomer.wake,
         )
         await self.scheduler.start()  # catches up on what fell due while the bot was down
         self._tasks = [
             asyncio.create_task(send_lanes.run(), name="send-lanes"),
             asyncio.create_task(command_lanes.run(), name="command-lanes"),
             asyncio.create_task(self.syncer.run(), name="sync"),
+            asyncio.create_task(welcomer.run(), name="welcomes"),
         ]
         log.info("bot %s running with %d commands", self.user_id,
                  len(services.registry.all()))

@@ -133,6 +133,9 @@ class BotSettings(_Section):
     allowed_servers: list[ServerName] = Field(default_factory=list)
     # Power level from which a room member counts as moderator.
     moderator_level: int = Field(default=50, ge=0, le=100)
+    # Per-member limit: this many commands within the window; 0 turns it off. Admins are exempt.
+    member_rate_limit: int = Field(default=20, ge=0, le=10_000)
+    member_rate_window_seconds: int = Field(default=10, ge=1, le=3600)
 
     @field_validator("command_prefix")
     @classmethod
@@ -227,6 +230,57 @@ class SchedulerSettings(_Section):
     grace_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`127.0.0.1:9464` or `[::1]:9464` → (host, port); ValueError when malformed."""
+    host, sep, port_text = listen.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9464")
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port_text)
+    if ":" in host or "[" in host or any(ch.isspace() for ch in host):
+        raise ValueError("expected host:port; an IPv6 address in brackets: [::1]:9464")
+    return host, int(port_text)
+
+
+class MetricsSettings(_Section):
+    # Address for Prometheus /metrics and /healthz, e.g. "127.0.0.1:9464"; empty: off.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_valid(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                raise _problem(str(exc)) from None
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen else None
+
+
+class CommunitySettings(_Section):
+    # The network's space for the communities: a room id or alias. Empty: the bot makes one
+    # the first time a moderator creates or links a community.
+    space: str = ""
+    # Newcomers who join within this many seconds of each other get one combined welcome.
+    welcome_delay_seconds: int = Field(default=30, ge=0, le=3600)
+    # Nobody matching these user-id patterns is welcomed (`*` = anything): other bots, bridges.
+    no_welcome: list[str] = Field(default_factory=lambda: ["@*bot:*", "@_*"])
+
+    @field_validator("space")
+    @classmethod
+    def _space_valid(cls, value: str) -> str:
+        value = value.strip()
+        if value and (value[0] not in "!#" or ":" not in value):
+            raise _problem(f"bad space {value!r} (expected a room id !id:server or an alias "
+                           "#name:server)")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -242,6 +296,8 @@ class Settings(BaseSettings):
     experts: ExpertSettings = Field(default_factory=ExpertSettings)
     workshops: WorkshopSettings = Field(default_factory=WorkshopSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    communities: CommunitySettings = Field(default_factory=CommunitySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

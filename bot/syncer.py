@@ -14,7 +14,9 @@ from typing import Protocol
 
 from bot.backoff import Backoff
 from bot.matrix import Invite, LoginError, RoomEvent, RoomTimeline, SyncBatch, TransientError
+from bot.metrics import Metrics
 from storage import Storage
+from storage.communities import Join
 from storage.inbox import InboxMessage
 from storage.rooms import RoomCursor
 from storage.undecrypted import Undecrypted
@@ -50,8 +52,11 @@ class Syncer:
         on_power_levels: Callable[[str], None],
         now_ms: Callable[[], int],
         on_undecryptable: Callable[[Undecrypted], Awaitable[None]] | None = None,
+        on_joins: Callable[[], None] | None = None,
         backoff: Backoff | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._source = source
         self._storage = storage
         self._prefix = prefix
@@ -59,6 +64,7 @@ class Syncer:
         self._on_commands = on_commands
         self._on_power_levels = on_power_levels
         self._on_undecryptable = on_undecryptable
+        self._on_joins = on_joins
         self._now_ms = now_ms
         self._backoff = backoff or Backoff()
         self._first_synced_at = 0
@@ -73,9 +79,11 @@ class Syncer:
             except LoginError:
                 raise
             except TransientError as exc:
+                self._metrics.sync_failed()
                 delay = await self._backoff.wait()
                 log.warning("sync failed (%s); retried after %.1f s", exc, delay)
             except Exception:
+                self._metrics.sync_failed()
                 delay = await self._backoff.wait()
                 log.exception("sync batch could not be processed; retried after %.1f s", delay)
             else:
@@ -99,6 +107,7 @@ class Syncer:
         now = self._now_ms()
         commands, resolved, unreadable = await self._retry_undecrypted(now)
         encrypted: list[Undecrypted] = []
+        joins: list[Join] = []
         cursors: list[RoomCursor] = []
         for room in batch.rooms:
             events = await self._new_events(room)
@@ -115,8 +124,12 @@ class Syncer:
                 command = self._as_command(event)
                 if command is not None:
                     commands.append(command)
+                join = self._as_join(event)
+                if join is not None:
+                    joins.append(join)
         async with self._storage.db.transaction():
             added = await self._storage.inbox.add(commands, received_at=now)
+            joined = await self._storage.communities.add_joins(joins)
             await self._storage.undecrypted.add(encrypted)
             if encrypted:
                 self._nothing_undecrypted = False
@@ -126,9 +139,12 @@ class Syncer:
                 await self._storage.rooms.set_cursor(cursor)
             await self._storage.session.set_sync_token(batch.next_batch)
         self._since = batch.next_batch
+        self._metrics.synced(max((c.last_ts for c in cursors), default=None))
         for pending in unreadable:
             if self._on_undecryptable is not None:
                 await self._on_undecryptable(pending)
+        if joined and self._on_joins is not None:
+            self._on_joins()
         if added:
             log.debug("queued %d new command(s)", added)
             for room_id in {c.room_id for c in commands}:
@@ -170,6 +186,7 @@ class Syncer:
             await self._storage.session.set_first_synced_at(now)
             await self._storage.session.set_sync_token(batch.next_batch)
         self._since, self._first_synced_at = batch.next_batch, now
+        self._metrics.synced()
         log.info("first sync done: %d room(s); their history is not answered", len(batch.rooms))
 
     async def _new_events(self, room: RoomTimeline) -> list[RoomEvent]:
@@ -215,6 +232,17 @@ class Syncer:
             if self._is_own_join(events[index]):
                 return events[index + 1:]
         return events
+
+    def _as_join(self, event: RoomEvent) -> Join | None:
+        """A member's own join (not the bot's, not a profile change), for the welcome."""
+        if (event.type != "m.room.member" or event.state_key != event.sender
+                or event.sender == self._source.user_id
+                or event.content.get("membership") != "join"):
+            return None
+        previous = event.unsigned.get("prev_content") or {}
+        if previous.get("membership") == "join":
+            return None  # a display name or avatar change
+        return Join(event.event_id, event.room_id, event.sender, event.origin_ts)
 
     def _as_command(self, event: RoomEvent) -> InboxMessage | None:
         if event.type != "m.room.message" or event.sender == self._source.user_id:

@@ -24,6 +24,7 @@ from storage import Storage
 from storage.experts import fold
 
 if TYPE_CHECKING:
+    from commands.communities import CommunityConfig, RoomAdmin
     from commands.experts import ExpertConfig
     from commands.room_settings import RoomDefaults
     from commands.workshops import WorkshopConfig
@@ -185,8 +186,12 @@ class Services:
     experts_config: ExpertConfig | None = None  # `[experts]`; defaults when None
     workshops_config: WorkshopConfig | None = None  # `[workshops]`; defaults when None
     room_defaults: RoomDefaults | None = None  # the operator's defaults for room settings
+    communities_config: CommunityConfig | None = None  # `[communities]`; defaults when None
+    room_admin: RoomAdmin | None = None  # creating rooms, inviting: Matrix, behind a protocol
     # Tells the scheduler that a feature's schedule changed (a workshop added or moved).
     schedule_changed: Callable[[str], Awaitable[None]] | None = None
+    # Told each command's registered name and outcome, for the operator's metrics.
+    on_command: Callable[[str, str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,8 @@ async def _answer(request: Request, services: Services) -> HandlerResult:
     command = services.registry.find(name)
     if command is None:
         log.info("command=? room=%s outcome=unknown", request.room_id)
+        if services.on_command is not None:
+            services.on_command("unknown", "unknown")
         return _unknown_command(name, services, lang)
 
     started = time.perf_counter()
@@ -378,6 +385,8 @@ async def _answer(request: Request, services: Services) -> HandlerResult:
     finally:
         log.info("command=%s room=%s outcome=%s ms=%.1f", command.name, request.room_id,
                  outcome, (time.perf_counter() - started) * 1000)
+        if services.on_command is not None:
+            services.on_command(command.name, outcome)
 
 
 def _help_name(services: Services, language: str) -> str:

@@ -1,0 +1,77 @@
+"""`RoomAdmin` for the communities, on the Matrix connection: which state events make a space,
+and which failures a command should retry (RetryLater) or answer (ActionRefused)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
+
+from bot.matrix import MatrixConnection, RefusedError, TransientError
+from bot.settings import server_of
+from commands.communities import ActionRefused
+from commands.framework import RetryLater
+
+T = TypeVar("T")
+
+
+async def _checked(request: Awaitable[T]) -> T:
+    try:
+        return await request
+    except TransientError as exc:
+        raise RetryLater(str(exc)) from exc
+    except RefusedError as exc:
+        raise ActionRefused(str(exc)) from exc
+
+
+class MatrixRoomAdmin:
+    def __init__(self, connection: MatrixConnection) -> None:
+        self._connection = connection
+        self._via = [server_of(connection.user_id)]
+
+    async def create_room(self, *, name: str, topic: str, moderators: Sequence[str],
+                          space: bool = False) -> str:
+        return await _checked(self._connection.create_room(
+            name=name, topic=topic, moderators=moderators, space=space))
+
+    async def add_to_space(self, space_id: str, room_id: str) -> None:
+        await _checked(self._connection.put_state(
+            space_id, "m.space.child", {"via": self._via}, state_key=room_id))
+        try:  # the room's own pointer back needs power there, which a linked room may not give
+            await _checked(self._connection.put_state(
+                room_id, "m.space.parent", {"via": self._via, "canonical": True},
+                state_key=space_id))
+        except ActionRefused:
+            pass
+
+    async def remove_from_space(self, space_id: str, room_id: str) -> None:
+        # An m.space.child event without `via` removes the child (Matrix spec, spaces).
+        await _checked(self._connection.put_state(space_id, "m.space.child", {},
+                                                  state_key=room_id))
+        try:
+            await _checked(self._connection.put_state(room_id, "m.space.parent", {},
+                                                      state_key=space_id))
+        except ActionRefused:
+            pass
+
+    async def find_room(self, text: str) -> str | None:
+        text = text.strip()
+        if text.startswith("#") and ":" in text:
+            return await _checked(self._connection.resolve_alias(text))
+        if text.startswith("!") and ":" in text:
+            return text
+        return None
+
+    async def join(self, room_id: str) -> bool:
+        return await _checked(self._connection.join(room_id))
+
+    async def is_member(self, room_id: str, user_id: str) -> bool:
+        return await _checked(self._connection.membership(room_id, user_id)) == "join"
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await _checked(self._connection.invite(room_id, user_id))
+
+    async def set_topic(self, room_id: str, topic: str) -> None:
+        await _checked(self._connection.put_state(room_id, "m.room.topic", {"topic": topic}))
+
+    async def member_count(self, room_id: str) -> int:
+        return await _checked(self._connection.joined_member_count(room_id))

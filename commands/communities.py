@@ -1,0 +1,350 @@
+"""Communities: long-lived rooms of the network, listed in its space, joined by command, with a
+welcome for newcomers that each room's moderators word themselves.
+
+Handlers act on Matrix only through `RoomAdmin` (implemented in `bot/room_admin.py`), so this
+module stays free of nio and its tests run against a fake.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rapidfuzz import fuzz, process
+
+from commands import room_settings
+from commands.framework import (
+    Arg,
+    Context,
+    Level,
+    Router,
+    Services,
+    UserError,
+    lookup,
+    one_line,
+    visible_lines,
+)
+from commands.i18n import Text
+from storage.communities import Community
+
+router = Router("communities")
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
+TITLE_MAX = 100
+TOPIC_MAX = 300
+DESCRIPTION_MAX = 2000
+
+
+class ActionRefused(Exception):
+    """The homeserver refused an action for good (no permission, unknown room): the message is
+    its error code, never content."""
+
+
+class RoomAdmin(Protocol):
+    """What communities need from Matrix. Transient failures raise `RetryLater`, refusals
+    `ActionRefused`."""
+
+    async def create_room(self, *, name: str, topic: str, moderators: Sequence[str],
+                          space: bool = False) -> str: ...
+    async def add_to_space(self, space_id: str, room_id: str) -> None: ...
+    async def remove_from_space(self, space_id: str, room_id: str) -> None: ...
+    async def find_room(self, text: str) -> str | None: ...
+    async def join(self, room_id: str) -> bool: ...
+    async def is_member(self, room_id: str, user_id: str) -> bool: ...
+    async def invite(self, room_id: str, user_id: str) -> None: ...
+    async def set_topic(self, room_id: str, topic: str) -> None: ...
+    async def member_count(self, room_id: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class CommunityConfig:
+    """`[communities]`: the space to use (id or alias; created on first use when empty)."""
+
+    space: str = ""
+
+
+def _config(services: Services) -> CommunityConfig:
+    return services.communities_config or CommunityConfig()
+
+
+def _admin(ctx: Context) -> RoomAdmin:
+    admin = ctx.services.room_admin
+    if admin is None:
+        raise UserError("communities.unavailable")
+    return admin
+
+
+def _now_ms(services: Services) -> int:
+    return int(services.clock.now().timestamp() * 1000)
+
+
+# -- words of the command line (compared folded: `verknüpfen` = `verknuepfen`) -----------------
+
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "create": ("create", "new", "anlegen", "neu", "erstellen"),
+    "link": ("link", "verknuepfen", "verbinden"),
+    "archive": ("archive", "archivieren"),
+    "set": ("set", "setzen", "aendern"),
+}
+FIELDS: dict[str, tuple[str, ...]] = {
+    "title": ("title", "titel", "name"),
+    "topic": ("topic", "thema"),
+    "description": ("description", "beschreibung"),
+}
+WORDS = {
+    "de": {"create": "anlegen", "link": "verknüpfen", "archive": "archivieren", "set": "setzen",
+           "title": "titel", "topic": "thema", "description": "beschreibung"},
+    "en": {"create": "create", "link": "link", "archive": "archive", "set": "set",
+           "title": "title", "topic": "topic", "description": "description"},
+}
+
+
+def _words(ctx: Context) -> dict[str, str]:
+    return WORDS.get(ctx.language, WORDS["en"])
+
+
+# -- members ------------------------------------------------------------------------------------
+
+
+@router.command("communities", "gemeinschaften", aliases=["communitys"])
+async def communities(ctx: Context) -> Text:
+    found = await ctx.services.storage.communities.active()
+    if not found:
+        return ctx.t("communities.none", create=ctx.call("community", _words(ctx)["create"],
+                                                         "ki-verwaltung", "KI in der Verwaltung"))
+    admin = _admin(ctx)
+    lines = [ctx.t("communities.title", count=len(found))]
+    for community in found:
+        lines.append(ctx.t("communities.line", title=Text.raw(community.title),
+                           slug=Text.code(community.slug),
+                           members=await admin.member_count(community.room_id),
+                           topic=Text.raw(community.topic or "–")))
+    lines.append(ctx.t("communities.how", join=ctx.call("join", "<slug>")))
+    return Text.join(lines)
+
+
+@router.command("join", "beitreten", args=[Arg("community")])
+async def join(ctx: Context, community: str) -> Text:
+    found = await _find(ctx, community)
+    admin = _admin(ctx)
+    if await admin.is_member(found.room_id, ctx.sender):
+        return ctx.t("communities.already_member", title=Text.raw(found.title))
+    try:
+        await admin.invite(found.room_id, ctx.sender)
+    except ActionRefused:
+        raise UserError("communities.invite_failed", title=Text.raw(found.title)) from None
+    space = await _known_space(ctx, admin)
+    if space is not None and not await admin.is_member(space, ctx.sender):
+        try:  # the space lists every community; being in it is a convenience, not a must
+            await admin.invite(space, ctx.sender)
+        except ActionRefused:
+            pass
+    return ctx.t("communities.invited", title=Text.raw(found.title))
+
+
+async def _find(ctx: Context, text: str) -> Community:
+    slug = text.strip().casefold()
+    storage = ctx.services.storage.communities
+    found = await storage.get(slug)
+    if found is not None and found.archived_at is None:
+        return found
+    slugs = [c.slug for c in await storage.active()]
+    close = process.extract(slug, slugs, scorer=fuzz.WRatio, limit=3, score_cutoff=70)
+    if close:
+        raise UserError("communities.unknown_suggest", slug=Text.code(text.strip()),
+                        suggestions=Text.join((Text.code(m[0]) for m in close), ", "),
+                        list=ctx.call("communities"))
+    raise UserError("communities.unknown", slug=Text.code(text.strip()),
+                    list=ctx.call("communities"))
+
+
+# -- moderators ---------------------------------------------------------------------------------
+
+
+@router.command("community", "community", aliases=["gemeinschaft"],
+                args=[Arg("community_action"),
+                      Arg("community_details", rest=True, optional=True)])
+async def community(ctx: Context, community_action: str,
+                    community_details: str | None = None) -> Text:
+    details = (community_details or "").strip()
+    action = lookup(ACTIONS, community_action)
+    if action is None:
+        if details:
+            raise ctx.usage_error()
+        return await _show(ctx, await _find(ctx, community_action))
+    await ctx.require(Level.MODERATOR, _words(ctx)[action])
+    slug_text, _, rest = details.partition(" ")
+    rest = rest.strip()
+    if not slug_text:
+        raise ctx.usage_error()
+    if action == "create":
+        return await _create(ctx, _slug(slug_text), rest)
+    if action == "link":
+        return await _link(ctx, _slug(slug_text), rest)
+    if action == "archive":
+        return await _archive(ctx, await _find(ctx, slug_text))
+    return await _set(ctx, await _find(ctx, slug_text), rest)
+
+
+def _slug(text: str) -> str:
+    slug = text.casefold()
+    if not SLUG.match(slug):
+        raise UserError("communities.bad_slug", slug=Text.code(text))
+    return slug
+
+
+async def _show(ctx: Context, found: Community) -> Text:
+    members = await _admin(ctx).member_count(found.room_id)
+    parts = [ctx.t("communities.detail", title=Text.raw(found.title), slug=Text.code(found.slug),
+                   members=members, topic=Text.raw(found.topic or "–"))]
+    if found.description:
+        parts.append(Text.raw(found.description))
+    parts.append(ctx.t("communities.how", join=ctx.call("join", found.slug)))
+    return Text.join(parts, "\n\n")
+
+
+async def _known_space(ctx: Context, admin: RoomAdmin) -> str | None:
+    """The network's space if there is one yet: configured, or made by the bot earlier."""
+    configured = _config(ctx.services).space
+    if configured:
+        space = await admin.find_room(configured)
+        if space is None:
+            raise UserError("communities.space_missing", space=Text.code(configured))
+        return space
+    return await ctx.services.storage.communities.space()
+
+
+async def _space(ctx: Context, admin: RoomAdmin) -> str:
+    """The network's space, made now when there is none yet (on first use)."""
+    space = await _known_space(ctx, admin)
+    if space is None:
+        catalog, language = ctx.services.catalog, ctx.language
+        space = await admin.create_room(
+            name=catalog.text(language, "communities.space_name").plain,
+            topic=catalog.text(language, "communities.space_topic").plain,
+            moderators=[], space=True)
+        await ctx.services.storage.communities.set_space(space)
+    return space
+
+
+async def _create(ctx: Context, slug: str, title_text: str) -> Text:
+    title = one_line(title_text)
+    if not title:
+        raise ctx.usage_error()
+    if len(title) > TITLE_MAX:
+        raise UserError("communities.too_long", field=_words(ctx)["title"], limit=TITLE_MAX)
+    storage = ctx.services.storage.communities
+    existing = await storage.get(slug)
+    if existing is not None and existing.archived_at is None:
+        raise UserError("communities.exists", slug=Text.code(slug))
+    admin = _admin(ctx)
+    space = await _space(ctx, admin)
+    topic = ctx.t("communities.default_topic", title=title).plain
+    room_id = await admin.create_room(name=title, topic=topic, moderators=[ctx.sender])
+    # Remembered before anything else can fail: a retried command finds the slug taken, and
+    # `!community link` with the same room repairs a missing space entry.
+    await storage.add(Community(slug, title, topic, "", room_id, ctx.sender,
+                                _now_ms(ctx.services)))
+    await admin.add_to_space(space, room_id)
+    await admin.invite(room_id, ctx.sender)
+    return ctx.t("communities.created", title=Text.raw(title), slug=Text.code(slug),
+                 join=ctx.call("join", slug))
+
+
+async def _link(ctx: Context, slug: str, rest: str) -> Text:
+    room_text, _, title_text = rest.partition(" ")
+    if not room_text:
+        raise ctx.usage_error()
+    admin = _admin(ctx)
+    room_id = await admin.find_room(room_text)
+    if room_id is None:
+        raise UserError("communities.room_unknown", room=Text.code(room_text))
+    storage = ctx.services.storage.communities
+    existing = await storage.get(slug)
+    if existing is not None and existing.archived_at is None and existing.room_id != room_id:
+        raise UserError("communities.exists", slug=Text.code(slug))
+    other = await storage.by_room(room_id)
+    if other is not None and other.slug != slug:
+        raise UserError("communities.room_taken", slug=Text.code(other.slug))
+    title = one_line(title_text) or (existing.title if existing else slug)
+    if len(title) > TITLE_MAX:
+        raise UserError("communities.too_long", field=_words(ctx)["title"], limit=TITLE_MAX)
+    if not await admin.join(room_id):
+        raise UserError("communities.cannot_join", room=Text.code(room_text))
+    space = await _space(ctx, admin)
+    # Linking the same room again is harmless: it repairs a missing space entry.
+    await storage.add(Community(slug, title, existing.topic if existing else "",
+                                existing.description if existing else "", room_id, ctx.sender,
+                                _now_ms(ctx.services)))
+    await admin.add_to_space(space, room_id)
+    return ctx.t("communities.linked", title=Text.raw(title), slug=Text.code(slug))
+
+
+async def _archive(ctx: Context, found: Community) -> Text:
+    admin = _admin(ctx)
+    await ctx.services.storage.communities.archive(found.slug, _now_ms(ctx.services))
+    space = await _known_space(ctx, admin)
+    if space is not None:
+        await admin.remove_from_space(space, found.room_id)
+    return ctx.t("communities.archived", title=Text.raw(found.title), slug=Text.code(found.slug))
+
+
+async def _set(ctx: Context, found: Community, rest: str) -> Text:
+    field_text, _, value_text = rest.partition(" ")
+    field_name = lookup(FIELDS, field_text) if field_text else None
+    words = _words(ctx)
+    if field_name is None:
+        raise UserError("communities.set_usage",
+                        example=ctx.call(None, words["set"], found.slug, words["topic"], "…"),
+                        fields=Text.join((Text.code(words[f]) for f in FIELDS), ", "))
+    value = visible_lines(value_text) if field_name == "description" else one_line(value_text)
+    limit = {"title": TITLE_MAX, "topic": TOPIC_MAX, "description": DESCRIPTION_MAX}[field_name]
+    if not value and field_name == "title":
+        raise ctx.usage_error()
+    if len(value) > limit:
+        raise UserError("communities.too_long", field=words[field_name], limit=limit)
+    await ctx.services.storage.communities.update(found.slug, **{field_name: value})
+    if field_name == "topic":
+        await _admin(ctx).set_topic(found.room_id, value)
+    return ctx.t("communities.updated", slug=Text.code(found.slug),
+                 field=Text.code(words[field_name]))
+
+
+# -- welcomes -----------------------------------------------------------------------------------
+
+
+async def welcome(services: Services, room_id: str, user_ids: Sequence[str],
+                  language: str) -> Text | None:
+    """The greeting for newcomers in a room, or None where nobody is greeted: the room's
+    welcome is off, or it is no community room and its moderators set no welcome text."""
+    text = await room_settings.setting(services, room_id, "welcome")
+    if text == room_settings.OFF:
+        return None
+    found = await services.storage.communities.by_room(room_id)
+    if text is None and found is None:
+        return None
+    catalog = services.catalog
+    if text is not None:
+        body = Text.raw(text)
+    else:
+        assert found is not None
+        help_command = services.registry.find("help")
+        help_name = help_command.display_name(language) if help_command else "help"
+        body = catalog.text(language, "communities.welcome_default",
+                            title=Text.raw(found.title),
+                            topic=Text.raw(found.topic or found.title),
+                            help=Text.code(f"{services.prefix}{help_name}"))
+    names = Text.join((Text.mention(user) for user in user_ids), ", ")
+    return catalog.text(language, "communities.welcome", names=names) + Text("\n\n", "\n\n") + body
+
+
+def is_ignored(user_id: str, patterns: Sequence[str]) -> bool:
+    """Whether a user id matches one of the `[communities] no_welcome` patterns (other bots,
+    bridges); `*` stands for any characters."""
+    return any(_glob(pattern).fullmatch(user_id) for pattern in patterns)
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.IGNORECASE)
