@@ -169,7 +169,7 @@ async def _show(ctx: Context) -> Text:
         if definition.key not in stored and definition.kind == "switch":
             shown = shown + Text(" ", " ") + ctx.t("settings.default_marker")
         lines.append(ctx.t("settings.line", label=ctx.t(f"settings.labels.{definition.key}"),
-                           key=Text.code(definition.name(ctx.language)), value=shown))
+                           setting=Text.code(definition.name(ctx.language)), value=shown))
     lines.append(ctx.t("settings.how", set=ctx.call(None, _word(ctx, "set"), "…"),
                        history=ctx.call(None, _word(ctx, "history"))))
     return Text.join(lines)
@@ -193,7 +193,7 @@ def _preview(text: str, limit: int = 80) -> str:
 async def _set(ctx: Context, key_word: str, text: str) -> Text:
     definition = _find(key_word)
     if definition is None:
-        raise UserError("settings.unknown_key", key=Text.code(key_word), keys=_keys(ctx))
+        raise UserError("settings.unknown_key", setting=Text.code(key_word), keys=_keys(ctx))
     value = _parse(ctx, definition, text)
     await change(ctx.services, ctx.room_id, definition.key, value, ctx.sender)
     # Confirm a language change in the new language: the room reads that one from now on.
@@ -201,7 +201,7 @@ async def _set(ctx: Context, key_word: str, text: str) -> Text:
     catalog = ctx.services.catalog
     effective = await setting(ctx.services, ctx.room_id, definition.key)
     return catalog.text(language, "settings.changed",
-                        key=Text.code(definition.name(language)),
+                        setting=Text.code(definition.name(language)),
                         value=_describe(_in(ctx, language), definition, effective))
 
 
@@ -216,24 +216,24 @@ def _parse(ctx: Context, definition: Setting, text: str) -> str | None:
         return None
     if definition.kind == "language":
         if text.casefold() not in LANGUAGES:
-            raise UserError("settings.bad_language", key=name,
+            raise UserError("settings.bad_language", setting=name,
                             allowed=Text.join((Text.code(lang) for lang in LANGUAGES), ", "))
         return text.casefold()
     if definition.kind == "switch":
         value = lookup(SWITCH_WORDS, text)
         if value is None:
-            raise UserError("settings.bad_switch", key=name)
+            raise UserError("settings.bad_switch", setting=name)
         return value
     if definition.may_be_off and lookup({OFF: SWITCH_WORDS[OFF]}, text) is not None:
         return OFF
     cleaned = visible_lines(text)
     if not cleaned:
-        raise UserError("settings.bad_text", key=name)
+        raise UserError("settings.bad_text", setting=name)
     if len(cleaned) > TEXT_MAX_LENGTH:
-        raise UserError("settings.too_long", key=name, limit=TEXT_MAX_LENGTH)
+        raise UserError("settings.too_long", setting=name, limit=TEXT_MAX_LENGTH)
     problem = definition.check(cleaned) if definition.check else None
     if problem is not None:
-        raise UserError(problem, key=name)
+        raise UserError(problem, setting=name)
     return cleaned
 
 
@@ -249,7 +249,8 @@ async def _history(ctx: Context) -> Text:
             continue  # a setting this version no longer has
         when = datetime.fromtimestamp(c.changed_at / 1000, tz)
         lines.append(ctx.t("settings.history_line", when=when.strftime("%d.%m.%Y %H:%M"),
-                           who=Text.raw(c.changed_by), key=Text.code(definition.name(ctx.language)),
+                           who=Text.raw(c.changed_by),
+                           setting=Text.code(definition.name(ctx.language)),
                            old=_history_value(ctx, definition, c.old_value),
                            new=_history_value(ctx, definition, c.new_value)))
     return Text.join(lines)
