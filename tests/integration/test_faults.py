@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
 from bot.testserver import Homeserver
@@ -206,6 +207,83 @@ async def test_a_send_whose_answer_is_lost_is_retried_with_its_transaction_id_an
     assert dropped.status == 200  # the server had accepted it
     retries = [s for s in proxy.sends_seen() if s.txn_id == dropped.txn_id]
     assert [s.answer for s in retries] == ["dropped", "forwarded"]
+
+
+async def test_homeserver_down_and_back_is_waited_out_with_back_off(
+    bot: BotProcess, member: Member, proxy: FaultProxy
+) -> None:
+    room = await room_with(member, bot)
+    first = await member.ask(room, bot.user_id, "!ping")
+
+    # 502 pages (the long poll in flight cut off too), then connections refused, then back.
+    went_down = time.monotonic()
+    proxy.down()
+    during_502 = await member.send(room, "!ping")
+    await asyncio.sleep(2.0)
+    refused_from = time.monotonic()
+    await proxy.refuse_connections()
+    during_refusal = await member.send(room, "!hilfe")
+    await asyncio.sleep(2.0)
+    await proxy.up()
+    back = time.monotonic()
+
+    commands = [reply_to_id(first), during_502, during_refusal]
+    await member.wait_for_replies(room, bot.user_id, commands, timeout=20)
+    resumed_after = time.monotonic() - back
+    await member.settle(1.0)
+    assert_answered_once(member.messages_from(room, bot.user_id), commands)
+    # Backed off: a handful of requests in two seconds of 502s, not a tight loop.
+    bad_gateways = [s for s in proxy.requests_between(went_down, refused_from)
+                    if s.answer == "502"]
+    assert 1 <= len(bad_gateways) <= 8, [(round(s.at - went_down, 2), s.path)
+                                          for s in bad_gateways]
+    # The refused connections show only in the bot's log: one warning per failed sync.
+    failed_syncs = bot.log().count("sync failed")
+    assert 2 <= failed_syncs <= 12, failed_syncs
+    assert resumed_after < 12  # the back-off is capped
+
+
+async def limit_messages(homeserver: Homeserver, user_id: str, per_second: int,
+                         burst: int) -> None:
+    """A real, low `rc_message` for one user (Synapse's admin API), no second Synapse needed."""
+    admin = await Member.login(homeserver, await homeserver.register(unique("admin"), PASSWORD,
+                                                                     admin=True))
+    try:
+        url = f"{homeserver.url}/_synapse/admin/v1/users/{user_id}/override_ratelimit"
+        headers = {"Authorization": f"Bearer {admin.client.access_token}"}
+        async with aiohttp.ClientSession() as session, session.post(
+            url, headers=headers, json={"messages_per_second": per_second, "burst_count": burst}
+        ) as response:
+            assert response.status == 200, await response.text()
+    finally:
+        await admin.close()
+
+
+async def test_rate_limits_injected_and_real_a_burst_is_answered_completely_in_order(
+    homeserver: Homeserver, bot: BotProcess, member: Member, proxy: FaultProxy
+) -> None:
+    rooms = [await room_with(member, bot)]
+    rooms.append(await member.create_room(invite=[bot.user_id]))
+    assert await member.wait_joined(rooms[1], bot.user_id)
+    await limit_messages(homeserver, bot.user_id, per_second=2, burst=2)
+    proxy.rate_limit_sends = 3  # and the proxy's own M_LIMIT_EXCEEDED on the first sends
+
+    sent = {room: await member.send_many(room, [f"!ping{' ' * i}" for i in range(5)])
+            for room in rooms}
+    for room, commands in sent.items():
+        await member.wait_for_replies(room, bot.user_id, commands, timeout=30)
+    await member.settle(1.0)
+    for room, commands in sent.items():
+        messages = member.messages_from(room, bot.user_id)
+        assert_answered_once(messages, commands)
+        assert [reply_to_id(m) for m in messages] == commands  # in order, per room
+    injected = [s for s in proxy.sends_seen() if s.answer == "429"]
+    assert len(injected) == 3
+    assert any(s.status == 429 for s in proxy.sends_seen()), "Synapse never limited the bot"
+    for limited in injected:  # waited as told before trying that message again
+        again = next(s for s in proxy.sends_seen() if s.txn_id == limited.txn_id
+                     and s.at > limited.at)
+        assert again.at - limited.at >= proxy.retry_after_ms / 1000 * 0.9
 
 
 def reply_to_id(message: dict) -> str:
