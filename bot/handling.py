@@ -7,13 +7,16 @@ reply is sent once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.matrix import TransientError
+from bot.metrics import Metrics
 from bot.permissions import Permissions
+from bot.rate_limit import MemberRateLimit, Verdict
 from bot.render import file_message, paginate
 from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
 from commands.i18n import Text
@@ -61,6 +64,8 @@ class CommandHandler:
         now_ms: Callable[[], int],
         on_reply: Callable[[str], None],
         direct_rooms: Callable[[str], Awaitable[str]] | None = None,
+        rate_limit: MemberRateLimit | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._direct_rooms = direct_rooms or _no_direct_rooms
         self._services = services
@@ -68,15 +73,42 @@ class CommandHandler:
         self._default_language = default_language
         self._now_ms = now_ms
         self._on_reply = on_reply
+        self._rate_limit = rate_limit or MemberRateLimit(0, 1)
+        self._metrics = metrics or Metrics()
+        self._stopping = False
+        self._handling = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def stop_taking(self) -> None:
+        """Take no more commands from the inbox (they stay there for the next start)."""
+        self._stopping = True
+
+    async def wait_idle(self) -> None:
+        """Until no command is being handled."""
+        await self._idle.wait()
 
     async def drain_room(self, room_id: str) -> None:
         inbox = self._services.storage.inbox
-        while (message := await inbox.next_for_room(room_id)) is not None:
-            await self.handle(message)
+        while not self._stopping and (message := await inbox.next_for_room(room_id)) is not None:
+            if self._stopping:
+                return
+            self._handling += 1
+            self._idle.clear()
+            try:
+                await self.handle(message)
+            finally:
+                self._handling -= 1
+                if self._handling == 0:
+                    self._idle.set()
 
     async def handle(self, message: InboxMessage) -> None:
         storage = self._services.storage
         language = await storage.rooms.language(message.room_id) or self._default_language
+        verdict = self._rate_limit.check(message.sender, self._now_ms())
+        if verdict is not Verdict.ALLOW:
+            await self._hold_back(message, language, verdict)
+            return
 
         async def level() -> Level:
             try:
@@ -97,6 +129,25 @@ class CommandHandler:
             for content, file_data in self._contents(reply, language, reply_to):
                 outgoing.append(OutgoingMessage(reply_txn_id(message.event_id, len(outgoing)),
                                                 room_id, content, file_data=file_data))
+        await self._finish(message, outgoing)
+
+    async def _hold_back(self, message: InboxMessage, language: str, verdict: Verdict) -> None:
+        """A member over the limit: one "slow down" in reply, then silence; handled either way."""
+        outgoing: list[OutgoingMessage] = []
+        if verdict is Verdict.SLOW_DOWN:
+            log.info("room=%s outcome=rate_limited: a member is asked to slow down",
+                     message.room_id)
+            text = self._services.catalog.text(language, "errors.slow_down")
+            outgoing = [OutgoingMessage(reply_txn_id(message.event_id, page), message.room_id,
+                                        content)
+                        for page, (content, _) in enumerate(
+                            self._contents(Reply(text), language, message.event_id))]
+        self._metrics.rate_limited(answered=bool(outgoing))
+        await self._finish(message, outgoing)
+
+    async def _finish(self, message: InboxMessage, outgoing: list[OutgoingMessage]) -> None:
+        """Queue the replies and mark the command handled: one transaction, so exactly once."""
+        storage = self._services.storage
         now = self._now_ms()
         async with storage.db.transaction():
             await storage.outbox.add(outgoing, created_at=now)

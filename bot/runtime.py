@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.handling import CommandHandler, DirectRooms
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
+from bot.metrics import Metrics, MetricsServer
 from bot.permissions import Permissions
+from bot.rate_limit import MemberRateLimit
 from bot.room_admin import MatrixRoomAdmin
 from bot.scheduler import Scheduler
 from bot.sender import Sender
@@ -36,6 +38,10 @@ FEATURES: list[Router] = [core.router, room_settings.router, communities.router,
                           workshops.router]
 
 HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
+# On stop (SIGTERM): how long to let commands being handled finish, then to send what is
+# queued. Together well under the 10 s a service manager waits; the rest stays queued.
+STOP_HANDLING_S = 3.0
+STOP_SENDING_S = 4.0
 
 
 class SystemClock:
@@ -59,6 +65,10 @@ class Bot:
         self.storage: Storage | None = None
         self.connection: MatrixConnection | None = None
         self.scheduler: Scheduler | None = None
+        self.metrics = Metrics()
+        self.metrics_server: MetricsServer | None = None
+        self._handler: CommandHandler | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -92,11 +102,15 @@ class Bot:
                             room_admin=MatrixRoomAdmin(connection))
         permissions = Permissions(connection.room_state, settings.bot.admins,
                                   settings.bot.moderator_level)
-        sender = Sender(connection, storage.outbox)
+        sender = Sender(connection, storage.outbox, metrics=self.metrics)
         send_lanes = RoomLanes("send", storage.outbox.pending_rooms, sender.drain_room)
         direct_rooms = DirectRooms(storage.rooms, connection.create_direct_room)
-        handler = CommandHandler(services, permissions, settings.bot.language, now_ms,
-                                 on_reply=send_lanes.wake, direct_rooms=direct_rooms.room_for)
+        rate_limit = MemberRateLimit(settings.bot.member_rate_limit,
+                                     settings.bot.member_rate_window_seconds * 1000,
+                                     exempt=settings.bot.admins)
+        self._handler = handler = CommandHandler(
+            services, permissions, settings.bot.language, now_ms, on_reply=send_lanes.wake,
+            direct_rooms=direct_rooms.room_for, rate_limit=rate_limit, metrics=self.metrics)
         command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
         self.scheduler = Scheduler(
             storage, [workshops.WorkshopReminders(services, settings.bot.language)],
@@ -106,6 +120,7 @@ class Bot:
             on_queued=send_lanes.wake,
         )
         services.schedule_changed = self.scheduler.schedule_changed
+        services.on_command = self.metrics.command_done
         welcomer = Welcomer(services, default_language=settings.bot.language, now_ms=now_ms,
                             on_queued=send_lanes.wake,
                             quiet_ms=settings.communities.welcome_delay_seconds * 1000,
@@ -118,6 +133,7 @@ class Bot:
             on_power_levels=permissions.forget,
             now_ms=now_ms,
             on_undecryptable=handler.explain_undecryptable,
+            metrics=self.metrics,
             on_joins=welcomer.wake,
         )
         await self.scheduler.start()  # catches up on what fell due while the bot was down
@@ -127,6 +143,15 @@ class Bot:
             asyncio.create_task(self.syncer.run(), name="sync"),
             asyncio.create_task(welcomer.run(), name="welcomes"),
         ]
+        self._sync_task = next(t for t in self._tasks if t.get_name() == "sync")
+        if settings.metrics.address is not None:
+            scheduler = self.scheduler
+            self.metrics_server = MetricsServer(
+                self.metrics, settings.metrics.address,
+                refresh=lambda: self.metrics.refresh(storage, len(scheduler.job_ids()),
+                                                     rate_limit.limited_members(now_ms())),
+                sync_running=self.sync_running)
+            await self.metrics_server.start()
         log.info("bot %s running with %d commands", self.user_id,
                  len(services.registry.all()))
 
@@ -136,16 +161,50 @@ class Bot:
         for task in done:
             task.result()
 
+    def sync_running(self) -> bool:
+        return self._sync_task is not None and not self._sync_task.done()
+
     async def stop(self) -> None:
+        """Take no more commands, let those being handled finish and what they queued go out
+        (each for a few seconds), then close. What is left waits in the database: the next
+        start answers and sends it, under the same transaction ids."""
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+        if self._handler is not None:
+            self._handler.stop_taking()
+            await self._wait_a_little(self._handler.wait_idle, STOP_HANDLING_S,
+                                      "commands still being handled are answered after a restart")
+            await self._wait_a_little(self._outbox_empty, STOP_SENDING_S,
+                                      "messages not sent yet are sent after a restart")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._close()
 
+    async def _wait_a_little(self, until: Callable[[], Awaitable[None]], seconds: float,
+                             left: str) -> None:
+        if not self._tasks:
+            return  # never started: nothing is in flight
+        try:
+            async with asyncio.timeout(seconds):
+                await until()
+        except TimeoutError:
+            log.warning("stopping: %s", left)
+
+    async def _outbox_empty(self) -> None:
+        assert self.storage is not None
+        while True:  # the send lanes wake on new work, not on work done: look now and then
+            if await self.storage.outbox.count() == 0:
+                return
+            await asyncio.sleep(0.05)
+
     async def _close(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         if self.connection is not None:
             await self.connection.close()
             self.connection = None

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from bot.backoff import Backoff
 from bot.matrix import SendOutcome, SendResult, TransientError
+from bot.metrics import Metrics
 from storage.outbox import OutboxRepository, OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ class Sender:
         outbox: OutboxRepository,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_factory: Callable[[], Backoff] = Backoff,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._transport = transport
         self._outbox = outbox
         self._sleep = sleep
@@ -52,6 +55,7 @@ class Sender:
         backoff = self._backoff_factory()
         while (message := await self._outbox.next_for_room(room_id)) is not None:
             result = await self._send(message)
+            self._metrics.send_result(result.outcome.value)
             if result.outcome is SendOutcome.SENT:
                 await self._outbox.remove(message.txn_id)
                 backoff.reset()
