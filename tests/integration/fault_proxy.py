@@ -136,7 +136,7 @@ class FaultProxy:
     def replay_sync_containing(self, event_id: str) -> None:
         bodies = [b for b in self._sync_answers if event_id.encode() in b]
         assert bodies, f"no sync answer seen that carried {event_id}"
-        self._replay = bodies[-1]
+        self._replay = bodies[0]  # the first: later ones may only mention it (a reply)
 
     def inject_events(self, room_id: str, events: list[Any]) -> None:
         self._injected.setdefault(room_id, []).extend(events)

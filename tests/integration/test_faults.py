@@ -6,6 +6,7 @@ directly and judge by what they read in the room: every command answered, none t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -83,7 +84,7 @@ class BotProcess:
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         """Read (or patch) the bot's SQLite file from outside, as an operator could."""
-        with sqlite3.connect(self.database, timeout=5) as db:
+        with contextlib.closing(sqlite3.connect(self.database, timeout=5)) as db, db:
             return db.execute(sql, params).fetchall()
 
     async def wait_synced(self, timeout: float = 30.0) -> None:
@@ -284,6 +285,32 @@ async def test_rate_limits_injected_and_real_a_burst_is_answered_completely_in_o
         again = next(s for s in proxy.sends_seen() if s.txn_id == limited.txn_id
                      and s.at > limited.at)
         assert again.at - limited.at >= proxy.retry_after_ms / 1000 * 0.9
+
+
+async def test_a_replayed_sync_and_a_restart_without_sync_token_answer_nothing_twice(
+    bot: BotProcess, member: Member, proxy: FaultProxy
+) -> None:
+    room = await room_with(member, bot)
+    first = reply_to_id(await member.ask(room, bot.user_id, "!ping"))
+    second = reply_to_id(await member.ask(room, bot.user_id, "!hilfe"))
+
+    # The sync answer that brought `first` comes again (and with it its old `next_batch`).
+    proxy.replay_sync_containing(first)
+    await proxy.wait_for("replayed")
+    third = reply_to_id(await member.ask(room, bot.user_id, "!ping"))
+    await member.settle(1.0)
+    assert_answered_once(member.messages_from(room, bot.user_id), [first, second, third])
+
+    # The sync token is lost (the rest of the database kept): the bot starts over from now.
+    await bot.kill()
+    bot.query("UPDATE bot_session SET sync_token = NULL")
+    await bot.start()
+    await bot.wait_synced()
+    fourth = reply_to_id(await member.ask(room, bot.user_id, "!ping"))
+    await member.settle(1.5)
+    assert bot.log().count("first sync done") == 2
+    assert_answered_once(member.messages_from(room, bot.user_id),
+                         [first, second, third, fourth])
 
 
 def reply_to_id(message: dict) -> str:
