@@ -46,7 +46,7 @@ class Welcomer:
         self._woken.set()
 
     async def run(self) -> None:
-        await self._services.storage.communities.forget_greeted_before(
+        await self._services.storage.communities.forget_handled_before(
             self._now_ms() - KEEP_GREETED_MS)
         while True:
             try:
@@ -83,6 +83,7 @@ class Welcomer:
     async def _greet(self, room_id: str, joins: list[Join], now: int) -> None:
         storage = self._services.storage
         people: list[str] = []
+        greeted: list[str] = []  # the join events the welcome covers
         for join in joins:
             if join.user_id in people or communities.is_ignored(join.user_id, self._ignore):
                 continue
@@ -90,6 +91,7 @@ class Welcomer:
                                                        now - GREET_AGAIN_AFTER_MS):
                 continue
             people.append(join.user_id)
+            greeted.append(join.event_id)
         language = await storage.rooms.language(room_id) or self._default_language
         text = (await communities.welcome(self._services, room_id, people, language)
                 if people else None)
@@ -104,7 +106,8 @@ class Welcomer:
                         for page, content in enumerate(
                             paginate(text, label, mentions=tuple(people)))]
         async with storage.db.transaction():
-            await storage.communities.mark_greeted([j.event_id for j in joins], now)
+            await storage.communities.mark_handled([j.event_id for j in joins],
+                                                   greeted if messages else [], now)
             await storage.outbox.add(messages, created_at=now)
         if messages:
             log.info("welcomed %d newcomer(s) in %s", len(people), room_id)

@@ -121,7 +121,8 @@ async def communities(ctx: Context) -> Text:
                            slug=Text.code(community.slug),
                            members=await admin.member_count(community.room_id),
                            topic=Text.raw(community.topic or "–")))
-    lines.append(ctx.t("communities.how", join=ctx.call("join", "<slug>")))
+    placeholder = ctx.services.catalog.template(ctx.language, "args.community")
+    lines.append(ctx.t("communities.how", join=ctx.call("join", f"<{placeholder}>")))
     return Text.join(lines)
 
 

@@ -105,25 +105,27 @@ class CommunityRepository:
         return added
 
     async def waiting_joins(self) -> list[Join]:
-        """Joins not greeted yet, oldest first."""
+        """Joins not looked at yet, oldest first."""
         rows = await self._db.fetchall(
             "SELECT event_id, room_id, user_id, joined_at FROM welcomes "
-            "WHERE greeted_at IS NULL ORDER BY joined_at, event_id")
+            "WHERE handled_at IS NULL ORDER BY joined_at, event_id")
         return [Join(*row) for row in rows]
 
-    async def mark_greeted(self, event_ids: Sequence[str], at: int) -> None:
+    async def mark_handled(self, event_ids: Sequence[str], greeted: Sequence[str],
+                           at: int) -> None:
+        """These joins were looked at; those in `greeted` got a welcome."""
+        chosen = set(greeted)
         await self._db.executemany(
-            "UPDATE welcomes SET greeted_at = ? WHERE event_id = ?",
-            [(at, event_id) for event_id in event_ids])
+            "UPDATE welcomes SET handled_at = ?, greeted = ? WHERE event_id = ?",
+            [(at, int(event_id in chosen), event_id) for event_id in event_ids])
 
     async def greeted_since(self, room_id: str, user_id: str, since: int) -> bool:
-        """Whether this member was greeted in this room since then (a quick leave and rejoin
-        is not greeted again)."""
+        """Whether this member was welcomed in this room since then."""
         row = await self._db.fetchone(
-            "SELECT 1 FROM welcomes WHERE room_id = ? AND user_id = ? AND greeted_at >= ? "
-            "LIMIT 1", (room_id, user_id, since))
+            "SELECT 1 FROM welcomes WHERE room_id = ? AND user_id = ? AND greeted = 1 "
+            "AND handled_at >= ? LIMIT 1", (room_id, user_id, since))
         return row is not None
 
-    async def forget_greeted_before(self, at: int) -> None:
+    async def forget_handled_before(self, at: int) -> None:
         await self._db.execute(
-            "DELETE FROM welcomes WHERE greeted_at IS NOT NULL AND greeted_at < ?", (at,))
+            "DELETE FROM welcomes WHERE handled_at IS NOT NULL AND handled_at < ?", (at,))

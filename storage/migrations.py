@@ -273,16 +273,101 @@ MIGRATIONS: list[Migration] = [
             id INTEGER PRIMARY KEY CHECK (id = 1),
             room_id TEXT NOT NULL
         );
-        -- a join seen in a community room: greeted once (its membership event is the key)
+        -- a member's join seen in a room (its membership event is the key): looked at once,
+        -- greeted unless the room has no welcome or the member was greeted there lately
         CREATE TABLE welcomes (
             event_id TEXT PRIMARY KEY,
             room_id TEXT NOT NULL,
             user_id TEXT NOT NULL,
             joined_at INTEGER NOT NULL,
-            greeted_at INTEGER
+            handled_at INTEGER,
+            greeted INTEGER NOT NULL DEFAULT 0
         );
-        CREATE INDEX welcomes_waiting ON welcomes (room_id, joined_at) WHERE greeted_at IS NULL
+        CREATE INDEX welcomes_waiting ON welcomes (joined_at) WHERE handled_at IS NULL;
+        CREATE INDEX welcomes_greeted ON welcomes (room_id, user_id, handled_at) WHERE greeted = 1
+        """,
+    ),
+    Migration(
+        10,
+        "the member register (municipalities and other member organisations) and its feed",
+        """
+        CREATE TABLE municipalities (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ags TEXT,
+            joined_on TEXT,
+            website TEXT,
+            source TEXT NOT NULL,
+            added_by TEXT NOT NULL,
+            registered_at INTEGER NOT NULL,
+            announce INTEGER NOT NULL,
+            removed_at INTEGER
+        );
+        CREATE UNIQUE INDEX municipalities_ags ON municipalities (ags) WHERE ags IS NOT NULL;
+        CREATE INDEX municipalities_name ON municipalities (name_key, state);
+        CREATE INDEX municipalities_registered ON municipalities (registered_at)
+            WHERE announce = 1;
+        -- per feed address: the validators of its last good poll, and when it seeded
+        CREATE TABLE member_feed (
+            url TEXT PRIMARY KEY,
+            etag TEXT,
+            last_modified TEXT,
+            rows INTEGER NOT NULL,
+            seeded_at INTEGER
+        )
+        """,
+    ),
+    Migration(
+        11,
+        "NExT-to-meet-you: schedule changes, pairing participants, rounds and their groups",
+        """
+        -- the admins' schedule; a NULL column: the configuration's value
+        CREATE TABLE meet_schedule (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            rule TEXT,
+            start_time TEXT,
+            duration_minutes INTEGER,
+            link TEXT,
+            changed_by TEXT NOT NULL,
+            changed_at INTEGER NOT NULL
+        );
+        -- a date of the rule (YYYY-MM-DD, wall clock) cancelled (moved_to NULL) or moved
+        CREATE TABLE meet_exceptions (
+            date TEXT PRIMARY KEY,
+            moved_to INTEGER,
+            changed_by TEXT NOT NULL,
+            changed_at INTEGER NOT NULL
+        );
+        CREATE TABLE meet_participants (
+            user_id TEXT PRIMARY KEY,
+            joined_at INTEGER NOT NULL,
+            paused_until INTEGER
+        );
+        CREATE TABLE meet_rounds (
+            date TEXT PRIMARY KEY,
+            starts_at INTEGER NOT NULL,
+            paired_at INTEGER NOT NULL,
+            participants INTEGER NOT NULL
+        );
+        -- met: NULL no answer, 1 met, 0 did not
+        CREATE TABLE meet_groups (
+            key TEXT PRIMARY KEY,
+            round TEXT NOT NULL REFERENCES meet_rounds (date) ON DELETE CASCADE,
+            size INTEGER NOT NULL,
+            room_id TEXT,
+            room_requested_at INTEGER,
+            met INTEGER
+        );
+        CREATE INDEX meet_groups_by_round ON meet_groups (round);
+        CREATE UNIQUE INDEX meet_groups_room ON meet_groups (room_id) WHERE room_id IS NOT NULL;
+        CREATE TABLE meet_group_members (
+            group_key TEXT NOT NULL REFERENCES meet_groups (key) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            PRIMARY KEY (group_key, user_id)
+        )
         """,
     ),
 ]
-

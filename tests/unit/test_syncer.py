@@ -298,6 +298,27 @@ async def test_an_old_own_join_in_the_state_block_does_not_drop_the_gap(synced, 
     assert await queued_ids(logged_in) == ["$c1", "$c2", "$c3"]
 
 
+async def test_members_joins_are_recorded_once_for_their_welcome(synced, source, logged_in):
+    woken = []
+    synced._on_joins = lambda: woken.append(True)
+    joins = timeline([
+        member_event("$bob", BOB, "join", ts=T0 + 1, previous="invite"),
+        member_event("$rename", ALICE, "join", ts=T0 + 2, previous="join"),
+        member_event("$bot", BOT, "join", ts=T0 + 3, room_id=ROOM, previous="join"),
+        member_event("$left", ALICE, "leave", ts=T0 + 4, previous="join"),
+        member_event("$carol", "@carol:example.org", "join", ts=T0 + 5),
+    ])
+    source.script += [batch("s2", joins), batch("s3", joins)]
+    await synced.sync_once()
+    waiting = await logged_in.communities.waiting_joins()
+    assert [(j.event_id, j.user_id, j.joined_at) for j in waiting] == [
+        ("$bob", BOB, T0 + 1), ("$carol", "@carol:example.org", T0 + 5)]
+    assert woken == [True]
+    await synced.sync_once()  # the same events again: nothing new, nobody woken
+    assert len(await logged_in.communities.waiting_joins()) == 2
+    assert woken == [True]
+
+
 # -- redelivery, power levels, invites -----------------------------------------------------------
 
 
