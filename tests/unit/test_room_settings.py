@@ -10,6 +10,7 @@ from commands.framework import Level, dispatch
 from commands.room_settings import RoomDefaults
 from tests.unit.fakes import ALICE, BOB, CATALOG, OTHER_ROOM, ROOM, make_services, request
 
+ALL_KEYS = ", ".join(s.german for s in room_settings.SETTINGS)
 INTERNAL = {CATALOG.template(lang, "errors.internal") for lang in ("de", "en")}
 
 
@@ -86,14 +87,13 @@ async def test_standard_resets_to_the_default(services, storage):
 
 @pytest.mark.parametrize(("body", "expected"), [
     ("!einstellungen setzen farbe blau",
-     "Eine Einstellung farbe gibt es nicht. Möglich sind: sprache, willkommen, ankündigungen, "
-     "treffen_erinnerungen, werkstatt_erinnerungen"),
+     f"Eine Einstellung farbe gibt es nicht. Möglich sind: {ALL_KEYS}"),
     ("!einstellungen setzen sprache fr", "Für sprache geht de, en."),
     ("!einstellungen setzen ankündigungen vielleicht",
      "Für ankündigungen geht an oder aus (oder standard für die Voreinstellung)."),
     ("!einstellungen setzen sprache",
      "So änderst du eine Einstellung: !einstellungen setzen sprache en\nMögliche Einstellungen: "
-     "sprache, willkommen, ankündigungen, treffen_erinnerungen, werkstatt_erinnerungen"),
+     f"{ALL_KEYS}"),
     ("!einstellungen setzen willkommen \u200b\u200e",
      "Für willkommen fehlt der Text. aus schaltet ihn ab, standard nimmt wieder den "
      "Standardtext."),
