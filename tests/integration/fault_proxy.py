@@ -141,6 +141,10 @@ class FaultProxy:
     def inject_events(self, room_id: str, events: list[Any]) -> None:
         self._injected.setdefault(room_id, []).extend(events)
 
+    def injected_pending(self) -> int:
+        """Injected events not yet handed to the client."""
+        return sum(len(events) for events in self._injected.values())
+
     # -- reading what happened ---------------------------------------------------------------
 
     def sends_seen(self) -> list[Seen]:

@@ -28,6 +28,7 @@ from tests.integration.harness import (
     PASSWORD,
     Member,
     assert_answered_once,
+    replies_to,
     unique,
 )
 
@@ -311,6 +312,105 @@ async def test_a_replayed_sync_and_a_restart_without_sync_token_answer_nothing_t
     assert bot.log().count("first sync done") == 2
     assert_answered_once(member.messages_from(room, bot.user_id),
                          [first, second, third, fourth])
+
+
+async def test_malformed_events_are_ignored_and_the_loop_keeps_running(
+    bot: BotProcess, member: Member, proxy: FaultProxy
+) -> None:
+    """Synapse refuses to create most of these itself; over federation they can still arrive,
+    so the proxy puts them into the bot's sync. (Edits, notices, emotes and custom event types
+    sent by a member are covered in test_ignored_events.py.)"""
+    room = await room_with(member, bot)
+    now = int(time.time() * 1000)
+    message = {"type": "m.room.message", "sender": member.user_id, "origin_server_ts": now}
+    broken = {
+        "no body": {"msgtype": "m.text"},
+        "number body": {"msgtype": "m.text", "body": 5},
+        "list body": {"msgtype": "m.text", "body": ["!ping"]},
+        "null body": {"msgtype": "m.text", "body": None},
+        "no msgtype": {"body": "!ping"},
+        "number msgtype": {"msgtype": 1, "body": "!ping"},
+        "edit of nothing": {"msgtype": "m.text", "body": "* !ping",
+                            "m.new_content": {"msgtype": "m.text", "body": "!ping"},
+                            "m.relates_to": {"rel_type": "m.replace", "event_id": "$gone"}},
+    }
+    injected = [{**message, "event_id": f"$broken-{i}", "content": content}
+                for i, content in enumerate(broken.values())]
+    # A well-formed command whose relation is not: answered like any other.
+    odd_relation = {**message, "event_id": "$odd-relation",
+                    "content": {"msgtype": "m.text", "body": "!ping", "m.relates_to": "x"}}
+    injected += [
+        odd_relation,
+        {**message, "event_id": "$content-null", "content": None},
+        {**message, "event_id": "$content-text", "content": "!ping"},
+        {**message, "event_id": "$sender-number", "sender": 7,
+         "content": {"msgtype": "m.text", "body": "!ping"}},
+        {**message, "content": {"msgtype": "m.text", "body": "!ping"}},  # no event id
+        {**message, "event_id": "$no-type", "type": None,
+         "content": {"msgtype": "m.text", "body": "!ping"}},
+    ]
+    proxy.inject_events(room, injected)
+    # And what a member's client can send: unknown types and message types, a huge body.
+    chat = await member.send(room, "Guten Morgen")
+    ignored = [
+        await member.send_raw(room, "m.sticker", {"body": "!ping", "url": "mxc://x/y",
+                                                  "info": {}}),
+        await member.send_raw(room, "m.reaction", {"m.relates_to": {
+            "rel_type": "m.annotation", "event_id": chat, "key": "!ping"}}),
+        await member.send_raw(room, "m.room.message", {"msgtype": "org.example.poll",
+                                                       "body": "!ping"}),
+        await member.send(room, "x" * 60_000),
+    ]
+    sentinel = await member.send(room, "!ping")
+    await member.wait_for_replies(room, bot.user_id, [sentinel])
+    await member.settle(1.0)
+    messages = member.messages_from(room, bot.user_id)
+    assert_answered_once(messages, ["$odd-relation", sentinel])  # and nothing else
+    assert not any(replies_to(messages, event_id) for event_id in ignored)
+    assert proxy.injected_pending() == 0  # they did reach the bot
+    # Still reading: the next command is answered too.
+    after = await member.ask(room, bot.user_id, "!ping")
+    assert after["content"]["body"] == "Pong! Ich bin da."
+
+
+HOSTILE = [
+    "!<b>fett</b>",
+    "!hilfe <img src=x onerror=alert(1)> @room",
+    "!ping @room <script>alert(1)</script>",
+    "!werkstatt <a href=\"javascript:alert(1)\">klick</a>",
+    "!\u202eping\u202c",  # right-to-left override
+    "!hilfe \u202egnip\u202c \u200f",  # ... and a right-to-left mark
+    "!pi\u200bng",  # zero-width space inside the name
+    "!ping\u200d\ufeff",  # zero-width joiner, byte order mark
+    "!" + "a" * 9_999,  # 10,000 characters
+    "!hilfe " + "<b>" * 3_000,
+    "!ping " + "x" * 60_000,  # near the 64 KiB event limit
+]
+RAW_HTML = ("<b>", "<img", "<script", "<a href=\"javascript", "onerror")
+
+
+async def test_hostile_text_is_answered_safely(
+    bot: BotProcess, member: Member, proxy: FaultProxy
+) -> None:
+    room = await room_with(member, bot)
+    sent = [await member.send(room, body) for body in HOSTILE]
+    before_prefix = await member.send(room, "\u200b!ping")  # not at the start: no command
+    sentinel = await member.send(room, "!ping")
+    await member.wait_for_replies(room, bot.user_id, [*sent, sentinel])
+    await member.settle(1.0)
+    messages = member.messages_from(room, bot.user_id)
+    assert_answered_once([m for m in messages if reply_to_id(m) != before_prefix],
+                         [*sent, sentinel])
+    assert len(replies_to(messages, before_prefix)) <= 1
+    for m in messages:
+        content = m["content"]
+        assert content["msgtype"] == "m.notice"
+        assert content["m.mentions"] == {}, content["m.mentions"]  # never @room, nobody
+        html = content["formatted_body"]
+        assert not any(raw in html for raw in RAW_HTML), html[:300]
+    # Echoed member text arrives escaped, not dropped.
+    [html_echo] = replies_to(messages, sent[0])
+    assert "&lt;b&gt;fett&lt;/b&gt;" in html_echo["content"]["formatted_body"]
 
 
 def reply_to_id(message: dict) -> str:
