@@ -346,16 +346,19 @@ class MatrixConnection:
     async def create_room(self, *, name: str | None = None, topic: str | None = None,
                           invite: Sequence[str] = (), is_direct: bool = False,
                           space: bool = False, moderators: Sequence[str] = (),
-                          initial_state: Sequence[dict[str, Any]] = ()) -> str:
+                          initial_state: Sequence[dict[str, Any]] = (),
+                          alias: str | None = None) -> str:
         """A new private room (or space) with history visible to its members; `moderators` get
         power level 50. A direct room makes everyone invited an equal (trusted private chat).
-        Not idempotent: callers record the room id right away."""
+        Not idempotent: callers record the room id right away, or give an `alias` (a local
+        part) that a second attempt is refused for (RefusedError; `resolve_alias` finds it)."""
         state = [{"type": "m.room.history_visibility", "state_key": "",
                   "content": {"history_visibility": "shared"}}, *initial_state]
         levels = {"users": {user: 50 for user in moderators}} if moderators else None
         response = await self._call(
             self.client.room_create(
                 name=name, topic=topic, invite=list(invite), is_direct=is_direct, space=space,
+                alias=alias,
                 preset=(nio.RoomPreset.trusted_private_chat if is_direct
                         else nio.RoomPreset.private_chat),
                 initial_state=state, power_level_override=levels,
@@ -400,9 +403,7 @@ class MatrixConnection:
         return None
 
     async def joined_member_count(self, room_id: str) -> int:
-        room = self.client.rooms.get(room_id)
-        if room is not None and room.joined_count:
-            return room.joined_count  # from the sync's room summary: no request needed
+        # Asked each time: nio's count from lazy-loaded syncs lags behind.
         response = await self._call(self.client.joined_members(room_id))
         if not isinstance(response, nio.JoinedMembersResponse):
             self._raise_for_refusal(response, "joined members")

@@ -7,6 +7,7 @@ module stays free of nio and its tests run against a fake.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,11 +116,11 @@ async def communities(ctx: Context) -> Text:
         return ctx.t("communities.none", create=ctx.call("community", _words(ctx)["create"],
                                                          "ki-verwaltung", "KI in der Verwaltung"))
     admin = _admin(ctx)
+    counts = await asyncio.gather(*(admin.member_count(c.room_id) for c in found))
     lines = [ctx.t("communities.title", count=len(found))]
-    for community in found:
+    for community, members in zip(found, counts, strict=True):
         lines.append(ctx.t("communities.line", title=Text.raw(community.title),
-                           slug=Text.code(community.slug),
-                           members=await admin.member_count(community.room_id),
+                           slug=Text.code(community.slug), members=members,
                            topic=Text.raw(community.topic or "–")))
     placeholder = ctx.services.catalog.template(ctx.language, "args.community")
     lines.append(ctx.t("communities.how", join=ctx.call("join", f"<{placeholder}>")))

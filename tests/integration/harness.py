@@ -201,6 +201,13 @@ class Member:
             await self.sync(timeout_ms=500)
         return self.invites[seen]
 
+    async def wait_invited(self, room_id: str, timeout: float = 20.0) -> None:
+        """Until this member's sync shows an invite into `room_id` (seen earlier counts)."""
+        deadline = time.monotonic() + timeout
+        while room_id not in self.invites:
+            assert time.monotonic() < deadline, f"no invite into {room_id} arrived"
+            await self.sync(timeout_ms=500)
+
     async def wait_joined(self, room_id: str, user_id: str, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -248,8 +248,8 @@ async def test_communities_lists_title_topic_and_member_count(services, admin):
     assert listed.splitlines() == [
         "Communities of the network (2)",
         # The topic a community starts with is in the language of the room it was made in.
-        "- Cloud (cloud, 3 members): Community „Cloud“ im NExT-Netzwerk",
-        "- KI in der Verwaltung (ki-verwaltung, 1 members): Community „KI in der Verwaltung“ im "
+        "- Cloud (cloud, members: 3): Community „Cloud“ im NExT-Netzwerk",
+        "- KI in der Verwaltung (ki-verwaltung, members: 1): Community „KI in der Verwaltung“ im "
         "NExT-Netzwerk",
         "Join: !join <short name>",
     ]
