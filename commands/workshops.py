@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_datetime, format_timedelta
 from icalendar import Calendar, Event
 
+from commands import room_settings
 from commands.framework import (
     Arg,
     Attachment,
@@ -1133,7 +1134,8 @@ class WorkshopReminders:
         latest = end + max(config.reminders) + timedelta(hours=2)
         found: list[Occurrence] = []
         for w in await self.services.storage.workshops.starting_between(start, latest):
-            rooms = [w.room_id] if w.room_id else config.rooms
+            rooms = [room for room in ([w.room_id] if w.room_id else config.rooms)
+                     if await room_settings.is_on(self.services, room, "workshop_reminders")]
             local_start = w.starts_at.astimezone(config.timezone)
             for offset in config.reminders:
                 due = before(local_start, offset)
@@ -1158,6 +1160,8 @@ class WorkshopReminders:
         now = self.services.clock.now()
         if w is None or w.cancelled or w.starts_at <= now:
             return None
+        if not await room_settings.is_on(self.services, occurrence.room_id, "workshop_reminders"):
+            return None  # the room's moderators switched reminders off after it was planned
         language = await storage.rooms.language(occurrence.room_id) or self.default_language
         view = View(self.services, language)
         locale = language if language in ("de", "en") else "de"

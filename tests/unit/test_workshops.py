@@ -10,7 +10,7 @@ import pytest
 from icalendar import Calendar
 
 from bot.render import to_html
-from commands import core, workshops
+from commands import core, room_settings, workshops
 from commands.framework import Level, Registry, dispatch, parse_args
 from commands.i18n import LANGUAGES
 from commands.schedule import Occurrence
@@ -678,6 +678,21 @@ async def test_default_config_and_no_rooms(services, storage):
     await stored(storage, "KI", berlin(2026, 12, 3, 10), hours=1)
     found = await reminders(services).occurrences(berlin(2026, 11, 20), berlin(2026, 12, 31))
     assert [short(o.key) for o in found] == [f"workshop:2:1d:{ROOM}", f"workshop:2:1h:{ROOM}"]
+
+
+async def test_a_room_that_switched_reminders_off_gets_none(services, storage, clock):
+    await stored(storage, "KI", berlin(2026, 12, 3, 10))
+    await stored(storage, "Ohne Raum", berlin(2026, 12, 4, 18), room_id=None)
+    source = reminders(services, rooms=["!a:x.org", "!b:x.org"], timezone=BERLIN,
+                       reminders=[timedelta(hours=1)])
+    [planned, *_] = await source.occurrences(berlin(2026, 11, 20), berlin(2026, 12, 31))
+    await room_settings.change(services, ROOM, "workshop_reminders", "off", BOSS)
+    await room_settings.change(services, "!b:x.org", "workshop_reminders", "off", BOSS)
+    found = await source.occurrences(berlin(2026, 11, 20), berlin(2026, 12, 31))
+    assert [short(o.key) for o in found] == ["workshop:2:1h:!a:x.org"]
+    # Planned before the switch, it posts nothing when it falls due.
+    clock.at = planned.due
+    assert await source.render(planned, late=False) is None
 
 
 async def test_cancelled_workshops_have_no_occurrences(services, storage, clock):
