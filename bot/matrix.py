@@ -7,6 +7,7 @@ nio's own retry loops are switched off so that one back-off policy governs every
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import io
 import logging
@@ -25,6 +26,10 @@ from storage.session import SessionRepository
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_MS = 30_000
+# nio puts no request timeout at all on a sync with `timeout=0` (the first sync, the full-state
+# one at start): a connection that silently died would block the bot for good. Generous, as the
+# server may take a while for a large account's first sync.
+UNBOUNDED_SYNC_LIMIT_S = 180.0
 TIMELINE_LIMIT = 50
 PAGE_SIZE = 100
 
@@ -154,8 +159,9 @@ class MatrixConnection:
 
         Synapse caches identical sync requests for two minutes; with our latest token in it,
         this request is not one it has answered before the rooms last changed."""
-        response = await self._until_answered(lambda: self.client.sync(
-            timeout=0, since=since, full_state=True, sync_filter=_sync_filter(timeline_limit=1)))
+        response = await self._until_answered(lambda: asyncio.wait_for(self.client.sync(
+            timeout=0, since=since, full_state=True, sync_filter=_sync_filter(timeline_limit=1)),
+            UNBOUNDED_SYNC_LIMIT_S))
         if not isinstance(response, nio.SyncResponse):
             self._raise_for(response, "initial state")
         self.client.next_batch = None  # the sync token is ours, not nio's
@@ -228,10 +234,11 @@ class MatrixConnection:
             timeout_ms = SYNC_TIMEOUT_MS
         timeline_limit = TIMELINE_LIMIT if since else 1  # a first sync needs no history
         self.client.next_batch = None  # nio would otherwise put its own token for a None
-        response = await self._call(
-            self.client.sync(timeout=timeout_ms, since=since,
-                             sync_filter=_sync_filter(timeline_limit), full_state=False)
-        )
+        request = self.client.sync(timeout=timeout_ms, since=since,
+                                   sync_filter=_sync_filter(timeline_limit), full_state=False)
+        if not timeout_ms:
+            request = asyncio.wait_for(request, UNBOUNDED_SYNC_LIMIT_S)
+        response = await self._call(request)
         if not isinstance(response, nio.SyncResponse):
             self._raise_for(response, "sync")
         if self.client.olm:
@@ -347,13 +354,16 @@ class MatrixConnection:
                           invite: Sequence[str] = (), is_direct: bool = False,
                           space: bool = False, moderators: Sequence[str] = (),
                           initial_state: Sequence[dict[str, Any]] = (),
-                          alias: str | None = None) -> str:
+                          alias: str | None = None, encrypted: bool = False) -> str:
         """A new private room (or space) with history visible to its members; `moderators` get
         power level 50. A direct room makes everyone invited an equal (trusted private chat).
         Not idempotent: callers record the room id right away, or give an `alias` (a local
         part) that a second attempt is refused for (RefusedError; `resolve_alias` finds it)."""
         state = [{"type": "m.room.history_visibility", "state_key": "",
                   "content": {"history_visibility": "shared"}}, *initial_state]
+        if encrypted:
+            state.append({"type": "m.room.encryption", "state_key": "",
+                          "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
         levels = {"users": {user: 50 for user in moderators}} if moderators else None
         response = await self._call(
             self.client.room_create(

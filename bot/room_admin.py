@@ -24,14 +24,17 @@ async def _checked(request: Awaitable[T]) -> T:
 
 
 class MatrixRoomAdmin:
-    def __init__(self, connection: MatrixConnection) -> None:
+    def __init__(self, connection: MatrixConnection, encrypt_rooms: bool = True) -> None:
         self._connection = connection
+        self._encrypt_rooms = encrypt_rooms
         self._via = [server_of(connection.user_id)]
 
     async def create_room(self, *, name: str, topic: str, moderators: Sequence[str],
                           space: bool = False) -> str:
+        # Rooms are encrypted like a client's private rooms; a space carries no messages.
         return await _checked(self._connection.create_room(
-            name=name, topic=topic, moderators=moderators, space=space))
+            name=name, topic=topic, moderators=moderators, space=space,
+            encrypted=self._encrypt_rooms and not space))
 
     async def add_to_space(self, space_id: str, room_id: str) -> None:
         await _checked(self._connection.put_state(

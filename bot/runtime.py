@@ -13,10 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+from bot.feed import MemberFeed
 from bot.handling import CommandHandler, DirectRooms
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
 from bot.metrics import Metrics, MetricsServer
+from bot.pairing_rooms import PairingRooms
 from bot.permissions import Permissions
 from bot.rate_limit import MemberRateLimit
 from bot.room_admin import MatrixRoomAdmin
@@ -25,7 +27,15 @@ from bot.sender import Sender
 from bot.settings import Settings
 from bot.syncer import Syncer
 from bot.welcomer import Welcomer
-from commands import communities, core, experts, room_settings, workshops
+from commands import (
+    communities,
+    core,
+    experts,
+    meet,
+    municipalities,
+    room_settings,
+    workshops,
+)
 from commands.framework import Registry, Router, Services
 from commands.i18n import Catalog
 from storage import Storage
@@ -35,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # Every feature module's router, in the order `!help` lists them.
 FEATURES: list[Router] = [core.router, room_settings.router, communities.router, experts.router,
-                          workshops.router]
+                          workshops.router, meet.router, municipalities.router]
 
 HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
 # On stop (SIGTERM): how long to let commands being handled finish, then to send what is
@@ -65,6 +75,7 @@ class Bot:
         self.storage: Storage | None = None
         self.connection: MatrixConnection | None = None
         self.scheduler: Scheduler | None = None
+        self.pairing: PairingRooms | None = None  # NExT-to-meet-you's rounds and rooms
         self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
         self._handler: CommandHandler | None = None
@@ -96,10 +107,18 @@ class Bot:
                             workshops_config=workshops.WorkshopConfig.create(
                                 settings.workshops.reminders, settings.workshops.rooms,
                                 settings.bot.timezone),
-                            room_defaults=room_settings.RoomDefaults(settings.bot.language),
+                            meet_config=meet.MeetConfig.create(
+                                **settings.meet.model_dump(exclude={"rooms"}),
+                                timezone=settings.bot.timezone),
+                            room_defaults=room_settings.RoomDefaults(
+                                settings.bot.language, switched_on={
+                                    "announcements": frozenset(settings.announcements.rooms),
+                                    "meet_reminders": frozenset(settings.meet.rooms)}),
                             communities_config=communities.CommunityConfig(
                                 settings.communities.space),
-                            room_admin=MatrixRoomAdmin(connection))
+                            room_admin=MatrixRoomAdmin(
+                                connection, settings.matrix.encryption
+                                and settings.communities.encrypt_rooms))
         permissions = Permissions(connection.room_state, settings.bot.admins,
                                   settings.bot.moderator_level)
         sender = Sender(connection, storage.outbox, metrics=self.metrics)
@@ -113,7 +132,10 @@ class Bot:
             direct_rooms=direct_rooms.room_for, rate_limit=rate_limit, metrics=self.metrics)
         command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
         self.scheduler = Scheduler(
-            storage, [workshops.WorkshopReminders(services, settings.bot.language)],
+            storage, [workshops.WorkshopReminders(services, settings.bot.language),
+                      municipalities.JoinAnnouncements(services, settings.bot.language),
+                      meet.MeetReminders(services, settings.bot.language),
+                      meet.MeetFollowUps(services, settings.bot.language)],
             clock=services.clock, timezone=settings.tzinfo,
             grace=timedelta(minutes=settings.scheduler.grace_minutes),
             catalog=services.catalog, default_language=settings.bot.language,
@@ -143,6 +165,16 @@ class Bot:
             asyncio.create_task(self.syncer.run(), name="sync"),
             asyncio.create_task(welcomer.run(), name="welcomes"),
         ]
+        self.pairing = PairingRooms(services, connection, self.user_id, settings.bot.language,
+                                    on_queued=send_lanes.wake)
+        self._tasks.append(asyncio.create_task(self.pairing.run(), name="pairing"))
+        if settings.announcements.feed_url:
+            scheduler = self.scheduler
+            feed = MemberFeed(
+                storage, settings.announcements.feed_url,
+                timedelta(minutes=settings.announcements.poll_minutes),
+                on_joined=lambda: scheduler.schedule_changed(municipalities.SOURCE_NAME))
+            self._tasks.append(asyncio.create_task(feed.run(), name="member-feed"))
         self._sync_task = next(t for t in self._tasks if t.get_name() == "sync")
         if settings.metrics.address is not None:
             scheduler = self.scheduler

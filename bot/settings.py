@@ -35,6 +35,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from commands.meet import parse_rule, parse_start_time
+from commands.workshops import normalize_link, parse_duration
 from storage.experts import DEFAULT_SYNONYMS
 from storage.workshops import offset_label, parse_offset
 
@@ -230,6 +232,97 @@ class SchedulerSettings(_Section):
     grace_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
 
 
+class AnnouncementSettings(_Section):
+    # Rooms (ids) where joins of new members are announced, unless their moderators switch
+    # announcements off; moderators of other rooms can switch them on.
+    rooms: list[RoomId] = Field(default_factory=list)
+    # The member list the network publishes (CSV with the import's header, or JSON); empty:
+    # none, members come from moderators and imports only.
+    feed_url: str | None = None
+    # How often the feed is fetched (a conditional request: unchanged costs little).
+    poll_minutes: float = Field(default=15, gt=0, le=24 * 60)
+
+    @field_validator("feed_url")
+    @classmethod
+    def _feed_url_valid(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise _problem("must be an http(s) URL")
+        return value
+
+
+class MeetSettings(_Section):
+    # NExT-to-meet-you. The dates: an iCalendar recurrence rule (RRULE; `DTSTART=YYYYMMDD;`
+    # anchors one with INTERVAL), computed on the wall clock of `bot.timezone`.
+    rule: str = "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2"
+    start_time: str = "12:00"
+    duration: str = "1h"
+    link: str = ""  # the video link; empty: none
+    # Reminders before each date ("1d" the same time the day before, "15m"); empty: none.
+    reminders: list[str] = Field(default_factory=lambda: ["1d", "15m"])
+    # Rooms (ids) that get the reminders unless their moderators switch them off.
+    rooms: list[RoomId] = Field(default_factory=list)
+    pairing: bool = True  # pair the members who opted in before each date
+    pairing_lead: str = "3d"  # how long before a date its pairs are made
+    avoid_repeat_rounds: int = Field(default=3, ge=0, le=52)  # no partner again for N rounds
+    seed: str = "next"  # the pairing is deterministic for a seed (and the date)
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_valid(cls, value: str) -> str:
+        try:
+            parse_rule(value)
+        except ValueError:
+            raise _problem(f"bad rule {value!r} (expected an RRULE with FREQ=DAILY, WEEKLY, "
+                           "MONTHLY or YEARLY, e.g. FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2)") from None
+        return value.strip()
+
+    @field_validator("start_time")
+    @classmethod
+    def _time_valid(cls, value: str) -> str:
+        try:
+            parse_start_time(value)
+        except ValueError:
+            raise _problem(f"bad time {value!r} (expected e.g. 12:00)") from None
+        return value.strip()
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_valid(cls, value: str) -> str:
+        try:
+            parse_duration(value)
+        except ValueError:
+            raise _problem(f"bad duration {value!r} (expected e.g. 1h or 90m)") from None
+        return value.strip()
+
+    @field_validator("link")
+    @classmethod
+    def _link_valid(cls, value: str) -> str:
+        if value.strip() and normalize_link(value.strip()) is None:
+            raise _problem("must be an http(s) URL")
+        return value.strip()
+
+    @field_validator("reminders")
+    @classmethod
+    def _offsets_valid(cls, value: list[str]) -> list[str]:
+        return WorkshopSettings._offsets_valid(value)
+
+    @field_validator("pairing_lead")
+    @classmethod
+    def _lead_valid(cls, value: str) -> str:
+        try:
+            return offset_label(parse_offset(value))
+        except ValueError:
+            raise _problem(f"bad lead time {value!r} (expected e.g. 3d or 12h)") from None
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     """`127.0.0.1:9464` or `[::1]:9464` → (host, port); ValueError when malformed."""
     host, sep, port_text = listen.strip().rpartition(":")
@@ -270,6 +363,8 @@ class CommunitySettings(_Section):
     welcome_delay_seconds: int = Field(default=30, ge=0, le=3600)
     # Nobody matching these user-id patterns is welcomed (`*` = anything): other bots, bridges.
     no_welcome: list[str] = Field(default_factory=lambda: ["@*bot:*", "@_*"])
+    # Rooms the bot creates for communities are end-to-end encrypted (with matrix.encryption).
+    encrypt_rooms: bool = True
 
     @field_validator("space")
     @classmethod
@@ -296,6 +391,8 @@ class Settings(BaseSettings):
     experts: ExpertSettings = Field(default_factory=ExpertSettings)
     workshops: WorkshopSettings = Field(default_factory=WorkshopSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    meet: MeetSettings = Field(default_factory=MeetSettings)
+    announcements: AnnouncementSettings = Field(default_factory=AnnouncementSettings)
     communities: CommunitySettings = Field(default_factory=CommunitySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 

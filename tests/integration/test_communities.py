@@ -26,7 +26,8 @@ async def test_create_join_and_welcome_once_combined_for_joins_close_together(
     bot_account: BotAccount, member: Member, make_member: MakeMember
 ) -> None:
     bot = bot_account.user_id
-    bot_account.sections = {"communities": {"welcome_delay_seconds": 2}}
+    # This member's client reads plain rooms; encrypted community rooms: test_encryption.py.
+    bot_account.sections = {"communities": {"welcome_delay_seconds": 2, "encrypt_rooms": False}}
     await bot_account.start()
     await bot_account.wait_synced()
     lobby = await member.create_room(invite=[bot])  # its creator moderates it (room v12)

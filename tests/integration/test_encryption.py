@@ -155,6 +155,44 @@ async def test_a_scheduled_post_into_an_encrypted_room_arrives_encrypted(
         await member.client.close()
 
 
+async def test_a_community_room_is_made_encrypted_and_its_welcome_arrives_encrypted(
+    homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
+) -> None:
+    bot_account.sections = {"communities": {"welcome_delay_seconds": 1}}
+    await bot_account.start()
+    await bot_account.wait_synced()
+    member = await EncryptingMember.create(homeserver, tmp_path / "member-store")
+    try:
+        created = await member.client.room_create(
+            invite=[bot_account.user_id], initial_state=[ENCRYPTION])
+        assert isinstance(created, nio.RoomCreateResponse), created
+        lobby = created.room_id
+        asked = await member.send(lobby, "!community anlegen krypto Krypto-Runde")
+        answer = await member.reply_to(asked, bot_account.user_id)
+        assert "ist angelegt" in answer.body, answer.body
+        running = bot_account.running
+        assert running is not None and running.storage is not None
+        community = await running.storage.communities.get("krypto")
+        assert community is not None
+        joined = await member.client.join(community.room_id)
+        assert isinstance(joined, nio.JoinResponse), joined
+        encryption = await member.client.room_get_state_event(community.room_id,
+                                                              "m.room.encryption")
+        assert encryption.content["algorithm"] == "m.megolm.v1.aes-sha2"
+
+        deadline = time.monotonic() + 30
+        while True:
+            welcomes = [e for e in member.events if isinstance(e, nio.RoomMessageNotice)
+                        and e.body.startswith("Willkommen")]
+            if welcomes or time.monotonic() > deadline:
+                break
+            await member.sync()
+        [welcome] = welcomes
+        assert welcome.decrypted and "Krypto-Runde" in welcome.body
+    finally:
+        await member.client.close()
+
+
 async def test_an_unreadable_message_gets_one_explanation_and_the_loop_goes_on(
     bot_account: BotAccount, member, monkeypatch: pytest.MonkeyPatch
 ) -> None:
