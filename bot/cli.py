@@ -147,6 +147,44 @@ places; moderators of any room can edit or cancel them.
                            help="only check the file and report; write nothing "
                            "(exit 1 if any row is bad)")
     workshops.set_defaults(func=_cmd_import_workshops)
+    members = sub.add_parser(
+        "municipalities",
+        help="add members of the network (municipalities and other organisations) from a CSV file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Add member organisations of the network to the register from a CSV file.
+
+The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
+with ';' is read with ';'), one member per row, this header, columns in any order:
+
+  name,kind,state,ags,joined_on,website
+
+name and state are required. kind is Stadt, Gemeinde, Landkreis, Land, Bundesbehörde
+or other (German or English words; empty: other); state one of the 16 states (name,
+code or common spelling: NRW, BW); ags the 8-digit official municipality key, whose
+first two digits must be the state's; joined_on 2026-11-26 or 26.11.2026, not in the
+future; website an http(s) address.
+
+Every row is checked first; each problem is reported as 'line N: column: reason'.
+If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
+A member already in the register (same AGS, else same name and state), also one an
+admin removed, is not added again but counted as 'already there'.
+
+Importing into an empty register only fills it. Later imports register the new members
+to be announced: a running bot posts one announcement per room with announcements
+within 15 minutes (all joins of one import in one message). --silent announces nothing.
+""",
+    )
+    members.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file to import")
+    _add_config_option(members)
+    members.add_argument("--skip-invalid", action="store_true",
+                         help="import the good rows even if some rows are bad (exit 0)")
+    members.add_argument("--dry-run", action="store_true",
+                         help="only check the file and report; write nothing "
+                         "(exit 1 if any row is bad)")
+    members.add_argument("--silent", action="store_true",
+                         help="register the new members without announcing them")
+    members.set_defaults(func=_cmd_import_municipalities)
 
 
 def _add_export_parsers(sub: Any) -> None:
@@ -253,6 +291,22 @@ def _cmd_import_workshops(args: argparse.Namespace) -> int:
             storage, args.file, timezone=settings.bot.timezone,
             skip_invalid=args.skip_invalid, dry_run=args.dry_run,
             reminders=settings.workshops.reminders, reminder_rooms=settings.workshops.rooms,
+            progress=sys.stderr.isatty(),
+        )
+
+    return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
+
+
+def _cmd_import_municipalities(args: argparse.Namespace) -> int:
+    settings = _load_or_report(args.config)
+    if settings is None:
+        return 1
+    from bot.import_municipalities import run_cli
+
+    async def work(storage: Storage) -> int:
+        return await run_cli(
+            storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+            silent=args.silent, announcement_rooms=len(settings.announcements.rooms),
             progress=sys.stderr.isatty(),
         )
 

@@ -6,7 +6,9 @@ time zone) is only the alarm clock: at start, and after any change, the jobs of 
 as its id. A delivery is recorded under that key in the same transaction that queues its
 message (with a transaction id derived from the key), so a crash between firing and sending
 neither loses nor repeats it. What was missed while the bot was down is sent late if it is
-within `grace`, else recorded and logged as skipped.
+within `grace` (or the occurrence's own), else recorded and logged as skipped. A digest (one
+post for several items, e.g. joins announced together) carries the keys of the items it
+covers; they are recorded with its own key in that transaction, all or none.
 """
 
 from __future__ import annotations
@@ -145,18 +147,17 @@ class Scheduler:
             return "already"
         now = self._clock.now()
         late_by = now - occurrence.due
-        if late_by > self._grace:
+        grace = self._grace if occurrence.grace is None else occurrence.grace
+        if late_by > grace:
             log.warning("skipped %s: due %s, %d min ago, beyond the grace period",
                         occurrence.key, occurrence.due.isoformat(), late_by // timedelta(minutes=1))
-            await deliveries.record(self._delivery(occurrence, now, "skipped"))
-            return "skipped"
+            return await self._skip(occurrence, now)
         late = late_by > LATE_AFTER
         source = self._sources[occurrence.source]
         reply = await source.render(occurrence, late)
         if reply is None:  # no longer applies (cancelled, moved): remember, post nothing
-            await deliveries.record(self._delivery(occurrence, now, "skipped"))
             log.info("%s no longer applies; nothing posted", occurrence.key)
-            return "skipped"
+            return await self._skip(occurrence, now)
         language = (await self._storage.rooms.language(occurrence.room_id)
                     or self._default_language)
 
@@ -167,14 +168,33 @@ class Scheduler:
         messages = [OutgoingMessage(delivery_txn_id(occurrence.key, page), occurrence.room_id,
                                     content) for page, content in enumerate(contents)]
         status = "late" if late else "sent"
-        async with self._storage.db.transaction():
-            if not await deliveries.record(self._delivery(occurrence, now, status)):
-                return "already"  # delivered meanwhile by the other path (job or catch-up)
-            await self._storage.outbox.add(messages, created_at=_ms(now))
+        try:
+            async with self._storage.db.transaction():
+                await self._record(occurrence, now, status)
+                await self._storage.outbox.add(messages, created_at=_ms(now))
+        except _AlreadyRecorded:
+            return "already"  # delivered meanwhile by the other path (job or catch-up)
         log.info("%s: %s into %s", occurrence.key, status, occurrence.room_id)
         self._on_queued(occurrence.room_id)
         return status
 
-    def _delivery(self, occurrence: Occurrence, now: datetime, status: str) -> Delivery:
-        return Delivery(occurrence.key, occurrence.source, occurrence.room_id,
-                        _ms(occurrence.due), _ms(now), status)
+    async def _skip(self, occurrence: Occurrence, now: datetime) -> str:
+        try:
+            await self._record(occurrence, now, "skipped")
+        except _AlreadyRecorded:
+            return "already"
+        return "skipped"
+
+    async def _record(self, occurrence: Occurrence, now: datetime, status: str) -> None:
+        """Record the occurrence under each of its keys (in the caller's transaction, if any);
+        raises _AlreadyRecorded if any key was recorded before, which rolls all back."""
+        async with self._storage.db.transaction():
+            for key in occurrence.keys:
+                delivery = Delivery(key, occurrence.source, occurrence.room_id,
+                                    _ms(occurrence.due), _ms(now), status)
+                if not await self._storage.deliveries.record(delivery):
+                    raise _AlreadyRecorded(key)
+
+
+class _AlreadyRecorded(Exception):
+    """A delivery key was recorded before: roll back, post nothing."""

@@ -23,6 +23,7 @@ from commands.framework import (
     visible_lines,
 )
 from commands.i18n import LANGUAGES, Text
+from commands.templates import JOIN_ANNOUNCEMENT
 
 router = Router("settings")
 
@@ -56,6 +57,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("language", "sprache", "language"),
     Setting("welcome", "willkommen", "text", may_be_off=True),
     Setting("announcements", "ankündigungen", "switch"),
+    Setting("announcement", "ankündigung", "text", check=JOIN_ANNOUNCEMENT.check),
     Setting("meet_reminders", "treffen_erinnerungen", "switch"),
     Setting("workshop_reminders", "werkstatt_erinnerungen", "switch", default_on=True),
 )

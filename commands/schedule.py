@@ -24,6 +24,15 @@ class Occurrence:
     due: datetime  # aware
     room_id: str
     subject: str = ""  # the source's own reference (a workshop number, say)
+    # A digest: the further delivery keys this one post settles (one per item it holds). They
+    # are recorded with `key` in one transaction: all of them, or none if any was before.
+    covers: tuple[str, ...] = ()
+    # How late it may still be posted after a downtime; None: the scheduler's grace.
+    grace: timedelta | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key, *self.covers)
 
 
 class OccurrenceSource(Protocol):

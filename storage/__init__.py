@@ -11,6 +11,7 @@ from storage.deliveries import DeliveryRepository
 from storage.experts import ExpertRepository
 from storage.inbox import InboxRepository
 from storage.migrations import MIGRATIONS
+from storage.municipalities import MunicipalityRepository
 from storage.outbox import OutboxRepository
 from storage.rooms import RoomRepository
 from storage.session import SessionRepository
@@ -31,6 +32,7 @@ class Storage:
     workshops: WorkshopRepository
     deliveries: DeliveryRepository
     undecrypted: UndecryptedRepository
+    municipalities: MunicipalityRepository
     communities: CommunityRepository
 
     @classmethod
@@ -46,6 +48,7 @@ class Storage:
             workshops=WorkshopRepository(db),
             deliveries=DeliveryRepository(db),
             undecrypted=UndecryptedRepository(db),
+            municipalities=MunicipalityRepository(db),
             communities=CommunityRepository(db),
         )
 
