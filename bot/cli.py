@@ -336,12 +336,17 @@ def _cmd_export_experts(args: argparse.Namespace) -> int:
 
 
 async def _serve(run_bot: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:
-    # SIGTERM (systemd, docker stop) cancels the bot like Ctrl-C does, so its
-    # cleanup (closing the Matrix client and the database) still runs.
+    # SIGTERM (systemd, docker stop) cancels the bot like Ctrl-C does; its stop then takes no
+    # more commands, finishes those in hand, sends what is queued (briefly) and closes.
     task = asyncio.current_task()
     if task is not None:
+
+        def stop() -> None:
+            log.info("SIGTERM: stopping")
+            task.cancel()
+
         try:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not available (Windows, or not in the main thread)
     await run_bot(settings)
