@@ -23,9 +23,9 @@ HEADER = "name,kind,state,ags,joined_on,website\n"
 URL = "https://next.example.org/mitglieder.csv"
 
 
-def csv_feed(*rows: str, etag: str | None = None) -> Fetched:
+def csv_feed(*rows: str, etag: str | None = None, last_modified: str | None = None) -> Fetched:
     return Fetched((HEADER + "\n".join(rows) + "\n").encode(), "text/csv; charset=utf-8", etag,
-                   None)
+                   last_modified)
 
 
 def towns(count: int, start: int = 0) -> list[str]:
@@ -94,14 +94,15 @@ def test_a_member_listed_twice_in_a_feed_counts_once():
 
 async def test_the_first_poll_seeds_later_ones_announce_what_is_new(storage):
     joined: list[str] = []
-    fake = FakeFeed(csv_feed(*towns(3), etag='"v1"'), None,
+    modified = "Wed, 25 Nov 2026 08:00:00 GMT"
+    fake = FakeFeed(csv_feed(*towns(3), etag='"v1"', last_modified=modified), None,
                     csv_feed(*towns(4), etag='"v2"'))
     feed = make_feed(storage, fake, joined)
     assert await feed.poll() == "seeded"
     assert await storage.municipalities.count() == 3
     assert await announced(storage) == [] and joined == []
     assert await feed.poll() == "unchanged"
-    assert fake.calls[1] == (URL, '"v1"', None)  # conditional request
+    assert fake.calls[1] == (URL, '"v1"', modified)  # a conditional request
     assert await feed.poll() == "added"
     assert await announced(storage) == ["Gemeinde 3"] and joined == ["joined"]
     [new] = [m for m in await storage.municipalities.latest(10) if m.name == "Gemeinde 3"]
@@ -243,3 +244,45 @@ poll_minutes = 0
     assert "announcements.rooms[0]: bad room id" in problems
     assert "announcements.feed_url: must be an http(s) URL" in problems
     assert "announcements.poll_minutes" in problems
+
+
+async def test_fetch_sends_conditional_requests_and_reports_failures_without_content():
+    from aiohttp import web
+
+    from bot.feed import fetch
+
+    seen: list[dict[str, str]] = []
+    status = {"code": 200}
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        if status["code"] != 200:
+            return web.Response(status=status["code"], text="geheim")
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304)
+        return web.Response(text=HEADER + "Kassel,,Hessen,,,\n", content_type="text/csv",
+                            headers={"ETag": '"v1"', "Last-Modified": "Wed, 25 Nov 2026 "
+                                                                       "08:00:00 GMT"})
+
+    app = web.Application()
+    app.router.add_get("/feed", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed"
+    try:
+        fetched = await fetch(url, None, None)
+        assert fetched is not None and fetched.etag == '"v1"'
+        assert fetched.last_modified == "Wed, 25 Nov 2026 08:00:00 GMT"
+        assert [m.name for m in parse_feed(fetched, NOW)] == ["Kassel"]
+        assert await fetch(url, '"v1"', fetched.last_modified) is None
+        assert seen[1]["If-None-Match"] == '"v1"'
+        assert seen[1]["If-Modified-Since"] == "Wed, 25 Nov 2026 08:00:00 GMT"
+        status["code"] = 503
+        with pytest.raises(FeedUnreachable, match="HTTP 503") as caught:
+            await fetch(url, None, None)
+        assert "geheim" not in str(caught.value)
+    finally:
+        await runner.cleanup()
+    with pytest.raises(FeedUnreachable):  # nobody listens any more
+        await fetch(url, None, None)
