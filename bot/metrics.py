@@ -119,6 +119,10 @@ class Metrics:
         return True, {"status": "ok", "last_sync_seconds_ago": age}
 
 
+class MetricsAddressError(Exception):
+    """The configured address cannot be listened on (in use, not local, no permission)."""
+
+
 class MetricsServer:
     """The HTTP side: serves `/metrics` and `/healthz` from the bot's own event loop."""
 
@@ -145,6 +149,10 @@ class MetricsServer:
         await runner.setup()
         try:
             await web.TCPSite(runner, self._host, self._port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise MetricsAddressError(f"metrics.listen: cannot listen on {self._host}:"
+                                      f"{self._port} ({exc.strerror or exc})") from None
         except BaseException:
             await runner.cleanup()
             raise

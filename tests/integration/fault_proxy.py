@@ -9,6 +9,8 @@ Every switch is one attribute or method, flipped by a test while the bot runs:
   "hold_answer": forwarded to Synapse, but the answer is kept back (the client never sees it);
 - `drop_send_answers = n`: the next n sends are forwarded, then the connection is cut before
   the answer, so the client cannot know whether the server took them;
+- `hold_reads_of`: a regular expression; GET requests whose path matches it wait in the proxy,
+  never forwarded (e.g. the room state the bot reads to check a moderator's level);
 - `rate_limit_sends = n`: the next n sends get `M_LIMIT_EXCEEDED` with `retry_after_ms`;
 - `replay_sync_containing(event_id)`: the next sync gets an earlier sync answer (one that
   carried `event_id`) again;
@@ -69,6 +71,7 @@ class FaultProxy:
         self.seen: list[Seen] = []
         self.sends = "forward"  # or "hold", "hold_answer"
         self.drop_send_answers = 0
+        self.hold_reads_of: str | None = None
         self.rate_limit_sends = 0
         self.retry_after_ms = 300
         self._is_down = False
@@ -177,7 +180,9 @@ class FaultProxy:
             note("429")
             return web.json_response({"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests",
                                       "retry_after_ms": self.retry_after_ms}, status=429)
-        if is_send and self.sends == "hold":
+        held_read = (request.method == "GET" and self.hold_reads_of is not None
+                     and re.search(self.hold_reads_of, path) is not None)
+        if held_read or (is_send and self.sends == "hold"):
             note("held")
             await self._release.wait()
             return _bad_gateway()  # never forwarded

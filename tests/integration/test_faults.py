@@ -155,41 +155,48 @@ async def test_kill_9_between_command_and_answer_and_between_reminder_and_post(
     room = await room_with(member, bot)
     first = await member.ask(room, bot.user_id, "!ping")
 
-    # 1. The command is read and answered, but its reply never leaves the proxy: kill -9.
+    # 1. One command is answered, but its reply never leaves the proxy; the next one (a
+    # moderator's) waits for the room state its level check reads: kill -9.
     proxy.sends = "hold"
+    proxy.hold_reads_of = r"/rooms/[^/]+/state$"
     command = await member.send(room, "!ping")
-    await proxy.wait_for("held")
+    moderators = await member.send(room, "!sprache de")
+    await proxy.wait_for("held", count=2)
     await bot.kill()
     await member.sync(timeout_ms=0)
     assert len(member.messages_from(room, bot.user_id)) == 1  # only the first answer
+    assert bot.query("SELECT event_id FROM inbox") == [(moderators,)]  # read, not answered
+    assert len(bot.query("SELECT txn_id FROM outbox")) == 1  # answered, not sent
 
-    # 2. The restarted bot resends the reply (Synapse posts it, the answer never arrives), and
-    # a reminder fires and is queued behind it: kill -9 again.
+    # 2. The restarted bot resends the reply (Synapse posts it, the answer never arrives),
+    # answers the moderator's command, and a reminder fires; both queue behind the reply that
+    # hangs: kill -9 again.
     await add_workshop_due_soon(bot, room, member, seconds=2)
     proxy.release_held()
-    proxy.sends = "hold_answer"
+    proxy.sends, proxy.hold_reads_of = "hold_answer", None
     await bot.start()
     await proxy.wait_for("held_answer")
     deadline = time.monotonic() + 15
-    while not bot.query("SELECT key FROM deliveries"):
-        assert time.monotonic() < deadline, "the reminder did not fire"
+    while len(bot.query("SELECT txn_id FROM outbox")) < 3:  # two answers and the reminder
+        assert time.monotonic() < deadline, "the reminder or the answer was not queued"
         await asyncio.sleep(0.1)
     await bot.kill()
+    assert bot.query("SELECT status FROM deliveries") == [("sent",)]  # fired, recorded
 
     # 3. Restarted with the proxy forwarding: the reply (again, same transaction id) and the
     # reminder go out; Synapse keeps the reply it already has.
     proxy.release_held()
     proxy.sends = "forward"
     await bot.start()
-    await member.wait_for_messages(room, bot.user_id, 3, timeout=20)
+    await member.wait_for_messages(room, bot.user_id, 4, timeout=20)
     after = await member.send(room, "!ping")
-    await member.wait_for_replies(room, bot.user_id, [command, after])
+    await member.wait_for_replies(room, bot.user_id, [command, moderators, after])
     await member.settle(1.5)
 
     messages = member.messages_from(room, bot.user_id)
     assert len(reminders(messages)) == 1, [m["content"]["body"] for m in messages]
     answers = [m for m in messages if m not in reminders(messages)]
-    assert_answered_once(answers, [reply_to_id(first), command, after])
+    assert_answered_once(answers, [reply_to_id(first), command, moderators, after])
     # The reply to `command` was tried by all three processes, under one transaction id.
     tries = [s for s in proxy.sends_seen() if s.answer in ("held", "held_answer")]
     assert [s.answer for s in tries] == ["held", "held_answer"]

@@ -12,7 +12,7 @@ import pytest
 
 from bot.backoff import Backoff
 from bot.matrix import SendOutcome, SendResult, TransientError
-from bot.metrics import HEALTHY_SYNC_AGE_S, Metrics, MetricsServer
+from bot.metrics import HEALTHY_SYNC_AGE_S, Metrics, MetricsAddressError, MetricsServer
 from bot.sender import Sender
 from bot.settings import ConfigError, load_settings, parse_listen
 from bot.syncer import Syncer
@@ -185,7 +185,7 @@ async def test_healthz_is_503_until_the_first_sync_then_200_then_503_when_stale(
 async def test_a_port_in_use_is_an_error_at_start(served):
     server = MetricsServer(Metrics(), ("127.0.0.1", served[4]),
                            refresh=lambda: None, sync_running=lambda: True)
-    with pytest.raises(OSError):
+    with pytest.raises(MetricsAddressError, match=r"^metrics\.listen: cannot listen on "):
         await server.start()
 
 
