@@ -342,6 +342,8 @@ async def _serve(run_bot: Callable[[Settings], Awaitable[None]], settings: Setti
     if task is not None:
 
         def stop() -> None:
+            if task.cancelling():
+                return  # stopping already: a second SIGTERM must not cut the stop short
             log.info("SIGTERM: stopping")
             task.cancel()
 

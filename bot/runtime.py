@@ -17,7 +17,7 @@ from bot.feed import MemberFeed
 from bot.handling import CommandHandler, DirectRooms
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
-from bot.metrics import Metrics, MetricsServer
+from bot.metrics import Metrics, MetricsAddressError, MetricsServer
 from bot.pairing_rooms import PairingRooms
 from bot.permissions import Permissions
 from bot.rate_limit import MemberRateLimit
@@ -250,7 +250,7 @@ async def run_bot(settings: Settings) -> None:
     try:
         await bot.start()
         await bot.wait()
-    except (LoginError, DatabaseTooNewError) as exc:
+    except (LoginError, DatabaseTooNewError, MetricsAddressError) as exc:
         log.error("%s", exc)
         raise SystemExit(1) from None
     finally:
