@@ -26,6 +26,7 @@ from storage.experts import fold
 if TYPE_CHECKING:
     from commands.communities import CommunityConfig, RoomAdmin
     from commands.experts import ExpertConfig
+    from commands.meet import MeetConfig
     from commands.room_settings import RoomDefaults
     from commands.workshops import WorkshopConfig
 
@@ -185,6 +186,7 @@ class Services:
     started_at: float = field(default_factory=time.monotonic)
     experts_config: ExpertConfig | None = None  # `[experts]`; defaults when None
     workshops_config: WorkshopConfig | None = None  # `[workshops]`; defaults when None
+    meet_config: MeetConfig | None = None  # `[meet]`; defaults when None
     room_defaults: RoomDefaults | None = None  # the operator's defaults for room settings
     communities_config: CommunityConfig | None = None  # `[communities]`; defaults when None
     room_admin: RoomAdmin | None = None  # creating rooms, inviting: Matrix, behind a protocol

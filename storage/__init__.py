@@ -10,6 +10,7 @@ from storage.database import Database
 from storage.deliveries import DeliveryRepository
 from storage.experts import ExpertRepository
 from storage.inbox import InboxRepository
+from storage.meet import MeetRepository
 from storage.migrations import MIGRATIONS
 from storage.municipalities import MunicipalityRepository
 from storage.outbox import OutboxRepository
@@ -34,6 +35,7 @@ class Storage:
     undecrypted: UndecryptedRepository
     municipalities: MunicipalityRepository
     communities: CommunityRepository
+    meet: MeetRepository
 
     @classmethod
     async def open(cls, path: str | Path) -> Storage:
@@ -50,6 +52,7 @@ class Storage:
             undecrypted=UndecryptedRepository(db),
             municipalities=MunicipalityRepository(db),
             communities=CommunityRepository(db),
+            meet=MeetRepository(db),
         )
 
     async def close(self) -> None:

@@ -1,0 +1,134 @@
+"""NExT-to-meet-you pairing at run time: the round when it is due, then a room for each group.
+
+Every `interval` (and when woken) `PairingRooms` asks `commands.meet.pair_due_round` to pair
+the next date if its time has come; that stores the round and all its groups in one
+transaction, once. Then each group without a room gets one, exactly once, also across a crash
+or restart at any point:
+
+1. the group is marked as "room requested" before anything is sent to the homeserver;
+2. the room is created with an alias derived from the group's key (and a state event
+   `org.nextnetz.pairing` naming the group), the members invited;
+3. its id is recorded in the same transaction that queues the introduction under transaction
+   ids derived from the group's key.
+
+If the bot dies between 1 and 3, the next attempt finds the room by its alias (a second
+creation with the same alias is refused by the server) instead of making another. Should
+the homeserver refuse aliases altogether, the room is made without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from bot.matrix import RefusedError, TransientError
+from bot.render import paginate
+from commands import meet
+from commands.framework import Services
+from commands.i18n import Text
+from storage.meet import GroupRow, utc_ms
+from storage.outbox import OutgoingMessage
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY_S = 60.0
+
+
+class RoomMaker(Protocol):
+    async def create_room(self, *, name: str | None = None, topic: str | None = None,
+                          invite: Sequence[str] = (), is_direct: bool = False,
+                          initial_state: Sequence[dict[str, Any]] = (),
+                          alias: str | None = None) -> str: ...
+
+    async def resolve_alias(self, alias: str) -> str | None: ...
+
+
+def intro_txn_id(group_key: str, page: int) -> str:
+    return f"meet-intro-{hashlib.sha256(group_key.encode()).hexdigest()[:32]}-{page}"
+
+
+class PairingRooms:
+    def __init__(self, services: Services, rooms: RoomMaker, bot_user_id: str,
+                 default_language: str, on_queued: Callable[[str], None],
+                 interval_s: float = CHECK_EVERY_S) -> None:
+        self._services = services
+        self._rooms = rooms
+        self._bot = bot_user_id
+        self._server = bot_user_id.split(":", 1)[1]
+        self._language = default_language
+        self._on_queued = on_queued
+        self._interval = interval_s
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except TransientError as exc:
+                log.warning("pairing: homeserver not reachable (%s); trying again later", exc)
+            except Exception:  # a bug must not end the loop; the next tick tries again
+                log.exception("pairing: round or rooms failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    async def tick(self) -> int:
+        """Pair a due round, then make the missing rooms; returns how many rooms were made."""
+        paired = await meet.pair_due_round(self._services)
+        if paired is not None:
+            log.info("pairing: round for %s stored", paired.key)
+        made = 0
+        for group in await self._services.storage.meet.groups(without_room=True):
+            if not group.members:
+                continue  # forgotten members of an old round: nothing to make
+            await self.open_room(group)
+            made += 1
+        return made
+
+    async def open_room(self, group: GroupRow) -> str:
+        storage = self._services.storage
+        alias = meet.room_alias(group.key, self._bot)
+        full_alias = f"#{alias}:{self._server}"
+        room_id = None
+        if group.room_requested_at is not None:  # an attempt before may have made it
+            room_id = await self._rooms.resolve_alias(full_alias)
+        name, intro = await meet.introduction(self._services, group, self._language)
+        if room_id is None:
+            await storage.meet.mark_room_requested(group.key, utc_ms(self._services.clock.now()))
+            room_id = await self._create(group, name, alias, full_alias)
+        language = self._language
+
+        def label(page: int, pages: int) -> Text:
+            return self._services.catalog.text(language, "reply.page", page=page, pages=pages)
+
+        contents = paginate(intro.text, label, mentions=intro.mentions)
+        messages = [OutgoingMessage(intro_txn_id(group.key, page), room_id, content)
+                    for page, content in enumerate(contents)]
+        async with storage.db.transaction():
+            if await storage.meet.set_room(group.key, room_id):
+                await storage.outbox.add(messages, created_at=utc_ms(self._services.clock.now()))
+        log.info("pairing: room %s for group %s", room_id, group.key)
+        self._on_queued(room_id)
+        return room_id
+
+    async def _create(self, group: GroupRow, name: str, alias: str, full_alias: str) -> str:
+        state = [{"type": meet.STATE_EVENT, "state_key": "", "content": {"group": group.key}}]
+        invite = [u for u in group.members if u != self._bot]
+        try:
+            return await self._rooms.create_room(name=name, invite=invite, is_direct=True,
+                                                 initial_state=state, alias=alias)
+        except RefusedError:
+            existing = await self._rooms.resolve_alias(full_alias)
+            if existing is not None:
+                return existing  # made by an attempt whose answer never arrived
+            log.warning("pairing: the homeserver refused the room's alias; creating the room "
+                        "for group %s without one", group.key)
+            return await self._rooms.create_room(name=name, invite=invite, is_direct=True,
+                                                 initial_state=state)

@@ -1,0 +1,801 @@
+"""NExT-to-meet-you: the recurring dates, their reminders, and pairing members who want to meet.
+
+Members: `!treffen` shows the next three dates with the link; `!treffen mitmachen` opts in to
+be paired, `!treffen aussetzen` opts out, `!treffen pause 4` pauses for four weeks. In the room
+the bot made for a pair or trio, `!getroffen ja|nein` tells it whether they met (only the
+count is kept).
+
+Admins: `!treffen regel FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2 12:00 1h` changes the rhythm (stored
+in the database, above the configuration; `!treffen regel standard` goes back to it),
+`!treffen link <url>`, `!treffen absagen 12.03.`, `!treffen verschieben 12.03. 19.03. 13:00`,
+`!treffen statistik`.
+
+The dates come from an iCalendar recurrence rule (RFC 5545 `RRULE`, read by dateutil) on the
+wall clock of the bot's time zone: 12:00 stays 12:00 across the clock changes. A date of the
+rule is the key of everything about it (reminders, its pairing round); cancelling or moving
+it is stored under that key.
+
+The scheduler's sources here: `MeetReminders` (before each date, into every room where
+`meet_reminders` is on) and `MeetFollowUps` (after a date, into each pair's room: did you
+meet?). The pairing itself runs in `bot/pairing_rooms.py`, which calls `pair_due_round` and
+then makes the rooms; the algorithm is `commands/pairing.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_timedelta
+from dateutil.rrule import rrule, rrulestr
+
+from commands import pairing, room_settings
+from commands.framework import Arg, Context, Level, Reply, Router, Services, UserError, lookup
+from commands.i18n import Text
+from commands.schedule import Occurrence, before, local_time
+from commands.workshops import (
+    WhenError,
+    format_when,
+    link,
+    normalize_link,
+    parse_duration,
+    parse_when_value,
+)
+from storage.experts import Profile, fold, topic_key
+from storage.meet import GroupRow, Round, ScheduleOverride, moment, utc_ms
+from storage.workshops import offset_label, parse_offset
+
+router = Router("meet")
+
+DEFAULT_RULE = "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2"  # every second Thursday of the month
+ANCHOR = date(2026, 1, 1)  # where a rule with INTERVAL counts from, unless it says DTSTART=
+SHOWN_DATES = 3
+MAX_PAUSE_WEEKS = 52
+ASK_AFTER = timedelta(hours=1)  # after a date's end, its groups are asked whether they met
+ASK_GRACE = timedelta(days=3)  # … and still asked that late after a downtime
+STATE_EVENT = "org.nextnetz.pairing"  # in each pairing room: which group it belongs to
+_FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")  # nothing more often than daily
+_TIME_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND")  # the time is `start_time`, not the rule's
+
+
+@dataclass(frozen=True)
+class MeetConfig:
+    """`[meet]` in the configuration, and the bot's time zone."""
+
+    rule: str = DEFAULT_RULE
+    start_time: time = time(12)
+    duration: timedelta = timedelta(hours=1)
+    link: str | None = None
+    reminders: list[timedelta] = field(
+        default_factory=lambda: [timedelta(days=1), timedelta(minutes=15)])
+    pairing: bool = True
+    pairing_lead: timedelta = timedelta(days=3)
+    avoid_repeat_rounds: int = 3
+    seed: str = "next"
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Berlin"))
+
+    @classmethod
+    def create(cls, *, rule: str = DEFAULT_RULE, start_time: str = "12:00",
+               duration: str = "1h", link: str = "", reminders: list[str] | None = None,
+               pairing: bool = True, pairing_lead: str = "3d", avoid_repeat_rounds: int = 3,
+               seed: str = "next", timezone: str | ZoneInfo = "Europe/Berlin") -> MeetConfig:
+        """From the settings' spellings (validated there; ValueError here otherwise)."""
+        parse_rule(rule)
+        offsets = sorted({parse_offset(t) for t in (reminders if reminders is not None
+                                                    else ["1d", "15m"])}, reverse=True)
+        tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
+        return cls(rule=rule.strip(), start_time=parse_start_time(start_time),
+                   duration=parse_duration(duration), link=normalize_link(link) if link else None,
+                   reminders=offsets, pairing=pairing, pairing_lead=parse_offset(pairing_lead),
+                   avoid_repeat_rounds=avoid_repeat_rounds, seed=seed, timezone=tz)
+
+
+def config_of(services: Services) -> MeetConfig:
+    return services.meet_config or MeetConfig()
+
+
+# -- the rule ------------------------------------------------------------------------------------
+
+
+def parse_start_time(text: str) -> time:
+    """`12:00`, `9:30`, `12:00:30` → a time; ValueError otherwise."""
+    found = re.fullmatch(r"\s*(\d{1,2})[:.](\d{2})(?::(\d{2}))?\s*", str(text))
+    if not found:
+        raise ValueError(f"bad time {text!r} (expected e.g. 12:00)")
+    return time(int(found.group(1)), int(found.group(2)), int(found.group(3) or 0))
+
+
+@functools.lru_cache(maxsize=32)
+def parse_rule(text: str) -> rrule:
+    """An RRULE body (`FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2`, an `RRULE:` prefix is fine), with an
+    optional `DTSTART=YYYYMMDD` part for rules with INTERVAL; ValueError when unusable."""
+    body = text.strip()
+    if body.upper().startswith("RRULE:"):
+        body = body[6:]
+    parts = [p.strip() for p in body.split(";") if p.strip()]
+    names = [p.partition("=")[0].upper() for p in parts]
+    anchor = ANCHOR
+    for part in parts:
+        if part.upper().startswith("DTSTART="):
+            try:
+                anchor = datetime.strptime(part[8:].strip()[:8], "%Y%m%d").date()
+            except ValueError:
+                raise ValueError(f"bad DTSTART in {text!r}") from None
+    parts = [p for p, n in zip(parts, names, strict=True) if n != "DTSTART"]
+    frequency = next((p.partition("=")[2].upper() for p in parts
+                      if p.upper().startswith("FREQ=")), None)
+    if frequency not in _FREQUENCIES:
+        raise ValueError(f"rule {text!r} needs FREQ=DAILY, WEEKLY, MONTHLY or YEARLY")
+    if any(n in _TIME_PARTS for n in names):
+        raise ValueError(f"rule {text!r}: the time of day is set separately")
+    try:
+        rule = rrulestr(";".join(parts), dtstart=datetime.combine(anchor, time()))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise ValueError(f"bad rule {text!r}") from None
+    if not isinstance(rule, rrule):
+        raise ValueError(f"bad rule {text!r}")
+    return rule
+
+
+def rule_dates(rule_text: str, first: date, last: date) -> list[date]:
+    """The rule's dates from `first` to `last`, both included."""
+    found = parse_rule(rule_text).between(datetime.combine(first, time()),
+                                          datetime.combine(last, time()), inc=True)
+    return [moment.date() for moment in found]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What is in effect: the configuration, where admins changed nothing."""
+
+    rule: str
+    start_time: time
+    duration: timedelta
+    link: str | None
+    changed: bool = False
+
+
+async def current_schedule(services: Services) -> Schedule:
+    config = config_of(services)
+    override = await services.storage.meet.override()
+    if override is None:
+        return Schedule(config.rule, config.start_time, config.duration, config.link)
+    return Schedule(
+        override.rule or config.rule,
+        parse_start_time(override.start_time) if override.start_time else config.start_time,
+        (timedelta(minutes=override.duration_minutes) if override.duration_minutes
+         else config.duration),
+        config.link if override.link is None else (override.link or None),
+        changed=True)
+
+
+@dataclass(frozen=True)
+class Meeting:
+    """One date. `date` is the rule's date: the key, also when the meeting was moved."""
+
+    date: date
+    starts_at: datetime
+    ends_at: datetime
+    moved: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.date.isoformat()
+
+
+async def meetings_between(services: Services, start: datetime, end: datetime,
+                           schedule: Schedule | None = None) -> list[Meeting]:
+    """Every meeting starting in [start, end), cancelled ones left out, moved ones moved."""
+    tz = config_of(services).timezone
+    schedule = schedule or await current_schedule(services)
+    exceptions = await services.storage.meet.exceptions()
+    first = start.astimezone(tz).date() - timedelta(days=1)
+    last = end.astimezone(tz).date() + timedelta(days=1)
+    found: list[Meeting] = []
+    for day in rule_dates(schedule.rule, first, last):
+        if day.isoformat() not in exceptions:
+            starts = local_time(day, schedule.start_time, tz)
+            found.append(Meeting(day, starts, starts + schedule.duration))
+    for key, moved_to in exceptions.items():
+        day = date.fromisoformat(key)
+        if moved_to is None or not rule_dates(schedule.rule, day, day):
+            continue
+        starts = moment(moved_to).astimezone(tz)
+        found.append(Meeting(day, starts, starts + schedule.duration, moved=True))
+    return sorted((m for m in found if start <= m.starts_at < end), key=lambda m: m.starts_at)
+
+
+async def next_meetings(services: Services, now: datetime, count: int,
+                        schedule: Schedule | None = None) -> list[Meeting]:
+    """The next `count` meetings not over yet (one going on right now included)."""
+    schedule = schedule or await current_schedule(services)
+    since = now - schedule.duration
+    for days in (62, 400, 1900):
+        found = [m for m in await meetings_between(services, since, now + timedelta(days=days),
+                                                   schedule) if m.ends_at > now]
+        if len(found) >= count:
+            break
+    return found[:count]
+
+
+async def meeting_on(services: Services, key: str) -> Meeting | None:
+    """The meeting of the rule's date `key` as it stands (moved), None if cancelled or gone."""
+    day = date.fromisoformat(key)
+    tz = config_of(services).timezone
+    wide = [m for m in await meetings_between(
+        services, local_time(day - timedelta(days=400), time(), tz),
+        local_time(day + timedelta(days=400), time(), tz)) if m.key == key]
+    return wide[0] if wide else None
+
+
+# -- how it looks --------------------------------------------------------------------------------
+
+
+class View:
+    def __init__(self, services: Services, language: str) -> None:
+        self.services = services
+        self.language = language
+        self.config = config_of(services)
+
+    def t(self, key: str, /, **values: Any) -> Text:
+        return self.services.catalog.text(self.language, f"meet.{key}", **values)
+
+    def word(self, action: str) -> str:
+        return WORDS[self.language if self.language in WORDS else "en"][action]
+
+    def call(self, command: str, *words: str) -> Text:
+        found = self.services.registry.find(command)
+        name = found.display_name(self.language) if found else command
+        return Text.code(" ".join((f"{self.services.prefix}{name}", *words)))
+
+    def when(self, meeting: Meeting) -> str:
+        return format_when(meeting.starts_at, meeting.ends_at, self.language,
+                           self.config.timezone, self.services.catalog)
+
+    def line(self, meeting: Meeting, schedule: Schedule) -> Text:
+        parts = [Text.raw(self.when(meeting))]
+        if meeting.moved:
+            parts[0] = parts[0] + Text(" ", " ") + self.t("moved_marker")
+        if schedule.link:
+            parts.append(link(schedule.link))
+        return Text.join(parts, " · ")
+
+    def day(self, meeting: Meeting) -> str:
+        return meeting.date.strftime("%d.%m.%Y")
+
+
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "join": ("join", "mitmachen", "teilnehmen", "dabei", "anmelden", "optin"),
+    "leave": ("leave", "aussetzen", "austreten", "abmelden", "verlassen", "optout", "stop"),
+    "pause": ("pause", "pausieren", "pausiere"),
+    "stats": ("stats", "statistik", "statistics", "zahlen"),
+    "rule": ("rule", "regel", "rhythmus", "rrule"),
+    "link": ("link", "videolink", "url"),
+    "cancel": ("cancel", "absagen", "streichen"),
+    "move": ("move", "verschieben", "verlegen"),
+}
+ANSWERS = {"yes": ("yes", "ja", "y", "j"), "no": ("no", "nein", "n")}
+RESET_WORDS = ("standard", "default", "reset", "zuruecksetzen")
+WORDS = {
+    "de": {"join": "mitmachen", "leave": "aussetzen", "pause": "pause", "stats": "statistik",
+           "rule": "regel", "link": "link", "cancel": "absagen", "move": "verschieben",
+           "yes": "ja", "no": "nein", "default": "standard"},
+    "en": {"join": "join", "leave": "leave", "pause": "pause", "stats": "stats",
+           "rule": "rule", "link": "link", "cancel": "cancel", "move": "move",
+           "yes": "yes", "no": "no", "default": "default"},
+}
+
+
+async def _schedule_changed(services: Services) -> None:
+    notify = services.schedule_changed
+    if notify is not None:
+        await notify(MeetReminders.name)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@router.command("meet", "treffen", aliases=["nexttomeetyou"],
+                args=[Arg("meet_action", optional=True),
+                      Arg("meet_details", rest=True, optional=True)])
+async def meet(ctx: Context, meet_action: str | None = None,
+               meet_details: str | None = None) -> Text:
+    details = (meet_details or "").strip()
+    if meet_action is None:
+        return await _dates(ctx)
+    action = lookup(ACTIONS, meet_action)
+    view = View(ctx.services, ctx.language)
+    if action in ("join", "leave", "stats") and details:
+        raise ctx.usage_error()
+    if action == "join":
+        return await _join(ctx, view)
+    if action == "leave":
+        return await _leave(ctx, view)
+    if action == "pause":
+        return await _pause(ctx, view, details)
+    if action is None:
+        raise UserError("meet.unknown_action", action=Text.code(meet_action),
+                        usage=_usage(view))
+    await ctx.require(Level.ADMIN, view.word(action))
+    if action == "stats":
+        return await _stats(ctx, view)
+    if action == "rule":
+        return await _rule(ctx, view, details)
+    if action == "link":
+        return await _link(ctx, view, details)
+    if action == "cancel":
+        return await _cancel(ctx, view, details)
+    return await _move(ctx, view, details)
+
+
+def _usage(view: View) -> Text:
+    return view.t("usage", dates=view.call("meet"), join=view.call("meet", view.word("join")),
+                  leave=view.call("meet", view.word("leave")),
+                  pause=view.call("meet", view.word("pause"), "4"))
+
+
+async def _dates(ctx: Context) -> Text:
+    view = View(ctx.services, ctx.language)
+    now = ctx.services.clock.now()
+    schedule = await current_schedule(ctx.services)
+    upcoming = await next_meetings(ctx.services, now, SHOWN_DATES, schedule)
+    parts = [view.t("dates_header")]
+    if upcoming:
+        parts.append(Text.join(view.t("dates_line", details=view.line(m, schedule))
+                               for m in upcoming))
+    else:
+        parts.append(view.t("dates_none"))
+    if not schedule.link:
+        parts.append(view.t("no_link"))
+    participant = await ctx.services.storage.meet.participant(ctx.sender)
+    if participant is None:
+        parts.append(view.t("pairing_invite", join=view.call("meet", view.word("join"))))
+    elif participant.paused_until is not None and participant.paused_until > utc_ms(now):
+        parts.append(view.t("you_paused", until=_day_text(participant.paused_until, view),
+                            join=view.call("meet", view.word("join"))))
+    else:
+        parts.append(view.t("you_take_part", leave=view.call("meet", view.word("leave")),
+                            pause=view.call("meet", view.word("pause"), "4")))
+    return Text.join(parts, "\n\n")
+
+
+def _day_text(ms: int, view: View) -> str:
+    return moment(ms).astimezone(view.config.timezone).strftime("%d.%m.%Y")
+
+
+async def _join(ctx: Context, view: View) -> Text:
+    now = ctx.services.clock.now()
+    if not await ctx.services.storage.meet.join(ctx.sender, utc_ms(now)):
+        return view.t("already_joined", leave=view.call("meet", view.word("leave")))
+    has_profile = await ctx.services.storage.experts.get(ctx.sender) is not None
+    text = view.t("joined", lead=format_timedelta(view.config.pairing_lead, locale=_locale(view)),
+                  leave=view.call("meet", view.word("leave")),
+                  pause=view.call("meet", view.word("pause"), "4"))
+    if not has_profile:
+        text = Text.join([text, view.t("joined_no_profile", profile=view.call("profile"))], "\n\n")
+    return text
+
+
+async def _leave(ctx: Context, view: View) -> Text:
+    if not await ctx.services.storage.meet.leave(ctx.sender):
+        return view.t("not_joined", join=view.call("meet", view.word("join")))
+    return view.t("left", join=view.call("meet", view.word("join")))
+
+
+async def _pause(ctx: Context, view: View, details: str) -> Text:
+    example = view.call("meet", view.word("pause"), "4")
+    word = details.split()[0] if details else ""
+    if not word.isdigit() or not 1 <= int(word) <= MAX_PAUSE_WEEKS or len(details.split()) > 2:
+        raise UserError("meet.pause_usage", example=example, max=MAX_PAUSE_WEEKS)
+    now = ctx.services.clock.now()
+    until = now + timedelta(weeks=int(word))
+    await ctx.services.storage.meet.pause(ctx.sender, utc_ms(until), utc_ms(now))
+    return view.t("paused", weeks=int(word), until=_day_text(utc_ms(until), view),
+                  join=view.call("meet", view.word("join")))
+
+
+async def _stats(ctx: Context, view: View) -> Text:
+    storage = ctx.services.storage.meet
+    now = ctx.services.clock.now()
+    active, paused = await storage.participant_counts(utc_ms(now))
+    rounds, groups, answered, met = await storage.totals()
+    parts = [view.t("stats_header"),
+             view.t("stats_participants", active=active, paused=paused)]
+    recent = await storage.stats()
+    if recent:
+        parts.append(Text.join(
+            view.t("stats_round", date=date.fromisoformat(r.date).strftime("%d.%m.%Y"),
+                   participants=r.participants, groups=r.groups, answered=r.answered,
+                   met=r.met) for r in recent))
+    parts.append(view.t("stats_total", rounds=rounds, groups=groups, answered=answered, met=met,
+                        share=_percent(met, answered)))
+    return Text.join(parts, "\n\n")
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{round(100 * part / whole)} %" if whole else "–"
+
+
+def _changed_at(ctx: Context) -> int:
+    return utc_ms(ctx.services.clock.now())
+
+
+async def _rule(ctx: Context, view: View, details: str) -> Text:
+    storage = ctx.services.storage.meet
+    example = view.call("meet", view.word("rule"), DEFAULT_RULE, "12:00", "1h")
+    words = details.split()
+    if not words:
+        schedule = await current_schedule(ctx.services)
+        return view.t("rule_now", rule=Text.code(schedule.rule),
+                      time=schedule.start_time.strftime("%H:%M"),
+                      duration=offset_label(schedule.duration), example=example,
+                      reset=view.call("meet", view.word("rule"), view.word("default")))
+    current = await storage.override() or ScheduleOverride()
+    if len(words) == 1 and fold(words[0]) in RESET_WORDS:
+        await storage.set_override(
+            None if current.link is None else ScheduleOverride(link=current.link),
+            ctx.sender, _changed_at(ctx))
+    else:
+        if len(words) > 3:
+            raise UserError("meet.rule_usage", example=example)
+        try:
+            parse_rule(words[0])
+            start = parse_start_time(words[1]) if len(words) > 1 else None
+            duration = parse_duration(words[2]) if len(words) > 2 else None
+        except (ValueError, WhenError):
+            raise UserError("meet.rule_usage", example=example) from None
+        if not rule_dates(words[0], ctx.services.clock.now().date(),
+                          ctx.services.clock.now().date() + timedelta(days=1900)):
+            raise UserError("meet.rule_no_dates", rule=Text.code(words[0]))
+        await storage.set_override(ScheduleOverride(
+            rule=words[0],
+            start_time=start.strftime("%H:%M:%S") if start else current.start_time,
+            duration_minutes=(duration // timedelta(minutes=1) if duration
+                              else current.duration_minutes),
+            link=current.link), ctx.sender, _changed_at(ctx))
+    await _schedule_changed(ctx.services)
+    return Text.join([view.t("rule_changed"), await _dates(ctx)], "\n\n")
+
+
+async def _link(ctx: Context, view: View, details: str) -> Text:
+    storage = ctx.services.storage.meet
+    current = await storage.override() or ScheduleOverride()
+    if not details:
+        raise UserError("meet.link_usage",
+                        example=view.call("meet", view.word("link"), "https://meet.example.org/next"))
+    if fold(details) in RESET_WORDS:
+        value = None
+    elif details == "-":
+        value = ""
+    else:
+        value = normalize_link(details)
+        if value is None:
+            raise UserError("meet.bad_link", value=details)
+    await storage.set_override(ScheduleOverride(current.rule, current.start_time,
+                                                current.duration_minutes, value),
+                               ctx.sender, _changed_at(ctx))
+    schedule = await current_schedule(ctx.services)
+    return view.t("link_changed", link=link(schedule.link) if schedule.link
+                  else view.t("no_link_short"))
+
+
+def _typed_day(text: str, after: date) -> date | None:
+    """A typed date (`12.03.`, `12.03.2026`, `2026-03-12`); without a year the next one from
+    `after` on. None when it is no date."""
+    try:
+        when = parse_when_value(text, date_only=True)
+    except WhenError:
+        return None
+    day = when.start_day
+    if day is None:
+        return None
+    try:
+        if day.year is not None:
+            return date(day.year, day.month, day.day)
+        for year in range(after.year, after.year + 5):
+            try:
+                candidate = date(year, day.month, day.day)
+            except ValueError:
+                continue
+            if candidate >= after:
+                return candidate
+    except ValueError:
+        return None
+    return None
+
+
+async def _find_meeting(ctx: Context, view: View, text: str, example: Text) -> Meeting:
+    now = ctx.services.clock.now()
+    today = now.astimezone(view.config.timezone).date()
+    day = _typed_day(text, today)
+    if day is None:
+        raise UserError("meet.date_usage", example=example)
+    upcoming = await meetings_between(ctx.services, now,
+                                      now + timedelta(days=(day - today).days + 400))
+    found = next((m for m in upcoming if m.date == day), None)
+    found = found or next((m for m in upcoming if m.starts_at.date() == day), None)
+    if found is None:
+        raise UserError("meet.no_such_date", date=day.strftime("%d.%m.%Y"),
+                        dates=view.call("meet"))
+    return found
+
+
+async def _cancel(ctx: Context, view: View, details: str) -> Text:
+    example = view.call("meet", view.word("cancel"), "12.03.")
+    if not details or len(details.split()) != 1:
+        raise UserError("meet.date_usage", example=example)
+    meeting = await _find_meeting(ctx, view, details, example)
+    await ctx.services.storage.meet.set_exception(meeting.key, None, ctx.sender,
+                                                  _changed_at(ctx))
+    await _schedule_changed(ctx.services)
+    return view.t("cancelled", when=view.when(meeting))
+
+
+async def _move(ctx: Context, view: View, details: str) -> Text:
+    example = view.call("meet", view.word("move"), "12.03.", "19.03.", "13:00")
+    words = details.split(maxsplit=1)
+    if len(words) != 2:
+        raise UserError("meet.move_usage", example=example)
+    meeting = await _find_meeting(ctx, view, words[0], example)
+    tz = view.config.timezone
+    now = ctx.services.clock.now()
+    try:
+        when = parse_when_value(words[1])
+    except WhenError:
+        raise UserError("meet.move_usage", example=example) from None
+    if when.end_day is not None or when.end_time is not None:
+        raise UserError("meet.move_usage", example=example)
+    local = meeting.starts_at.astimezone(tz)
+    day = local.date()
+    if when.start_day is not None:
+        day = _typed_day(f"{when.start_day.day}.{when.start_day.month}."
+                         + (str(when.start_day.year) if when.start_day.year else ""),
+                         now.astimezone(tz).date()) or day
+    starts = local_time(day, when.start_time or local.time(), tz)
+    if starts <= now:
+        raise UserError("meet.move_past", when=Text.raw(format_when(
+            starts, starts + (meeting.ends_at - meeting.starts_at), view.language, tz,
+            ctx.services.catalog)))
+    await ctx.services.storage.meet.set_exception(meeting.key, utc_ms(starts), ctx.sender,
+                                                  _changed_at(ctx))
+    await _schedule_changed(ctx.services)
+    moved = await meeting_on(ctx.services, meeting.key)
+    return view.t("moved", old=view.when(meeting), new=view.when(moved) if moved else "–")
+
+
+@router.command("met", "getroffen", args=[Arg("met_answer", choices=(
+    "ja", "nein", "yes", "no"))])
+async def met(ctx: Context, met_answer: str) -> Text:
+    view = View(ctx.services, ctx.language)
+    group = await ctx.services.storage.meet.group_in_room(ctx.room_id)
+    if group is None:
+        raise UserError("meet.met_elsewhere", meet=view.call("meet"))
+    answer = lookup(ANSWERS, met_answer) == "yes"
+    await ctx.services.storage.meet.set_met(group.key, answer)
+    return view.t("met_yes" if answer else "met_no")
+
+
+def _locale(view: View) -> str:
+    return view.language if view.language in ("de", "en") else "de"
+
+
+# -- reminders ----------------------------------------------------------------------------------
+
+
+async def _language(services: Services, room_id: str, default: str) -> str:
+    return await services.storage.rooms.language(room_id) or default
+
+
+class MeetReminders:
+    """The scheduler's source of reminders: for each date and each offset of `[meet]
+    reminders`, one post into every room where `meet_reminders` is on (the configured rooms
+    unless switched off there, and rooms whose moderators switched it on). Keyed
+    `meet:<date>:<start>:<offset>:<room>`: a moved date is reminded again for its new time."""
+
+    name = "meet"
+
+    def __init__(self, services: Services, default_language: str = "de") -> None:
+        self.services = services
+        self.default_language = default_language
+
+    async def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
+        config = config_of(self.services)
+        if not config.reminders:
+            return []
+        rooms = await room_settings.rooms_switched_on(self.services, "meet_reminders")
+        if not rooms:
+            return []
+        latest = end + max(config.reminders) + timedelta(hours=2)
+        found: list[Occurrence] = []
+        for meeting in await meetings_between(self.services, start, latest):
+            local = meeting.starts_at.astimezone(config.timezone)
+            for offset in config.reminders:
+                due = before(local, offset)
+                if not start <= due < end:
+                    continue
+                key = f"meet:{meeting.key}:{local:%Y%m%dT%H%M%S}:{offset_label(offset)}"
+                found += [Occurrence(f"{key}:{room}", self.name, due, room, meeting.key)
+                          for room in rooms]
+        return sorted(found, key=lambda o: (o.due, o.key))
+
+    async def render(self, occurrence: Occurrence, late: bool) -> Reply | None:
+        meeting = await meeting_on(self.services, occurrence.subject)
+        now = self.services.clock.now()
+        tz = config_of(self.services).timezone
+        if meeting is None or meeting.starts_at <= now:
+            return None
+        if f"{meeting.starts_at.astimezone(tz):%Y%m%dT%H%M%S}" != occurrence.key.split(":")[2]:
+            return None  # moved since: the new time has reminders of its own
+        if not await room_settings.is_on(self.services, occurrence.room_id, "meet_reminders"):
+            return None
+        language = await _language(self.services, occurrence.room_id, self.default_language)
+        view = View(self.services, language)
+        schedule = await current_schedule(self.services)
+        relative = format_timedelta(meeting.starts_at - now, add_direction=True,
+                                    locale=_locale(view))
+        header = view.t("reminder", relative=relative)
+        if late:
+            header = header + Text(" ", " ") + view.t("reminder_late")
+        parts = [header, view.t("reminder_when", when=view.when(meeting))]
+        if schedule.link:
+            parts.append(view.t("reminder_link", link=link(schedule.link)))
+        parts.append(view.t("reminder_pairing", join=view.call("meet", view.word("join"))))
+        return Reply(Text.join(parts, "\n\n"))
+
+
+class MeetFollowUps:
+    """The scheduler's source of the question after a date: one post into each group's room,
+    `ASK_AFTER` the date's end, keyed `meet-ask:<group>`."""
+
+    name = "meet-followups"
+
+    def __init__(self, services: Services, default_language: str = "de") -> None:
+        self.services = services
+        self.default_language = default_language
+
+    async def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
+        # Rounds are stored with their start at pairing time; the date may have moved since.
+        earliest, latest = start - timedelta(days=35), end + timedelta(days=35)
+        found = []
+        meetings: dict[str, Meeting | None] = {}  # one look-up per round, not per group
+        for key, room_id, _ in await self.services.storage.meet.groups_with_rooms_between(
+                utc_ms(earliest), utc_ms(latest)):
+            round_date = key.rsplit(":", 1)[0]
+            if round_date not in meetings:
+                meetings[round_date] = await meeting_on(self.services, round_date)
+            meeting = meetings[round_date]
+            if meeting is None:
+                continue
+            due = meeting.ends_at + ASK_AFTER
+            if start <= due < end:
+                found.append(Occurrence(f"meet-ask:{key}", self.name, due, room_id, key,
+                                        grace=ASK_GRACE))
+        return found
+
+    async def render(self, occurrence: Occurrence, late: bool) -> Reply | None:
+        language = await _language(self.services, occurrence.room_id, self.default_language)
+        view = View(self.services, language)
+        return Reply(view.t("ask", yes=view.call("met", view.word("yes")),
+                            no=view.call("met", view.word("no"))))
+
+
+# -- pairing ------------------------------------------------------------------------------------
+
+
+def participant_of(user_id: str, profile: Profile | None) -> pairing.Participant:
+    """What pairing compares, from a directory profile (only a consented one exists)."""
+    if profile is None or profile.consent_at is None:
+        return pairing.Participant(user_id)
+    org = fold(profile.organisation).strip() if profile.organisation else None
+    return pairing.Participant(user_id, org or None, profile.level, profile.state,
+                               frozenset(topic_key(t) for t in profile.topics if topic_key(t)))
+
+
+def round_seed(seed: str, meeting: Meeting) -> str:
+    return f"{seed}:{meeting.key}"
+
+
+async def due_meeting(services: Services, now: datetime) -> Meeting | None:
+    """The next meeting whose pairing time has come and that has no round yet."""
+    config = config_of(services)
+    if not config.pairing:
+        return None
+    for meeting in await meetings_between(services, now, now + config.pairing_lead
+                                          + timedelta(days=2)):
+        if before(meeting.starts_at.astimezone(config.timezone), config.pairing_lead) > now:
+            return None  # the nearest date is not yet due, the later ones even less
+        if await services.storage.meet.round(meeting.key) is None:
+            return meeting
+    return None
+
+
+async def pair_due_round(services: Services) -> Meeting | None:
+    """Pair everyone taking part for the next date, if its pairing time has come: the round
+    and its groups are stored in one transaction, once. Returns the meeting paired for."""
+    now = services.clock.now()
+    meeting = await due_meeting(services, now)
+    if meeting is None:
+        return None
+    config = config_of(services)
+    storage = services.storage
+    user_ids = await storage.meet.active(utc_ms(now))
+    profiles = await storage.experts.get_many(user_ids)
+    people = [participant_of(u, profiles.get(u)) for u in user_ids]
+    recent = await storage.meet.recent_partners(config.avoid_repeat_rounds)
+    groups = pairing.pair(people, recent, round_seed(config.seed, meeting))
+    added = await storage.meet.add_round(
+        Round(meeting.key, utc_ms(meeting.starts_at), utc_ms(now), len(people)),
+        [g.members for g in groups], keep_members_of=config.avoid_repeat_rounds + 1)
+    return meeting if added else None
+
+
+def room_alias(group_key: str, bot_user_id: str) -> str:
+    """The local part of the alias a group's room gets: created twice, the server refuses the
+    second (the first is found by its alias), so a restart never makes a second room."""
+    digest = hashlib.sha256(f"{bot_user_id}|{group_key}".encode()).hexdigest()[:20]
+    return f"next-meet-{digest}"
+
+
+async def introduction(services: Services, group: GroupRow, language: str) -> tuple[
+        str, Reply]:
+    """The room's name and the first post in a group's room: who they are, their
+    organisations, shared topics, the date and the link."""
+    view = View(services, language)
+    profiles = await services.storage.experts.get_many(group.members)
+    meeting = await meeting_on(services, group.round)
+    schedule = await current_schedule(services)
+    people = []
+    for user_id in group.members:
+        profile = profiles.get(user_id)
+        if profile is None or profile.consent_at is None:
+            people.append(view.t("intro_person_unknown", person=Text.mention(user_id)))
+            continue
+        details = [d for d in (profile.organisation, profile.role, _level(view, profile.level),
+                               profile.municipality or profile.state) if d]
+        people.append(view.t("intro_person", person=Text.mention(user_id),
+                             name=profile.display_name or user_id,
+                             details=", ".join(details) or "–"))
+    parts = [view.t("intro_pair" if len(group.members) == 2 else "intro_trio"),
+             Text.join(people)]
+    shared = _shared_topics([profiles.get(u) for u in group.members])
+    if shared:
+        parts.append(view.t("intro_topics", topics=", ".join(shared)))
+    else:
+        parts.append(view.t("intro_no_topics"))
+    if meeting is not None:
+        parts.append(view.t("intro_when", when=view.when(meeting)))
+    if schedule.link:
+        parts.append(view.t("intro_link", link=link(schedule.link)))
+    parts.append(view.t("intro_outro"))
+    name = services.catalog.template(language, "meet.room_name").format(
+        date=date.fromisoformat(group.round).strftime("%d.%m.%Y"))
+    return name, Reply(Text.join(parts, "\n\n"), mentions=group.members)
+
+
+def _level(view: View, level: str | None) -> str | None:
+    if not level:
+        return None
+    key = f"profile.levels.{level}"
+    catalog = view.services.catalog
+    return catalog.template(view.language, key) if catalog.has(view.language, key) else level
+
+
+def _shared_topics(profiles: list[Profile | None]) -> list[str]:
+    """Topics at least two of them share, as the first of them spelled it."""
+    spelled: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for profile in profiles:
+        if profile is None or profile.consent_at is None:
+            continue
+        for topic in dict.fromkeys(profile.topics):
+            key = topic_key(topic)
+            if key:
+                spelled.setdefault(key, topic)
+                counts[key] = counts.get(key, 0) + 1
+    return sorted((spelled[k] for k, n in counts.items() if n >= 2), key=str.casefold)
+

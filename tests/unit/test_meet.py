@@ -1,0 +1,482 @@
+"""NExT-to-meet-you: the rule across clock changes, cancelled and moved dates, commands,
+reminders through the scheduler, pairing rounds, rooms made once, and the count of meetings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.matrix import RefusedError, TransientError
+from bot.pairing_rooms import PairingRooms, intro_txn_id
+from bot.scheduler import Scheduler
+from bot.settings import ConfigError, _build
+from commands import core, meet, room_settings
+from commands.framework import Level, Registry, dispatch
+from commands.schedule import local_time
+from storage.experts import Profile
+from tests.unit.fakes import ALICE, BOB, CATALOG, OTHER_ROOM, ROOM, make_services, request
+
+BERLIN = ZoneInfo("Europe/Berlin")
+CAROL, DAVE, EVE = "@carol:example.org", "@dave:example.org", "@eve:example.org"
+BOT = "@nextbot:example.org"
+LINK = "https://meet.example.org/next"
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.moment = at
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+def at(day: int, month: int, hour: int, minute: int = 0, year: int = 2026) -> datetime:
+    return local_time(date(year, month, day), time(hour, minute), BERLIN)
+
+
+def make(storage, now: datetime, rooms: tuple[str, ...] = (ROOM,), **config):
+    services = make_services(storage, routers=[core.router, room_settings.router, meet.router])
+    services.clock = Clock(now)
+    services.meet_config = meet.MeetConfig.create(**{"link": LINK, **config})
+    services.room_defaults = room_settings.RoomDefaults(
+        "de", switched_on={"meet_reminders": frozenset(rooms)})
+    return services
+
+
+async def say(services, body: str, level: Level = Level.MEMBER, sender: str = ALICE,
+              room_id: str = ROOM, language: str = "de") -> str:
+    replies = await dispatch(request(body, level, language=language, room_id=room_id,
+                                     sender=sender), services)
+    return "\n".join(r.text.plain for r in replies)
+
+
+async def profile(storage, user_id: str, **fields) -> None:
+    moment = datetime(2026, 1, 1, tzinfo=BERLIN)
+    await storage.experts.save(Profile(user_id, consent_at=moment, updated_at=moment, **fields))
+
+
+# -- the rule -------------------------------------------------------------------------------------
+
+
+async def test_the_default_rule_is_the_second_thursday_at_noon_berlin_time(storage):
+    services = make(storage, at(1, 1, 9))
+    found = await meet.next_meetings(services, at(1, 1, 9), 4)
+    assert [m.date for m in found] == [date(2026, 1, 8), date(2026, 2, 12), date(2026, 3, 12),
+                                       date(2026, 4, 9)]
+    assert all(m.starts_at.astimezone(BERLIN).time() == time(12) for m in found)
+    assert all(m.ends_at - m.starts_at == timedelta(hours=1) for m in found)
+
+
+@pytest.mark.parametrize(("first", "change", "after"), [
+    (date(2026, 3, 22), date(2026, 3, 29), date(2026, 4, 5)),  # clocks go forward
+    (date(2026, 10, 18), date(2026, 10, 25), date(2026, 11, 1)),  # clocks go back
+])
+async def test_noon_stays_noon_across_the_clock_changes(storage, first, change, after):
+    services = make(storage, at(1, 3, 0), rule="FREQ=WEEKLY;BYDAY=SU")
+    found = await meet.meetings_between(services, local_time(first, time(0), BERLIN),
+                                        local_time(after, time(23), BERLIN))
+    assert [m.date for m in found] == [first, change, after]
+    assert [m.starts_at.astimezone(BERLIN).strftime("%H:%M") for m in found] == ["12:00"] * 3
+    utc_hours = {m.starts_at.utcoffset() for m in found}
+    assert len(utc_hours) == 2  # the same wall clock is two different UTC offsets
+
+
+async def test_reminders_keep_the_wall_clock_across_the_clock_change(storage):
+    services = make(storage, at(27, 3, 0), rule="FREQ=WEEKLY;BYDAY=SU")
+    source = meet.MeetReminders(services)
+    due = [o.due.astimezone(BERLIN) for o in await source.occurrences(at(28, 3, 0),
+                                                                       at(29, 3, 13))]
+    assert [d.strftime("%d.%m. %H:%M") for d in due] == ["28.03. 12:00", "29.03. 11:45"]
+    elapsed = due[1].astimezone(UTC) - due[0].astimezone(UTC)
+    assert elapsed == timedelta(hours=22, minutes=45)  # that night is an hour shorter
+
+
+def test_rules_are_checked():
+    assert meet.parse_rule("RRULE:FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2")
+    assert meet.rule_dates("DTSTART=20260108;FREQ=WEEKLY;INTERVAL=2", date(2026, 1, 1),
+                           date(2026, 2, 1)) == [date(2026, 1, 8), date(2026, 1, 22)]
+    for bad in ("FREQ=HOURLY", "FREQ=MINUTELY", "BYDAY=TH", "FREQ=WEEKLY;BYHOUR=12",
+                "FREQ=WEEKLY;BYDAY=XX", "nonsense", "DTSTART=2026;FREQ=DAILY"):
+        with pytest.raises(ValueError):
+            meet.parse_rule(bad)
+
+
+def test_the_settings_validate_the_meet_section():
+    base = {"matrix": {"homeserver": "https://m.example.org", "user_id": BOT, "password": "x"}}
+    with pytest.raises(ConfigError) as caught:
+        _build({**base, "meet": {"rule": "FREQ=HOURLY", "start_time": "25:00",
+                                 "reminders": ["soon"], "link": "ftp://x", "rooms": ["#a:b"],
+                                 "avoid_repeat_rounds": -1}})
+    keys = {line.split(":")[0] for line in caught.value.problems}
+    assert keys == {"meet.rule", "meet.start_time", "meet.reminders", "meet.link",
+                    "meet.rooms[0]", "meet.avoid_repeat_rounds"}
+    settings = _build({**base, "meet": {"rooms": ["!r:example.org"], "pairing_lead": "72h"}})
+    assert settings.meet.pairing_lead == "3d" and settings.meet.rooms == ["!r:example.org"]
+
+
+# -- showing, cancelling, moving -----------------------------------------------------------------
+
+
+async def test_meet_shows_the_next_three_dates_in_german_with_the_link(storage):
+    services = make(storage, at(1, 3, 9))
+    text = await say(services, "!treffen")
+    assert "Do., 12.03.2026, 12:00–13:00 Uhr" in text
+    assert "Do., 09.04.2026, 12:00–13:00 Uhr" in text
+    assert "Do., 14.05.2026, 12:00–13:00 Uhr" in text
+    assert "11.06.2026" not in text
+    assert LINK in text and "!treffen mitmachen" in text
+    english = await say(services, "!meet", language="en")
+    assert "Thu, 12 Mar 2026, 12:00–13:00" in english and "!meet join" in english
+
+
+async def test_admins_cancel_and_move_single_dates(storage):
+    services = make(storage, at(1, 3, 9))
+    refused = await say(services, "!treffen absagen 12.03.")
+    assert "Bot-Admin" in refused or "Admin" in refused
+    cancelled = await say(services, "!treffen absagen 12.03.", Level.ADMIN)
+    assert "Abgesagt" in cancelled and "12.03.2026" in cancelled
+    dates = await say(services, "!treffen")
+    assert "12.03.2026" not in dates and "11.06.2026" in dates
+
+    moved = await say(services, "!treffen verschieben 09.04. 16.04. 13:00", Level.ADMIN)
+    assert "Do., 16.04.2026, 13:00–14:00 Uhr" in moved
+    dates = await say(services, "!treffen")
+    assert "16.04.2026, 13:00–14:00 Uhr (verschoben)" in dates
+    assert "09.04.2026" not in dates
+    # the moved date keeps its key: the rule's date
+    [april] = [m for m in await meet.next_meetings(services, at(1, 3, 9), 3)
+               if m.date == date(2026, 4, 9)]
+    assert april.moved and april.starts_at == at(16, 4, 13)
+
+    assert "kein Termin" in await say(services, "!treffen absagen 13.03.", Level.ADMIN)
+    assert "Vergangenheit" in await say(services, "!treffen verschieben 14.05. 01.02.2026",
+                                        Level.ADMIN)
+    assert "verschiebst" in await say(services, "!treffen verschieben 14.05.", Level.ADMIN)
+
+
+async def test_cancelled_and_moved_dates_are_not_reminded_at_their_old_time(storage):
+    services = make(storage, at(1, 3, 9))
+    source = meet.MeetReminders(services)
+    window = (at(1, 3, 9), at(30, 4, 0))
+    before = {o.key for o in await source.occurrences(*window)}
+    assert len(before) == 4  # two dates, two offsets, one room
+    old = [o for o in await source.occurrences(*window) if o.subject == "2026-03-12"]
+    await say(services, "!treffen absagen 12.03.", Level.ADMIN)
+    await say(services, "!treffen verschieben 09.04. 10.04.", Level.ADMIN)
+    after = await source.occurrences(*window)
+    assert {o.subject for o in after} == {"2026-04-09"}
+    assert {o.due for o in after} == {at(9, 4, 12), at(10, 4, 11, 45)}
+    assert await source.render(old[0], late=False) is None  # cancelled since it was planned
+
+
+async def test_admins_change_the_rule_and_the_link_and_go_back_to_the_configuration(storage):
+    services = make(storage, at(1, 3, 9))
+    assert "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2" in await say(services, "!treffen regel",
+                                                            Level.ADMIN)
+    changed = await say(services, "!treffen regel FREQ=WEEKLY;BYDAY=TU 09:30 45m", Level.ADMIN)
+    assert "Di., 03.03.2026, 09:30–10:15 Uhr" in changed
+    assert "Gespeichert" in await say(services, "!treffen link www.example.org/x", Level.ADMIN)
+    assert "https://www.example.org/x" in await say(services, "!treffen")
+    assert "Rhythmus" in await say(services, "!treffen regel FREQ=SECONDLY", Level.ADMIN)
+    assert "keinen Termin" in await say(
+        services, "!treffen regel FREQ=YEARLY;UNTIL=20250101", Level.ADMIN)
+    await say(services, "!treffen regel standard", Level.ADMIN)
+    dates = await say(services, "!treffen")
+    assert "Do., 12.03.2026, 12:00–13:00 Uhr" in dates
+    assert "https://www.example.org/x" in dates  # the link stays changed
+    await say(services, "!treffen link standard", Level.ADMIN)
+    assert LINK in await say(services, "!treffen")
+
+
+# -- taking part ----------------------------------------------------------------------------------
+
+
+async def test_join_leave_and_pause(storage):
+    services = make(storage, at(1, 3, 9))
+    joined = await say(services, "!treffen mitmachen")
+    assert "dabei" in joined and "Expertenverzeichnis" in joined  # no profile yet
+    assert "schon" in await say(services, "!treffen mitmachen")
+    assert await storage.meet.active(0) == [ALICE]
+    paused = await say(services, "!treffen pause 4")
+    assert "29.03.2026" in paused
+    now_ms = int(at(1, 3, 9).timestamp() * 1000)
+    assert await storage.meet.active(now_ms) == []
+    assert "pausierst" in await say(services, "!treffen")
+    assert "dabei" in await say(services, "!treffen mitmachen")  # ends the pause
+    assert await storage.meet.active(now_ms) == [ALICE]
+    assert "nicht mehr" in await say(services, "!treffen aussetzen")
+    assert "nicht mit" in await say(services, "!treffen aussetzen")
+    assert await storage.meet.participant(ALICE) is None
+    assert "Wochen" in await say(services, "!treffen pause viele")
+    assert "kenne ich" in await say(services, "!treffen tanzen")
+
+
+# -- reminders through the scheduler -------------------------------------------------------------
+
+
+async def test_a_reminder_goes_once_into_each_room_where_it_is_on(storage):
+    services = make(storage, at(11, 3, 11), rooms=(ROOM,))
+    await room_settings.change(services, OTHER_ROOM, "meet_reminders", "on", ALICE)
+    source = meet.MeetReminders(services)
+    clock = services.clock
+    scheduler = Scheduler(storage, [source], clock=clock, timezone=BERLIN,
+                          grace=timedelta(hours=1), catalog=CATALOG, default_language="de",
+                          on_queued=lambda room: None)
+    occurrences = await source.occurrences(at(11, 3, 11), at(12, 3, 13))
+    assert sorted(o.room_id for o in occurrences) == sorted([ROOM, OTHER_ROOM] * 2)
+    clock.moment = at(11, 3, 12)
+    statuses = [await scheduler.deliver(o) for o in occurrences if o.due == at(11, 3, 12)]
+    assert statuses == ["sent", "sent"]
+    assert [await scheduler.deliver(o) for o in occurrences if o.due == at(11, 3, 12)] == [
+        "already", "already"]
+    rows = await storage.db.fetchall("SELECT room_id, content FROM outbox ORDER BY seq")
+    assert sorted(r[0] for r in rows) == sorted([ROOM, OTHER_ROOM])
+    body = json.loads(rows[0][1])["body"]
+    assert "Erinnerung: NExT-to-meet-you" in body and "in 1 Tag" in body
+    assert "Do., 12.03.2026, 12:00–13:00 Uhr" in body and LINK in body
+    # switched off by the moderators: no more reminders there
+    await room_settings.change(services, ROOM, "meet_reminders", "off", ALICE)
+    later = await source.occurrences(at(12, 3, 11), at(12, 3, 13))
+    assert {o.room_id for o in later} == {OTHER_ROOM}
+
+
+async def test_reminders_are_in_the_room_language(storage):
+    services = make(storage, at(11, 3, 11))
+    await room_settings.change(services, ROOM, "language", "en", ALICE)
+    source = meet.MeetReminders(services)
+    [occurrence] = [o for o in await source.occurrences(at(11, 3, 11), at(11, 3, 13))]
+    reply = await source.render(occurrence, late=True)
+    assert reply is not None
+    assert "Reminder: NExT-to-meet-you" in reply.text.plain and "late" in reply.text.plain
+
+
+# -- pairing --------------------------------------------------------------------------------------
+
+
+async def join_all(services, *people: str) -> None:
+    for person in people:
+        await say(services, "!treffen mitmachen", sender=person)
+
+
+async def test_a_round_is_paired_once_when_its_lead_time_has_come(storage):
+    services = make(storage, at(8, 3, 11))
+    await join_all(services, ALICE, BOB, CAROL, DAVE, EVE)
+    assert await meet.pair_due_round(services) is None  # 12 March minus three days: not yet
+    services.clock.moment = at(9, 3, 12)
+    paired = await meet.pair_due_round(services)
+    assert paired is not None and paired.key == "2026-03-12"
+    assert await meet.pair_due_round(services) is None  # once
+    groups = await storage.meet.groups("2026-03-12")
+    assert sorted(len(g.members) for g in groups) == [2, 3]
+    assert sorted(m for g in groups for m in g.members) == sorted([ALICE, BOB, CAROL, DAVE, EVE])
+    round_ = await storage.meet.round("2026-03-12")
+    assert round_ is not None and round_.participants == 5
+
+
+async def test_the_pairing_is_deterministic_for_the_seed_and_avoids_recent_partners(storage):
+    people = [f"@p{i}:example.org" for i in range(6)]
+    services = make(storage, at(9, 3, 12), avoid_repeat_rounds=2)
+    await join_all(services, *people)
+    await meet.pair_due_round(services)
+    first = {g.members for g in await storage.meet.groups("2026-03-12")}
+    # the same seed and date on another database: the same pairs
+    from storage import Storage
+    other = await Storage.open(":memory:")
+    try:
+        twin = make(other, at(9, 3, 12), avoid_repeat_rounds=2)
+        await join_all(twin, *reversed(people))
+        await meet.pair_due_round(twin)
+        assert {g.members for g in await other.meet.groups("2026-03-12")} == first
+    finally:
+        await other.close()
+    services.clock.moment = at(6, 4, 12)
+    await meet.pair_due_round(services)
+    second = {g.members for g in await storage.meet.groups("2026-04-09")}
+    assert not first & second
+    recent = await storage.meet.recent_partners(2)
+    assert all(len(partners) == 2 for partners in recent.values())
+
+
+async def test_paused_members_and_cancelled_dates_are_not_paired(storage):
+    services = make(storage, at(9, 3, 12))
+    await join_all(services, ALICE, BOB, CAROL)
+    await say(services, "!treffen pause 2", sender=CAROL)
+    await meet.pair_due_round(services)
+    [group] = await storage.meet.groups("2026-03-12")
+    assert group.members == (ALICE, BOB)
+    await say(services, "!treffen absagen 09.04.", Level.ADMIN)
+    services.clock.moment = at(6, 4, 12)
+    assert await meet.pair_due_round(services) is None
+
+
+async def test_the_introduction_names_people_organisations_topics_date_and_link(storage):
+    services = make(storage, at(9, 3, 12))
+    await profile(storage, ALICE, display_name="Alice Amsel", organisation="Stadt Ulm",
+                  level="kommune", state="Baden-Württemberg", topics=["KI", "OZG", "Radwege"])
+    await profile(storage, BOB, display_name="Bob Buchfink", organisation="Land Hessen",
+                  level="land", state="Hessen", topics=["ki", "Open Data", "OZG"])
+    await join_all(services, ALICE, BOB)
+    await meet.pair_due_round(services)
+    [group] = await storage.meet.groups("2026-03-12")
+    name, intro = await meet.introduction(services, group, "de")
+    text = intro.text.plain
+    assert name == "NExT-to-meet-you 12.03.2026"
+    assert "Alice Amsel (Stadt Ulm, Kommune, Baden-Württemberg)" in text
+    assert "Bob Buchfink (Land Hessen, Land, Hessen)" in text
+    assert "Gemeinsame Themen: KI, OZG" in text
+    assert "Do., 12.03.2026, 12:00–13:00 Uhr" in text and LINK in text
+    assert set(intro.mentions) == {ALICE, BOB}
+    assert "Radwege" not in text and "Open Data" not in text
+
+
+async def test_people_without_a_profile_are_paired_without_details(storage):
+    services = make(storage, at(9, 3, 12))
+    await join_all(services, ALICE, BOB)
+    await meet.pair_due_round(services)
+    [group] = await storage.meet.groups("2026-03-12")
+    _, intro = await meet.introduction(services, group, "en")
+    assert "Hello you two" in intro.text.plain and ALICE in intro.text.plain
+    assert "no shared topics" in intro.text.plain
+
+
+# -- rooms for the groups (bot/pairing_rooms.py) with a fake homeserver --------------------------
+
+
+class FakeRooms:
+    """Creates rooms like Synapse: an alias can be taken once. `lose_answer_of` makes the
+    n-th creation succeed on the server but fail on the way back."""
+
+    def __init__(self, lose_answer_of: int | None = None) -> None:
+        self.created: list[dict] = []
+        self.aliases: dict[str, str] = {}
+        self.lose_answer_of = lose_answer_of
+
+    async def create_room(self, *, name=None, topic=None, invite=(), is_direct=False,
+                          initial_state=(), alias=None) -> str:
+        if alias is not None and f"#{alias}:example.org" in self.aliases:
+            raise RefusedError("create room: M_ROOM_IN_USE")
+        room_id = f"!pair{len(self.created) + 1}:example.org"
+        self.created.append({"room_id": room_id, "name": name, "invite": list(invite),
+                             "is_direct": is_direct, "state": list(initial_state)})
+        if alias is not None:
+            self.aliases[f"#{alias}:example.org"] = room_id
+        if self.lose_answer_of == len(self.created):
+            raise TransientError("connection reset")
+        return room_id
+
+    async def resolve_alias(self, alias: str) -> str | None:
+        return self.aliases.get(alias)
+
+
+async def test_each_group_gets_one_room_with_its_members_invited_and_the_introduction(storage):
+    services = make(storage, at(9, 3, 12))
+    await join_all(services, ALICE, BOB, CAROL, DAVE)
+    rooms = FakeRooms()
+    woken: list[str] = []
+    worker = PairingRooms(services, rooms, BOT, "de", on_queued=woken.append)
+    assert await worker.tick() == 2
+    assert await worker.tick() == 0  # nothing twice
+    assert len(rooms.created) == 2
+    groups = await storage.meet.groups("2026-03-12")
+    for group, created in zip(groups, rooms.created, strict=True):
+        assert sorted(created["invite"]) == list(group.members) and created["is_direct"]
+        assert created["state"][0]["content"] == {"group": group.key}
+        assert group.room_id == created["room_id"]
+    outbox = await storage.db.fetchall("SELECT txn_id, room_id, content FROM outbox")
+    assert {r[1] for r in outbox} == {c["room_id"] for c in rooms.created}
+    assert {r[0] for r in outbox} == {intro_txn_id(g.key, 0) for g in groups}
+    assert all("Kennenlern-Paar" in json.loads(r[2])["body"] for r in outbox)
+    assert sorted(woken) == sorted(c["room_id"] for c in rooms.created)
+
+
+async def test_a_room_whose_creation_answer_was_lost_is_found_again_not_made_twice(storage):
+    services = make(storage, at(9, 3, 12))
+    await join_all(services, ALICE, BOB, CAROL, DAVE)
+    rooms = FakeRooms(lose_answer_of=2)
+    worker = PairingRooms(services, rooms, BOT, "de", on_queued=lambda room: None)
+    with pytest.raises(TransientError):
+        await worker.tick()
+    assert len(await storage.meet.groups(without_room=True)) == 1
+    # a restart: a new worker on the same database and homeserver
+    restarted = PairingRooms(services, rooms, BOT, "de", on_queued=lambda room: None)
+    assert await restarted.tick() == 1
+    assert len(rooms.created) == 2  # the second room was found by its alias
+    groups = await storage.meet.groups("2026-03-12")
+    assert sorted(g.room_id for g in groups) == ["!pair1:example.org", "!pair2:example.org"]
+    assert await storage.outbox.count() == 2
+
+
+async def test_without_aliases_the_room_is_made_anyway(storage):
+    class NoAliases(FakeRooms):
+        async def create_room(self, *, alias=None, **kwargs) -> str:
+            if alias is not None:
+                raise RefusedError("create room: M_FORBIDDEN")
+            return await super().create_room(**kwargs)
+
+    services = make(storage, at(9, 3, 12))
+    await join_all(services, ALICE, BOB)
+    rooms = NoAliases()
+    assert await PairingRooms(services, rooms, BOT, "de", on_queued=lambda r: None).tick() == 1
+    assert len(rooms.created) == 1
+
+
+# -- after the date --------------------------------------------------------------------------------
+
+
+async def paired_rooms(services, storage) -> list:
+    await join_all(services, ALICE, BOB, CAROL, DAVE)
+    await PairingRooms(services, FakeRooms(), BOT, "de", on_queued=lambda r: None).tick()
+    return await storage.meet.groups("2026-03-12")
+
+
+async def test_the_groups_are_asked_after_the_date_whether_they_met(storage):
+    services = make(storage, at(9, 3, 12))
+    groups = await paired_rooms(services, storage)
+    source = meet.MeetFollowUps(services)
+    found = await source.occurrences(at(12, 3, 0), at(13, 3, 0))
+    assert sorted(o.room_id for o in found) == sorted(g.room_id for g in groups)
+    assert {o.due for o in found} == {at(12, 3, 14)}  # an hour after the end
+    assert all(o.grace == meet.ASK_GRACE for o in found)
+    reply = await source.render(found[0], late=False)
+    assert reply is not None and "!getroffen ja" in reply.text.plain
+
+
+async def test_met_counts_only_in_a_pair_room_and_the_stats_show_the_share(storage):
+    services = make(storage, at(9, 3, 12))
+    groups = await paired_rooms(services, storage)
+    services.clock.moment = at(12, 3, 15)
+    assert "Raum eures" in await say(services, "!getroffen ja")
+    assert "Wie schön" in await say(services, "!getroffen ja", room_id=groups[0].room_id)
+    assert "nächsten Mal" in await say(services, "!getroffen nein", sender=CAROL,
+                                       room_id=groups[1].room_id)
+    assert "!getroffen" in await say(services, "!getroffen vielleicht",
+                                     room_id=groups[1].room_id)  # usage
+    assert "Admin" in await say(services, "!treffen statistik")
+    stats = await say(services, "!treffen statistik", Level.ADMIN)
+    assert "4 aktiv, 0 pausiert" in stats
+    assert "12.03.2026: 4 Teilnehmende, 2 Gruppen, 2 geantwortet, 1 getroffen" in stats
+    assert "(50 %)" in stats
+    for person in (ALICE, BOB, CAROL, DAVE):
+        assert person not in stats
+
+
+async def test_members_of_old_rounds_are_forgotten_but_the_counts_stay(storage):
+    services = make(storage, at(9, 3, 12), avoid_repeat_rounds=1)
+    await join_all(services, ALICE, BOB)
+    for moment in (at(9, 3, 12), at(6, 4, 12), at(11, 5, 12)):
+        services.clock.moment = moment
+        assert await meet.pair_due_round(services) is not None
+    members = await storage.db.fetchall(
+        "SELECT DISTINCT g.round FROM meet_group_members m JOIN meet_groups g "
+        "ON g.key = m.group_key ORDER BY g.round")
+    assert [r[0] for r in members] == ["2026-04-09", "2026-05-14"]
+    assert (await storage.meet.totals())[:2] == (3, 3)
+
+
+def test_the_commands_have_german_and_english_names():
+    registry = Registry([meet.router])
+    assert registry.find("treffen") is registry.find("meet")
+    assert registry.find("getroffen") is registry.find("met")

@@ -1,0 +1,143 @@
+"""The pairing algorithm: properties over many random inputs (Hypothesis), determinism, speed."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commands.pairing import PERFECT, Group, Participant, pair, score
+
+ORGS = ["Stadt Ulm", "Stadt Wiesbaden", "Land Hessen", "BMI", "Kreis Kassel", None]
+LEVELS = ["kommune", "land", "bund", None]
+STATES = ["Hessen", "Bayern", "Berlin", None]
+TOPICS = ["ki", "ozg", "smart city", "open data", "chatbots", "cloud"]
+
+
+@st.composite
+def people(draw, min_size: int = 0, max_size: int = 40) -> list[Participant]:
+    count = draw(st.integers(min_size, max_size))
+    return [Participant(f"@p{i}:example.org", draw(st.sampled_from(ORGS)),
+                        draw(st.sampled_from(LEVELS)), draw(st.sampled_from(STATES)),
+                        frozenset(draw(st.lists(st.sampled_from(TOPICS), max_size=3))))
+            for i in range(count)]
+
+
+def partners_of(groups: list[Group]) -> dict[str, set[str]]:
+    partners: dict[str, set[str]] = {}
+    for group in groups:
+        for member in group.members:
+            partners.setdefault(member, set()).update(m for m in group.members if m != member)
+    return partners
+
+
+def history(participants: list[Participant], rounds: int) -> dict[str, set[str]]:
+    """Who met whom in `rounds` earlier rounds, each paired by the algorithm itself."""
+    recent: dict[str, set[str]] = {}
+    for number in range(rounds):
+        groups = pair(participants, recent, f"earlier-{number}")
+        for member, partners in partners_of(groups).items():
+            recent.setdefault(member, set()).update(partners)
+    return recent
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(people(), st.text(max_size=8))
+def test_everyone_is_in_exactly_one_group_and_at_most_one_trio(participants, seed):
+    groups = pair(participants, {}, seed)
+    members = [m for g in groups for m in g.members]
+    if len(participants) < 2:
+        assert groups == []
+        return
+    assert Counter(members) == Counter(p.user_id for p in participants)
+    sizes = Counter(len(g.members) for g in groups)
+    assert set(sizes) <= {2, 3}
+    assert sizes[3] == len(participants) % 2  # a trio exactly when the count is odd
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(people(min_size=2), st.text(max_size=8), st.randoms(use_true_random=False))
+def test_the_same_input_and_seed_give_the_same_groups_in_any_input_order(participants, seed,
+                                                                         rng):
+    recent = history(participants, 1)
+    shuffled = list(participants)
+    rng.shuffle(shuffled)
+    assert pair(shuffled, recent, seed) == pair(participants, recent, seed)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.data(), st.integers(1, 3))
+def test_nobody_meets_a_recent_partner_again_when_that_is_avoidable(data, rounds):
+    # With at most 2 recent partners per round each, 8·rounds+4 people always leave enough
+    # others for a pairing without any repeat.
+    participants = data.draw(people(min_size=8 * rounds + 4, max_size=60))
+    recent = history(participants, rounds)
+    for group in pair(participants, recent, data.draw(st.text(max_size=8))):
+        for member in group.members:
+            assert not recent.get(member, set()) & set(group.members), group
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(people(min_size=2, max_size=50), st.text(max_size=8))
+def test_partners_come_from_different_organisations_whenever_possible(participants, seed):
+    organisations = Counter(p.organisation for p in participants if p.organisation)
+    if organisations and max(organisations.values()) > len(participants) // 2:
+        return  # one organisation is more than half: some of its people must meet each other
+    by_id = {p.user_id: p for p in participants}
+    for group in pair(participants, {}, seed):
+        if len(group.members) == 2:
+            a, b = (by_id[m] for m in group.members)
+            assert a.organisation is None or a.organisation != b.organisation, group
+
+
+def test_a_different_organisation_outweighs_level_and_state_and_a_repeat_outweighs_all():
+    me = Participant("@me:x", "Stadt Ulm", "kommune", "Bayern")
+    same_org_elsewhere = Participant("@a:x", "Stadt Ulm", "bund", "Berlin")
+    other_org_same_rest = Participant("@b:x", "Stadt Neu-Ulm", "kommune", "Bayern")
+    assert score(me, other_org_same_rest, {}) > score(me, same_org_elsewhere, {})
+    recent = {"@me:x": {"@b:x"}}
+    assert score(me, other_org_same_rest, recent) < score(me, same_org_elsewhere, {})
+    assert score(me, Participant("@c:x"), {}) == PERFECT  # unknown counts as different
+
+
+def test_shared_topics_are_reported_and_make_pairs_more_likely():
+    rng = random.Random(3)
+    participants = [Participant(f"@p{i}:x", f"org{i}", None, None,
+                                frozenset(f"t{rng.randrange(30)}" for _ in range(2)))
+                    for i in range(400)]
+    groups = pair(participants, {}, "topics")
+    by_id = {p.user_id: p for p in participants}
+    for group in groups:
+        common = set.intersection(*(set(by_id[m].topics) for m in group.members))
+        if len(group.members) == 2:
+            assert set(group.shared_topics) == common
+    sharing = sum(bool(g.shared_topics) for g in groups)
+    shuffled = list(participants)
+    rng.shuffle(shuffled)
+    by_chance = sum(bool(a.topics & b.topics) for a, b in zip(shuffled[::2], shuffled[1::2],
+                                                                strict=True))
+    assert sharing > 2 * by_chance, (sharing, by_chance)
+
+
+def test_different_seeds_give_different_pairings():
+    participants = [Participant(f"@p{i}:x") for i in range(40)]
+    results = {tuple(g.members for g in pair(participants, {}, f"seed-{n}")) for n in range(5)}
+    assert len(results) > 1
+
+
+def test_two_thousand_participants_are_paired_well_under_a_second():
+    rng = random.Random(7)
+    participants = [
+        Participant(f"@p{i}:example.org", f"org{rng.randrange(400)}",
+                    rng.choice(["kommune", "land", "bund"]), f"state{rng.randrange(16)}",
+                    frozenset(f"t{rng.randrange(80)}" for _ in range(3)))
+        for i in range(2000)]
+    recent = history(participants, 3)
+    started = time.perf_counter()
+    groups = pair(participants, recent, "bench")
+    elapsed = time.perf_counter() - started
+    assert sum(len(g.members) for g in groups) == 2000
+    assert elapsed < 0.5, f"{elapsed:.3f} s"
