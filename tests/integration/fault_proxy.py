@@ -116,10 +116,12 @@ class FaultProxy:
     # -- switches ----------------------------------------------------------------------------
 
     def down(self) -> None:
-        """Answer everything with a 502 page from now on, the requests in flight included."""
+        """Answer everything with a 502 page from now on, the requests in flight (and held)
+        included."""
         self._is_down = True
         for task in list(self._in_flight):
             task.cancel()
+        self.release_held()
 
     async def refuse_connections(self) -> None:
         """Like a stopped server: no listener, every open connection closed."""
@@ -185,6 +187,7 @@ class FaultProxy:
         if held_read or (is_send and self.sends == "hold"):
             note("held")
             await self._release.wait()
+            note("502")
             return _bad_gateway()  # never forwarded
         if is_sync and self._replay is not None:
             body, self._replay = self._replay, None
