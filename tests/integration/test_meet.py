@@ -1,0 +1,141 @@
+"""NExT-to-meet-you against Synapse: a reminder posted once across restarts; a pairing round
+makes one room per pair with both invited and the introduction in it, also when the bot is
+restarted in the middle of making them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import nio
+import pytest
+
+from bot.matrix import MatrixConnection, TransientError
+from commands.meet import STATE_EVENT
+from tests.integration.conftest import MakeMember
+from tests.integration.harness import BotAccount, Member
+
+pytestmark = pytest.mark.synapse
+
+BERLIN = ZoneInfo("Europe/Berlin")
+LINK = "https://meet.example.org/next"
+
+
+def meet_section(start: datetime, **extra: Any) -> dict[str, Any]:
+    """A daily meeting at `start`'s time of day, so that today's date is the one that counts."""
+    return {"meet": {"rule": "FREQ=DAILY", "start_time": f"{start:%H:%M:%S}", "link": LINK,
+                     **extra}}
+
+
+async def test_a_reminder_is_posted_once_also_with_restarts_in_between(
+    bot_account: BotAccount, member: Member, room: str
+) -> None:
+    bot = bot_account.user_id
+    switched = await member.ask(room, bot, "!einstellungen setzen treffen_erinnerungen an")
+    assert "Gespeichert" in switched["content"]["body"]
+    await bot_account.stop()
+
+    # Reminded 15 minutes before: due a few seconds from now.
+    start = datetime.now(BERLIN).replace(microsecond=0) + timedelta(minutes=15, seconds=12)
+    bot_account.sections = meet_section(start, reminders=["15m"], pairing=False)
+    await bot_account.start()  # plans the reminder …
+    await bot_account.stop()
+    await bot_account.start()  # … and plans it again after a restart before it is due
+
+    messages = await member.wait_for_messages(room, bot, 2, timeout=40)
+    assert len(messages) == 2, "no reminder arrived"
+    reminder = messages[-1]["content"]["body"]
+    assert "Erinnerung: NExT-to-meet-you" in reminder and LINK in reminder
+    assert f"{start:%d.%m.%Y}, {start:%H:%M}–" in reminder
+
+    await bot_account.stop()
+    await bot_account.start()  # a restart after it was posted
+    await bot_account.wait_synced()
+    await member.settle(2)
+    assert len(member.messages_from(room, bot)) == 2  # posted once
+
+
+async def invites_of(person: Member) -> list[str]:
+    await person.sync(timeout_ms=0)
+    return list(person.invites)
+
+
+async def test_a_round_makes_one_room_per_pair_with_the_introduction_even_across_a_restart(
+    bot_account: BotAccount, member: Member, room: str, make_member: MakeMember,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bot = bot_account.user_id
+    joined = await member.ask(room, bot, "!treffen mitmachen")
+    assert "dabei" in joined["content"]["body"]
+    others = [await make_member("paar") for _ in range(3)]
+    running = bot_account.running
+    assert running is not None and running.storage is not None
+    for person in others:  # as if they had said `!treffen mitmachen` somewhere
+        await running.storage.meet.join(person.user_id, 0)
+    await bot_account.stop()
+
+    # The second room's creation reaches the server, but its answer is lost: the bot stays
+    # without it until it is restarted.
+    created: list[str] = []
+    create_room = MatrixConnection.create_room
+
+    async def losing_second_answer(self: MatrixConnection, **kwargs: Any) -> str:
+        room_id = await create_room(self, **kwargs)
+        created.append(room_id)
+        if len(created) == 2:
+            raise TransientError("answer lost")
+        return room_id
+
+    monkeypatch.setattr(MatrixConnection, "create_room", losing_second_answer)
+    # Paired at once: the date is two hours from now, pairs are made a day before.
+    start = datetime.now(BERLIN).replace(microsecond=0) + timedelta(hours=2)
+    bot_account.sections = meet_section(start, reminders=[], pairing_lead="1d")
+    await bot_account.start()
+    everyone = [member, *others]
+    for _ in range(100):
+        if len(created) == 2:
+            break
+        await member.sync(timeout_ms=100)
+    assert len(created) == 2
+    await bot_account.stop()  # restart in the middle of the round
+    monkeypatch.setattr(MatrixConnection, "create_room", create_room)
+    await bot_account.start()
+    running = bot_account.running
+    assert running is not None and running.storage is not None
+
+    # Every member invited exactly once, into one of exactly two rooms.
+    invited: dict[str, list[str]] = {}
+    for person in everyone:
+        rooms = []
+        for _ in range(40):
+            rooms = [r for r in await invites_of(person) if r != room]
+            if rooms:
+                break
+        invited[person.user_id] = rooms
+    await bot_account.wait_idle()
+    for person in everyone:  # whatever else may have come meanwhile
+        invited[person.user_id] = [r for r in await invites_of(person) if r != room]
+    assert all(len(rooms) == 1 for rooms in invited.values()), invited
+    assert sorted({r for rooms in invited.values() for r in rooms}) == sorted(created)
+    groups = await running.storage.meet.groups()
+    assert sorted(g.room_id for g in groups) == sorted(created)
+    for group in groups:
+        assert sorted(u for u, rooms in invited.items() if rooms == [group.room_id]) == list(
+            group.members)
+
+    # Each room: direct, marked with its group, and the introduction once.
+    for person in everyone:
+        [pair_room] = invited[person.user_id]
+        await person.join(pair_room)
+        state = await person.client.room_get_state_event(pair_room, STATE_EVENT)
+        assert isinstance(state, nio.RoomGetStateEventResponse), state
+        assert state.content["group"].startswith(f"{start:%Y-%m-%d}:")
+        [intro] = await person.wait_for_messages(pair_room, bot, 1)
+        body = intro["content"]["body"]
+        assert "Kennenlern-Paar" in body and LINK in body
+        assert all(u in body for u in invited if invited[u] == [pair_room])
+    await member.settle(1.5)
+    for person in everyone:
+        [pair_room] = invited[person.user_id]
+        assert len(person.messages_from(pair_room, bot)) == 1
