@@ -88,7 +88,12 @@ class PairingRooms:
         for group in await self._services.storage.meet.groups(without_room=True):
             if not group.members:
                 continue  # forgotten members of an old round: nothing to make
-            await self.open_room(group)
+            try:
+                await self.open_room(group)
+            except RefusedError as exc:  # e.g. a member's account is gone: the others go on
+                log.warning("pairing: no room for group %s (%s); trying again later",
+                            group.key, exc)
+                continue
             made += 1
         return made
 

@@ -480,3 +480,23 @@ def test_the_commands_have_german_and_english_names():
     registry = Registry([meet.router])
     assert registry.find("treffen") is registry.find("meet")
     assert registry.find("getroffen") is registry.find("met")
+
+
+async def test_a_refused_room_does_not_hold_up_the_other_groups(storage):
+    class DaveIsGone(FakeRooms):
+        async def create_room(self, **kwargs) -> str:
+            if DAVE in kwargs["invite"] and self.gone:
+                raise RefusedError("create room: M_NOT_FOUND")
+            return await super().create_room(**kwargs)
+
+    services = make(storage, at(9, 3, 12))
+    await join_all(services, ALICE, BOB, CAROL, DAVE)
+    rooms = DaveIsGone()
+    rooms.gone = True
+    worker = PairingRooms(services, rooms, BOT, "de", on_queued=lambda r: None)
+    assert await worker.tick() == 1
+    [waiting] = await storage.meet.groups(without_room=True)
+    assert DAVE in waiting.members
+    rooms.gone = False
+    assert await worker.tick() == 1  # tried again on the loop's next round
+    assert len(rooms.created) == 2
