@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 NOT_RECENT, OTHER_ORGANISATION, OTHER_LEVEL, OTHER_STATE = 125, 25, 5, 1
 PERFECT = NOT_RECENT + OTHER_ORGANISATION + OTHER_LEVEL + OTHER_STATE
 # A greedy pick stops looking after this many perfect candidates (the best topics among them).
-PERFECT_ENOUGH = 24
+PERFECT_ENOUGH = 12
 # Upper bound on partner swaps tried while improving: keeps degenerate inputs fast.
 SWAP_BUDGET = 100_000
 

@@ -136,8 +136,8 @@ def test_two_thousand_participants_are_paired_well_under_a_second():
                     frozenset(f"t{rng.randrange(80)}" for _ in range(3)))
         for i in range(2000)]
     recent = history(participants, 3)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other processes' load does not count
     groups = pair(participants, recent, "bench")
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert sum(len(g.members) for g in groups) == 2000
     assert elapsed < 0.5, f"{elapsed:.3f} s"
