@@ -295,6 +295,7 @@ async def _schedule_changed(services: Services) -> None:
     notify = services.schedule_changed
     if notify is not None:
         await notify(MeetReminders.name)
+        await notify(MeetFollowUps.name)
 
 
 # -- commands ------------------------------------------------------------------------------------

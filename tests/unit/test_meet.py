@@ -500,3 +500,17 @@ async def test_a_refused_room_does_not_hold_up_the_other_groups(storage):
     rooms.gone = False
     assert await worker.tick() == 1  # tried again on the loop's next round
     assert len(rooms.created) == 2
+
+
+async def test_changes_to_the_dates_tell_the_scheduler(storage):
+    services = make(storage, at(1, 3, 9))
+    told: list[str] = []
+
+    async def schedule_changed(name: str) -> None:
+        told.append(name)
+
+    services.schedule_changed = schedule_changed
+    await say(services, "!treffen absagen 12.03.", Level.ADMIN)
+    await say(services, "!treffen verschieben 09.04. 10.04.", Level.ADMIN)
+    await say(services, "!treffen regel FREQ=WEEKLY;BYDAY=MO", Level.ADMIN)
+    assert told == ["meet", "meet-followups"] * 3
