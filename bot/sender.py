@@ -57,7 +57,7 @@ class Sender:
             result = await self._send(message)
             self._metrics.send_result(result.outcome.value)
             if result.outcome is SendOutcome.SENT:
-                await self._outbox.remove(message.txn_id)
+                await self._outbox.remove(message.txn_id, room_id)
                 backoff.reset()
             elif result.outcome is SendOutcome.RATE_LIMITED:
                 log.info("room %s: rate limited, waiting %d ms", room_id, result.retry_after_ms)
@@ -71,4 +71,4 @@ class Sender:
                 # The server will never take it (not in the room, too large, …): drop, not block.
                 log.error("room %s: message %s refused (%s), dropped", room_id, message.txn_id,
                           result.errcode)
-                await self._outbox.remove(message.txn_id)
+                await self._outbox.remove(message.txn_id, room_id)

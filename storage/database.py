@@ -3,6 +3,13 @@
 All access goes through one aiosqlite connection guarded by a lock, so coroutines never interleave
 statements inside another coroutine's transaction. Inside `async with db.transaction():` every
 repository call made by the same task joins that transaction (tracked with a context variable).
+
+Every call is one hand-off to aiosqlite's thread and back, and a hand-off costs more than a simple
+statement (tens to hundreds of microseconds, more when the two threads run on different cores).
+So a query and its fetch go together, a transaction's BEGIN goes with its first statement,
+`run(fn)` executes several statements in one hand-off, and a write whose result nobody waits for
+(`execute_later`, `run_later`) goes along with the transaction's next hand-off, at the latest
+with its COMMIT.
 """
 
 from __future__ import annotations
@@ -10,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000  # an operator's large import may hold the write lock for seconds
+
+T = TypeVar("T")
 
 
 class DatabaseTooNewError(RuntimeError):
@@ -41,6 +51,11 @@ class Database:
         self._in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar(
             f"in_transaction_{id(self)}", default=False
         )
+        # Inside `transaction()` (under the lock): BEGIN not sent yet / sent.
+        self._begin_pending = False
+        self._begun = False
+        self._after_commit: list[Callable[[], None]] = []
+        self._deferred: list[Callable[[sqlite3.Connection], object]] = []
 
     @classmethod
     async def open(cls, path: str | Path, migrations: Sequence[Migration]) -> Database:
@@ -90,54 +105,112 @@ class Database:
                      migration.description)
             async with self.transaction():
                 for statement in _split_sql(migration.sql):
-                    await self._conn.execute(statement)
-                await self._conn.execute(f"PRAGMA user_version = {migration.version}")
+                    await self.execute(statement)
+                await self.execute(f"PRAGMA user_version = {migration.version}")
 
     # -- statements ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; nested use joins the outer."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; nested use joins the outer.
+
+        BEGIN IMMEDIATE goes out with the first statement, in the same hand-off; a transaction
+        without statements sends nothing."""
         if self._in_transaction.get():
             yield
             return
         async with self._lock:
             token = self._in_transaction.set(True)
+            self._begin_pending, self._begun = True, False
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield
+                    if self._begun or self._deferred:  # deferred writes go first: may fail
+                        await self._on_thread(lambda conn: conn.commit())
                 except BaseException:
-                    await self._conn.rollback()
+                    self._begin_pending, self._deferred = False, []
+                    # Unconditionally: a cancelled statement may still have begun on the thread.
+                    await self._on_thread(lambda conn: conn.rollback())
                     raise
-                await self._conn.commit()
+                for callback in self._after_commit:  # still under the lock
+                    callback()
             finally:
+                self._begin_pending = self._begun = False
+                self._after_commit, self._deferred = [], []
                 self._in_transaction.reset(token)
+
+    def in_transaction(self) -> bool:
+        """Whether the calling task is inside `transaction()`."""
+        return self._in_transaction.get()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once what the calling task wrote is committed: when its transaction
+        commits (dropped if it rolls back), or at once outside a transaction (call this right
+        after the statement). Either way no other task has used the database in between, so a
+        repository can keep a copy of rows in memory exactly in step with the database."""
+        if self._in_transaction.get():
+            self._after_commit.append(callback)
+        else:
+            callback()
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(connection)` on SQLite's thread, in one hand-off: for several statements in a row.
+        Joins the task's transaction like every other call; `fn` must not block on anything else."""
+        async with self._statement():
+            return await self._on_thread(fn)
+
+    async def run_later(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Like `run`, for writes whose result nobody waits for: inside a transaction, `fn` goes
+        along with the transaction's next hand-off (at the latest its COMMIT), before that
+        hand-off's own work, so later reads see it; an error in it fails that hand-off and
+        rolls the transaction back. Outside a transaction it runs at once."""
+        if self._in_transaction.get():
+            self._deferred.append(fn)
+        else:
+            await self.run(fn)
+
+    async def execute_later(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """`execute` for a write whose rowcount nobody needs: see `run_later`."""
+        await self.run_later(lambda conn: conn.execute(sql, params))
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run one statement (autocommitted unless inside a transaction); returns rowcount."""
-        async with self._statement():
-            cursor = await self._conn.execute(sql, params)
-            return cursor.rowcount
+        return await self.run(lambda conn: conn.execute(sql, params).rowcount)
 
     async def execute_returning_id(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._statement():
-            cursor = await self._conn.execute(sql, params)
-            return int(cursor.lastrowid or 0)
+        return await self.run(lambda conn: int(conn.execute(sql, params).lastrowid or 0))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         async with self.transaction():
-            await self._conn.executemany(sql, rows)
+            await self.run(lambda conn: conn.executemany(sql, rows))
 
     async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        async with self._statement():
-            cursor = await self._conn.execute(sql, params)
-            return await cursor.fetchone()
+        return await self.run(lambda conn: conn.execute(sql, params).fetchone())
 
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        async with self._statement():
-            cursor = await self._conn.execute(sql, params)
-            return list(await cursor.fetchall())
+        return await self.run(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def _on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One hand-off; a pending BEGIN and deferred writes go first. The thread runs one function
+        at a time, so asking the connection whether a transaction is open there is free of races."""
+        in_transaction = self._in_transaction.get()
+        begin = self._begin_pending and in_transaction
+        deferred: list[Callable[[sqlite3.Connection], object]] = []
+        if in_transaction:
+            deferred, self._deferred = self._deferred, []
+
+        def call() -> T:
+            conn = self._conn._conn  # the sqlite3 connection, used on its own thread
+            if begin and not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+                self._begun = True
+            for write in deferred:
+                write(conn)
+            return fn(conn)
+
+        # aiosqlite's own methods queue their work the same way; it has no public call for
+        # running a function of ours on its thread.
+        return await self._conn._execute(call)
 
     @asynccontextmanager
     async def _statement(self) -> AsyncIterator[None]:

@@ -3,10 +3,16 @@
 The sync loop adds commands here in the same transaction as the new sync token; a worker marks
 each one handled in the same transaction that queues its reply. So a crash loses nothing, and a
 redelivered event is never answered twice.
+
+A room's waiting commands are read from the database once; from then on the repository keeps them
+in memory, in step with every change it commits, so taking the next command costs no query. The
+database stays the truth: after a restart everything is read from it again.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,21 +35,39 @@ class InboxMessage:
 class InboxRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # room -> its commands not yet handled, oldest first; a room not in here was not read yet
+        self._waiting: dict[str, deque[InboxMessage]] = {}
 
     async def add(self, messages: Iterable[InboxMessage], received_at: int) -> int:
         """Add new commands, skipping any already queued or handled; returns how many were new."""
-        added = 0
+        return len(await self.add_new(messages, received_at))
+
+    async def add_new(self, messages: Iterable[InboxMessage],
+                      received_at: int) -> list[InboxMessage]:
+        """Like `add`, but returns the commands that were new, in order (one hand-off)."""
+        messages = list(messages)
+        if not messages:
+            return []
+
+        def insert(conn: sqlite3.Connection) -> list[InboxMessage]:
+            return [m for m in messages if conn.execute(
+                "INSERT INTO inbox (event_id, room_id, sender, body, origin_ts, received_at) "
+                "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM handled_events WHERE event_id = ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                (m.event_id, m.room_id, m.sender, m.body, m.origin_ts, received_at, m.event_id),
+            ).rowcount]
+
         async with self._db.transaction():
-            for m in messages:
-                added += await self._db.execute(
-                    "INSERT INTO inbox (event_id, room_id, sender, body, origin_ts, received_at) "
-                    "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
-                    "(SELECT 1 FROM handled_events WHERE event_id = ?) "
-                    "ON CONFLICT (event_id) DO NOTHING",
-                    (m.event_id, m.room_id, m.sender, m.body, m.origin_ts, received_at,
-                     m.event_id),
-                )
-        return added
+            new = await self._db.run(insert)
+            self._db.after_commit(lambda: self._remember(new))
+        return new
+
+    def _remember(self, new: list[InboxMessage]) -> None:
+        for message in new:
+            waiting = self._waiting.get(message.room_id)
+            if waiting is not None:  # rooms not read yet get theirs from the database
+                waiting.append(message)
 
     async def pending_rooms(self) -> list[str]:
         rows = await self._db.fetchall(
@@ -52,12 +76,19 @@ class InboxRepository:
         return [r[0] for r in rows]
 
     async def next_for_room(self, room_id: str) -> InboxMessage | None:
-        row = await self._db.fetchone(
-            "SELECT event_id, room_id, sender, body, origin_ts, seq FROM inbox "
-            "WHERE room_id = ? ORDER BY seq LIMIT 1",
-            (room_id,),
-        )
-        return InboxMessage(*row) if row else None
+        """The room's oldest command not handled yet (it stays until `mark_handled`)."""
+        waiting = self._waiting.get(room_id)
+        if waiting is None:
+            rows = await self._db.fetchall(
+                "SELECT event_id, room_id, sender, body, origin_ts, seq FROM inbox "
+                "WHERE room_id = ? ORDER BY seq",
+                (room_id,),
+            )
+            waiting = deque(InboxMessage(*row) for row in rows)
+            if self._db.in_transaction():  # uncommitted rows: not a state to keep
+                return waiting[0] if waiting else None
+            waiting = self._waiting.setdefault(room_id, waiting)
+        return waiting[0] if waiting else None
 
     async def count(self) -> int:
         row = await self._db.fetchone("SELECT COUNT(*) FROM inbox")
@@ -65,13 +96,26 @@ class InboxRepository:
 
     async def mark_handled(self, message: InboxMessage, handled_at: int) -> None:
         """Call inside the transaction that queues the reply."""
-        async with self._db.transaction():
-            await self._db.execute("DELETE FROM inbox WHERE event_id = ?", (message.event_id,))
-            await self._db.execute(
+
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM inbox WHERE event_id = ?", (message.event_id,))
+            conn.execute(
                 "INSERT OR IGNORE INTO handled_events (event_id, room_id, handled_at) "
                 "VALUES (?, ?, ?)",
                 (message.event_id, message.room_id, handled_at),
             )
+
+        async with self._db.transaction():
+            await self._db.run_later(mark)  # goes out with the COMMIT: one hand-off less
+            self._db.after_commit(lambda: self._forget(message))
+
+    def _forget(self, message: InboxMessage) -> None:
+        waiting = self._waiting.get(message.room_id)
+        if waiting and waiting[0].event_id == message.event_id:
+            waiting.popleft()
+        elif waiting:
+            self._waiting[message.room_id] = deque(
+                m for m in waiting if m.event_id != message.event_id)
 
     async def is_handled(self, event_id: str) -> bool:
         row = await self._db.fetchone(

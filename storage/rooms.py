@@ -36,7 +36,7 @@ class RoomRepository:
         return RoomCursor(*row) if row else None
 
     async def set_cursor(self, cursor: RoomCursor) -> None:
-        await self._db.execute(
+        await self._db.execute_later(  # in the sync loop's transaction: goes with its COMMIT
             "INSERT INTO room_cursor (room_id, last_event_id, last_ts) VALUES (?, ?, ?) "
             "ON CONFLICT (room_id) DO UPDATE SET last_event_id = excluded.last_event_id, "
             "last_ts = excluded.last_ts",

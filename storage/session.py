@@ -43,7 +43,9 @@ class SessionRepository:
         )
 
     async def set_sync_token(self, token: str) -> None:
-        await self._db.execute("UPDATE bot_session SET sync_token = ? WHERE id = 1", (token,))
+        # In the sync loop's transaction: goes out with its COMMIT.
+        await self._db.execute_later("UPDATE bot_session SET sync_token = ? WHERE id = 1",
+                                     (token,))
 
     async def set_first_synced_at(self, ts_ms: int) -> None:
         await self._db.execute(
