@@ -139,17 +139,20 @@ class View:
     def kind(self, kind: str) -> str:
         return self.services.catalog.template(self.language, f"municipalities.kinds.{kind}")
 
-    def label(self, member: Member) -> Text:
-        """`Wiesbaden (Stadt, Hessen)`; the kind left out when it is `other`."""
-        if member.kind == "other":
-            return self.t("label", name=member.name, details=member.state)
-        return self.t("label", name=member.name,
-                      details=f"{self.kind(member.kind)}, {member.state}")
+    def label(self, member: Member, state: bool = True) -> Text:
+        """`Wiesbaden (Stadt, Hessen)`; the kind left out when it is `other`, the state when
+        `state` is False (a list of one state's members)."""
+        details = [self.kind(member.kind)] if member.kind != "other" else []
+        details += [member.state] if state else []
+        if not details:
+            return Text.raw(member.name)
+        return self.t("label", name=member.name, details=", ".join(details))
 
-    def line(self, member: Member) -> Text:
+    def line(self, member: Member, state: bool = True) -> Text:
+        label = self.label(member, state)
         if member.joined_on is None:
-            return self.t("line", label=self.label(member))
-        return self.t("line_since", label=self.label(member),
+            return self.t("line", label=label)
+        return self.t("line_since", label=label,
                       since=format_day(member.joined_on, self.language))
 
     def example_add(self) -> Text:
@@ -189,7 +192,7 @@ async def _of_state(view: View, state: str) -> Text:
     if not members:
         return view.t("state_none", state=state)
     lines = [view.t("state_title", state=state, count=len(members))]
-    lines += [view.line(m) for m in members[:STATE_SHOWN]]
+    lines += [view.line(m, state=False) for m in members[:STATE_SHOWN]]
     if len(members) > STATE_SHOWN:
         lines.append(view.t("state_more", more=len(members) - STATE_SHOWN))
     return Text.join(lines)
@@ -333,10 +336,10 @@ async def _add(ctx: Context, view: View, text: str) -> Text:
     if rooms:
         parts.append(view.t("announced_in", rooms=len(rooms)))
     else:
+        german = ctx.language == "de"
         parts.append(view.t("announced_nowhere", switch=ctx.call(
-            "config", "setzen" if ctx.language == "de" else "set",
-            "ankündigungen" if ctx.language == "de" else "announcements",
-            "an" if ctx.language == "de" else "on")))
+            "config", "setzen" if german else "set",
+            room_settings.BY_KEY["announcements"].name(ctx.language), "an" if german else "on")))
     return Text.join(parts, " ")
 
 
