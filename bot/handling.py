@@ -79,6 +79,7 @@ class CommandHandler:
         self._handling = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._counted: set[str] = set()  # commands waiting for a retry, counted by the limit
 
     def stop_taking(self) -> None:
         """Take no more commands from the inbox (they stay there for the next start)."""
@@ -105,11 +106,21 @@ class CommandHandler:
     async def handle(self, message: InboxMessage) -> None:
         storage = self._services.storage
         language = await storage.rooms.language(message.room_id) or self._default_language
-        verdict = self._rate_limit.check(message.sender, self._now_ms())
+        if message.event_id in self._counted:  # a retry is not another command
+            self._counted.discard(message.event_id)
+            verdict = Verdict.ALLOW
+        else:
+            verdict = self._rate_limit.check(message.sender, self._now_ms())
         if verdict is not Verdict.ALLOW:
             await self._hold_back(message, language, verdict)
             return
+        try:
+            await self._answer(message, language)
+        except Exception:
+            self._counted.add(message.event_id)  # the lane retries it: not another command
+            raise
 
+    async def _answer(self, message: InboxMessage, language: str) -> None:
         async def level() -> Level:
             try:
                 return await self._permissions.level(message.room_id, message.sender)

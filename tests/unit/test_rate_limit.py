@@ -3,9 +3,11 @@
 import pytest
 
 from bot.handling import CommandHandler, reply_txn_id
+from bot.matrix import TransientError
 from bot.metrics import Metrics
 from bot.permissions import Permissions
 from bot.rate_limit import MemberRateLimit, Verdict
+from commands.framework import RetryLater
 from storage.inbox import InboxMessage
 from tests.unit.fakes import ALICE, BOB, BOSS, OTHER_ROOM, ROOM, make_services, set_language
 
@@ -203,3 +205,26 @@ async def test_a_stopping_handler_takes_no_more_commands(storage, handler, clock
     await handler.wait_idle()
     assert await storage.inbox.count() == 1  # kept for the next start
     assert await storage.outbox.count() == 0
+
+
+async def test_a_command_retried_after_a_transient_error_counts_once(storage, clock):
+    calls = []
+
+    async def flaky_room_state(room_id):
+        calls.append(room_id)
+        if len(calls) == 1:
+            raise TransientError("homeserver away")
+        return await room_state(room_id)
+
+    handler = CommandHandler(make_services(storage), Permissions(flaky_room_state, admins=[],
+                                                                 moderator_level=50),
+                             "de", clock, lambda room: None,
+                             rate_limit=MemberRateLimit(1, WINDOW))
+    await storage.inbox.add([InboxMessage("$lang", ROOM, ALICE, "!sprache en", clock.now)],
+                            received_at=clock.now)
+    with pytest.raises(RetryLater):
+        await handler.drain_room(ROOM)
+    await handler.drain_room(ROOM)  # as the lane does, a little later
+    replies = await outbox_bodies(storage)
+    assert [event for event, _ in replies] == ["$lang"]
+    assert not replies[0][1].startswith("Langsam")  # answered, not asked to slow down
