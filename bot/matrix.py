@@ -118,6 +118,20 @@ class SendResult:
     event_id: str | None = None
 
 
+class _Client(nio.AsyncClient):
+    """nio's client, minus the events its parser would raise on.
+
+    One such event (not an object, a timestamp that is no number) fails nio's parsing of the
+    whole sync or page of history, and of every retry: the bot would never read past it."""
+
+    async def parse_body(self, transport_response: Any) -> dict[Any, Any]:
+        body = await super().parse_body(transport_response)
+        dropped = _drop_unparseable_events(body) if isinstance(body, dict) else 0
+        if dropped:
+            log.warning("%d malformed event(s) from the homeserver dropped", dropped)
+        return body
+
+
 class MatrixConnection:
     def __init__(self, settings: MatrixSettings) -> None:
         self._settings = settings
@@ -129,7 +143,7 @@ class MatrixConnection:
         )
         if settings.encryption:
             Path(settings.store_path).mkdir(parents=True, exist_ok=True)
-        self.client = nio.AsyncClient(
+        self.client = _Client(
             settings.homeserver.rstrip("/"), settings.user_id, config=config,
             store_path=str(settings.store_path),
         )
@@ -471,6 +485,37 @@ def _sync_filter(timeline_limit: int) -> dict[str, Any]:
         },
         "presence": {"not_types": ["*"]},
     }
+
+
+def _drop_unparseable_events(body: dict[str, Any]) -> int:
+    """Remove, in place, the events of a sync answer or history page that nio cannot parse."""
+    blocks: list[Any] = [body.get("to_device"), body.get("account_data"), body]
+    rooms = body.get("rooms")
+    for section in rooms.values() if isinstance(rooms, dict) else ():
+        for room in section.values() if isinstance(section, dict) else ():
+            if isinstance(room, dict):
+                blocks += [room.get(key) for key in ("timeline", "state", "ephemeral",
+                                                     "account_data", "invite_state")]
+    dropped = 0
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        for key in ("events", "chunk", "state"):  # a history page has `chunk` and `state`
+            events = block.get(key)
+            if isinstance(events, list):
+                kept = [event for event in events if _parseable(event)]
+                dropped += len(events) - len(kept)
+                block[key] = kept
+    return dropped
+
+
+def _parseable(event: Any) -> bool:
+    if not isinstance(event, dict):
+        return False
+    unsigned = event.get("unsigned", {})
+    return (isinstance(event.get("origin_server_ts", 0), int | float)
+            and isinstance(unsigned, dict)
+            and isinstance(unsigned.get("prev_content", {}), dict))
 
 
 def _events(room_id: str, events: list[Any]) -> list[RoomEvent]:

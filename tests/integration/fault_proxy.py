@@ -14,7 +14,8 @@ Every switch is one attribute or method, flipped by a test while the bot runs:
 - `rate_limit_sends = n`: the next n sends get `M_LIMIT_EXCEEDED` with `retry_after_ms`;
 - `replay_sync_containing(event_id)`: the next sync gets an earlier sync answer (one that
   carried `event_id`) again;
-- `inject_events(room_id, events)`: the next sync answer carries these extra timeline events.
+- `inject_events(room_id, events)`: the next sync answer carries these extra timeline events,
+  and so does every answer to a retry of that sync (as if the server had stored them).
 
 `seen` records every request with the time and how it was answered.
 """
@@ -76,7 +77,8 @@ class FaultProxy:
         self.retry_after_ms = 300
         self._is_down = False
         self._replay: bytes | None = None
-        self._injected: dict[str, list[Any]] = {}
+        self._injected: dict[str, list[Any]] = {}  # room id → events, not delivered yet
+        self._delivered: dict[str, dict[str, list[Any]]] = {}  # by the sync's `since`
         self._sync_answers: list[bytes] = []  # bodies of successful syncs, oldest first
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._release = asyncio.Event()  # ends every hold (at stop, or when switched)
@@ -187,7 +189,6 @@ class FaultProxy:
         if held_read or (is_send and self.sends == "hold"):
             note("held")
             await self._release.wait()
-            note("502")
             return _bad_gateway()  # never forwarded
         if is_sync and self._replay is not None:
             body, self._replay = self._replay, None
@@ -209,7 +210,7 @@ class FaultProxy:
             _cut(request)
             return web.Response(status=200)  # never reaches the client: the connection is gone
         if is_sync and status == 200:
-            body = self._after_sync(body)
+            body = self._after_sync(request.query.get("since", ""), body)
         note("forwarded", status)
         return web.Response(status=status, body=body, content_type=content_type)
 
@@ -236,14 +237,15 @@ class FaultProxy:
             body = await response.read()
             return response.status, response.content_type, body
 
-    def _after_sync(self, body: bytes) -> bytes:
+    def _after_sync(self, since: str, body: bytes) -> bytes:
         if self._injected:
+            self._delivered[since], self._injected = self._injected, {}
+        if since in self._delivered:
             parsed = json.loads(body)
             rooms = parsed.setdefault("rooms", {}).setdefault("join", {})
-            for room_id, events in self._injected.items():
+            for room_id, events in self._delivered[since].items():
                 timeline = rooms.setdefault(room_id, {}).setdefault("timeline", {})
                 timeline.setdefault("events", []).extend(events)
-            self._injected = {}
             body = json.dumps(parsed).encode()
         if b'"timeline"' in body:
             self._sync_answers.append(body)

@@ -361,6 +361,13 @@ async def test_malformed_events_are_ignored_and_the_loop_keeps_running(
         {**message, "content": {"msgtype": "m.text", "body": "!ping"}},  # no event id
         {**message, "event_id": "$no-type", "type": None,
          "content": {"msgtype": "m.text", "body": "!ping"}},
+        # nio cannot parse a sync holding one of these at all: dropped before it tries.
+        {**message, "event_id": "$ts-text", "origin_server_ts": "gestern",
+         "content": {"msgtype": "m.text", "body": "!ping"}},
+        {**message, "event_id": "$ts-null", "origin_server_ts": None,
+         "content": {"msgtype": "m.text", "body": "!ping"}},
+        "!ping",  # not even an object
+        None,
     ]
     proxy.inject_events(room, injected)
     # And what a member's client can send: unknown types and message types, a huge body.
