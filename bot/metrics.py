@@ -36,7 +36,7 @@ class Metrics:
         self.last_sync_at: float | None = None
         self._commands = Counter(
             "nextbot_commands_handled", "Commands answered, by command name and outcome "
-            "(ok, usage, refused, user_error, error, unknown)", ["command", "outcome"],
+            "(ok, usage, refused, user_error, error, retry_later, unknown)", ["command", "outcome"],
             registry=registry)
         self._failed = Counter(
             "nextbot_commands_failed", "Commands that failed with an internal error, by name",
