@@ -3,7 +3,7 @@
 The bot's `[matrix] homeserver` points at `proxy.url`; members keep talking to Synapse directly.
 Every switch is one attribute or method, flipped by a test while the bot runs:
 
-- `down()` answers every request (the long polls in flight too) with a 502 HTML page,
+- `down()` answers every request (those in flight or held too) with a 502 HTML page,
   `refuse_connections()` closes the listener and every open connection, `up()` forwards again;
 - `sends` = "hold": send requests wait in the proxy and are never forwarded;
   "hold_answer": forwarded to Synapse, but the answer is kept back (the client never sees it);
