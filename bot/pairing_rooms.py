@@ -42,7 +42,7 @@ class RoomMaker(Protocol):
     async def create_room(self, *, name: str | None = None, topic: str | None = None,
                           invite: Sequence[str] = (), is_direct: bool = False,
                           initial_state: Sequence[dict[str, Any]] = (),
-                          alias: str | None = None) -> str: ...
+                          alias: str | None = None, encrypted: bool = False) -> str: ...
 
     async def resolve_alias(self, alias: str) -> str | None: ...
 
@@ -54,7 +54,7 @@ def intro_txn_id(group_key: str, page: int) -> str:
 class PairingRooms:
     def __init__(self, services: Services, rooms: RoomMaker, bot_user_id: str,
                  default_language: str, on_queued: Callable[[str], None],
-                 interval_s: float = CHECK_EVERY_S) -> None:
+                 interval_s: float = CHECK_EVERY_S, encrypt: bool = False) -> None:
         self._services = services
         self._rooms = rooms
         self._bot = bot_user_id
@@ -62,6 +62,7 @@ class PairingRooms:
         self._language = default_language
         self._on_queued = on_queued
         self._interval = interval_s
+        self._encrypt = encrypt
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -128,7 +129,8 @@ class PairingRooms:
         invite = [u for u in group.members if u != self._bot]
         try:
             return await self._rooms.create_room(name=name, invite=invite, is_direct=True,
-                                                 initial_state=state, alias=alias)
+                                                 initial_state=state, alias=alias,
+                                                 encrypted=self._encrypt)
         except RefusedError:
             existing = await self._rooms.resolve_alias(full_alias)
             if existing is not None:
@@ -136,4 +138,4 @@ class PairingRooms:
             log.warning("pairing: the homeserver refused the room's alias; creating the room "
                         "for group %s without one", group.key)
             return await self._rooms.create_room(name=name, invite=invite, is_direct=True,
-                                                 initial_state=state)
+                                                 initial_state=state, encrypted=self._encrypt)

@@ -108,7 +108,7 @@ class Bot:
                                 settings.workshops.reminders, settings.workshops.rooms,
                                 settings.bot.timezone),
                             meet_config=meet.MeetConfig.create(
-                                **settings.meet.model_dump(exclude={"rooms"}),
+                                **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),
                                 timezone=settings.bot.timezone),
                             room_defaults=room_settings.RoomDefaults(
                                 settings.bot.language, switched_on={
@@ -166,7 +166,8 @@ class Bot:
             asyncio.create_task(welcomer.run(), name="welcomes"),
         ]
         self.pairing = PairingRooms(services, connection, self.user_id, settings.bot.language,
-                                    on_queued=send_lanes.wake)
+                                    on_queued=send_lanes.wake, encrypt=settings.matrix.encryption
+                                    and settings.meet.encrypt_rooms)
         self._tasks.append(asyncio.create_task(self.pairing.run(), name="pairing"))
         if settings.announcements.feed_url:
             scheduler = self.scheduler

@@ -23,6 +23,16 @@ DEFAULT_LANGUAGE = "de"
 _MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
 
 
+# Explicit bidi embeddings, overrides and isolates: one left open in an echoed value reverses the
+# rest of the bot's line in clients, so a member could make the bot seem to say something else.
+# Right-to-left text needs none of them (the Unicode bidi algorithm orders it).
+_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+
+
+def without_bidi_controls(value: str) -> str:
+    return value.translate(_BIDI_CONTROLS)
+
+
 def escape_markdown(value: str) -> str:
     """Backslash-escape ASCII punctuation: CommonMark then renders it literally."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", value)
@@ -38,12 +48,14 @@ class Text:
     @classmethod
     def raw(cls, value: str) -> Text:
         """Untrusted text, shown literally."""
+        value = without_bidi_controls(value)
         return cls(escape_markdown(value), value)
 
     @classmethod
     def code(cls, value: str) -> Text:
         """Untrusted text as an inline code span (CommonMark shows its content literally)."""
-        value = " ".join(value.splitlines())  # a line break could end the span's paragraph
+        # A line break could end the span's paragraph.
+        value = " ".join(without_bidi_controls(value).splitlines())
         longest = max((len(run) for run in re.findall(r"`+", value)), default=0)
         fence = "`" * (longest + 1)
         padded = f" {value} " if value.startswith("`") or value.endswith("`") else value
@@ -79,7 +91,7 @@ class _Values(Mapping[str, Any]):
             return value.markdown if self._markdown else value.plain
         if isinstance(value, int | float):
             return value
-        value = str(value)
+        value = without_bidi_controls(str(value))
         return escape_markdown(value) if self._markdown else value
 
     def __iter__(self):

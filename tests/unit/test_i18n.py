@@ -162,3 +162,15 @@ def test_join_and_add():
     joined = Text.join([Text.raw("a*"), Text.code("b")], ", ")
     assert joined == Text("a\\*, `b`", "a*, b")
     assert Text.raw("x") + Text.raw("!") == Text("x\\!", "x!")
+
+
+@pytest.mark.parametrize("make", [Text.raw, Text.code, lambda v: CATALOG.text(
+    "de", "help.unknown", command=v, suggestions="–")])
+def test_bidi_controls_from_members_never_reach_a_reply(make):
+    spoof = "abc\u202egnp.exe\u2066x\u2069\u202a\u202b\u202c\u202d\u2067\u2068"
+    text = make(spoof)
+    for control in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+        assert control not in text.plain and control not in text.markdown
+    assert "abcgnp.exex" in text.plain
+    arabic = Text.raw("مرحبا Stadt")  # right-to-left text itself is kept
+    assert arabic.plain == "مرحبا Stadt"

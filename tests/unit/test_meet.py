@@ -355,12 +355,13 @@ class FakeRooms:
         self.lose_answer_of = lose_answer_of
 
     async def create_room(self, *, name=None, topic=None, invite=(), is_direct=False,
-                          initial_state=(), alias=None) -> str:
+                          initial_state=(), alias=None, encrypted=False) -> str:
         if alias is not None and f"#{alias}:example.org" in self.aliases:
             raise RefusedError("create room: M_ROOM_IN_USE")
         room_id = f"!pair{len(self.created) + 1}:example.org"
         self.created.append({"room_id": room_id, "name": name, "invite": list(invite),
-                             "is_direct": is_direct, "state": list(initial_state)})
+                             "is_direct": is_direct, "state": list(initial_state),
+                             "encrypted": encrypted})
         if alias is not None:
             self.aliases[f"#{alias}:example.org"] = room_id
         if self.lose_answer_of == len(self.created):
@@ -376,13 +377,14 @@ async def test_each_group_gets_one_room_with_its_members_invited_and_the_introdu
     await join_all(services, ALICE, BOB, CAROL, DAVE)
     rooms = FakeRooms()
     woken: list[str] = []
-    worker = PairingRooms(services, rooms, BOT, "de", on_queued=woken.append)
+    worker = PairingRooms(services, rooms, BOT, "de", on_queued=woken.append, encrypt=True)
     assert await worker.tick() == 2
     assert await worker.tick() == 0  # nothing twice
     assert len(rooms.created) == 2
     groups = await storage.meet.groups("2026-03-12")
     for group, created in zip(groups, rooms.created, strict=True):
         assert sorted(created["invite"]) == list(group.members) and created["is_direct"]
+        assert created["encrypted"]
         assert created["state"][0]["content"] == {"group": group.key}
         assert group.room_id == created["room_id"]
     outbox = await storage.db.fetchall("SELECT txn_id, room_id, content FROM outbox")
