@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 HORIZON = timedelta(days=2)  # jobs exist for this far ahead; the rest is planned later
 REPLAN_EVERY = timedelta(minutes=15)
 LATE_AFTER = timedelta(minutes=1)  # fired later than this counts as late
+PAUSE_FOR_JOBS = 100  # adding this many jobs or more at once pauses APScheduler meanwhile
 
 
 def _ms(moment: datetime) -> int:
@@ -69,7 +70,8 @@ class Scheduler:
         self._default_language = default_language
         self._on_queued = on_queued
         self._horizon = horizon
-        self._planned: dict[str, set[str]] = {name: set() for name in self._sources}
+        # source -> key -> the occurrence its job delivers: a re-plan touches only what changed
+        self._planned: dict[str, dict[str, Occurrence]] = {name: {} for name in self._sources}
         self._aps: AsyncIOScheduler | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -115,17 +117,31 @@ class Scheduler:
             return
         source = self._sources[source_name]
         now = self._clock.now()
-        wanted: dict[str, Occurrence] = {}
-        for occurrence in await source.occurrences(now, now + self._horizon):
-            if await self._storage.deliveries.get(occurrence.key) is None:
-                wanted[occurrence.key] = occurrence
-        for key in self._planned[source_name] - wanted.keys():
+        coming = await source.occurrences(now, now + self._horizon)
+        delivered = await self._storage.deliveries.recorded(o.key for o in coming)
+        wanted = {o.key: o for o in coming if o.key not in delivered}
+        planned = self._planned[source_name]
+        for key in planned.keys() - wanted.keys():
             if self._aps.get_job(key) is not None:
                 self._aps.remove_job(key)
-        for key, occurrence in wanted.items():
-            self._aps.add_job(self.deliver, DateTrigger(run_date=occurrence.due), args=[occurrence],
-                              id=key, replace_existing=True)
-        self._planned[source_name] = set(wanted)
+        # A job already there for the same occurrence (moment, room, items) stays; one that
+        # fired meanwhile is gone and added again (`deliver` knows it was delivered).
+        new = [o for key, o in wanted.items()
+               if planned.get(key) != o or self._aps.get_job(key) is None]
+        # Paused, a running APScheduler does not wake up to look at its jobs after every single
+        # one added (with 10,000 that is most of the start-up); nothing awaits in between.
+        # Only for many: pausing and resuming is logged.
+        pause = len(new) >= PAUSE_FOR_JOBS
+        if pause:
+            self._aps.pause()
+        try:
+            for occurrence in new:
+                self._aps.add_job(self.deliver, DateTrigger(run_date=occurrence.due),
+                                  args=[occurrence], id=occurrence.key, replace_existing=True)
+        finally:
+            if pause:
+                self._aps.resume()
+        self._planned[source_name] = wanted
 
     async def catch_up(self) -> None:
         """Deliver what fell due since the last look (late within the grace, else skipped)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from storage.database import Database
@@ -28,6 +30,16 @@ class DeliveryRepository:
             "SELECT key, source, room_id, due_at, recorded_at, status FROM deliveries "
             "WHERE key = ?", (key,))
         return Delivery(*row) if row else None
+
+    async def recorded(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` were recorded: one query, however many keys."""
+        keys = list(keys)
+        if not keys:
+            return set()
+        rows = await self._db.fetchall(
+            "SELECT key FROM deliveries WHERE key IN (SELECT value FROM json_each(?))",
+            (json.dumps(keys),))
+        return {row[0] for row in rows}
 
     async def record(self, delivery: Delivery) -> bool:
         """False when the key was recorded before: the caller must then send nothing."""
