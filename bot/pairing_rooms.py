@@ -9,7 +9,8 @@ or restart at any point:
 2. the room is created with an alias derived from the group's key (and a state event
    `org.nextnetz.pairing` naming the group), the members invited;
 3. its id is recorded in the same transaction that queues the introduction under transaction
-   ids derived from the group's key.
+   ids derived from the group's key (for encrypted rooms only after the bot's client learnt
+   the invited members' devices: `after_rooms_synced`).
 
 If the bot dies between 1 and 3, the next attempt finds the room by its alias (a second
 creation with the same alias is refused by the server) instead of making another. Should
@@ -22,7 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from bot.matrix import RefusedError, TransientError
@@ -32,6 +33,7 @@ from commands.framework import Services
 from commands.i18n import Text
 from storage.meet import GroupRow, utc_ms
 from storage.outbox import OutgoingMessage
+from storage.rooms import RoomRepository
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ def intro_txn_id(group_key: str, page: int) -> str:
 class PairingRooms:
     def __init__(self, services: Services, rooms: RoomMaker, bot_user_id: str,
                  default_language: str, on_queued: Callable[[str], None],
-                 interval_s: float = CHECK_EVERY_S, encrypt: bool = False) -> None:
+                 interval_s: float = CHECK_EVERY_S, encrypt: bool = False,
+                 synced: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
         self._services = services
         self._rooms = rooms
         self._bot = bot_user_id
@@ -63,6 +66,9 @@ class PairingRooms:
         self._on_queued = on_queued
         self._interval = interval_s
         self._encrypt = encrypt
+        # Awaited between making encrypted rooms and introducing: until the bot's client knows
+        # the invited members' devices, so the room key reaches them (`after_rooms_synced`).
+        self._synced = synced
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -85,30 +91,44 @@ class PairingRooms:
         paired = await meet.pair_due_round(self._services)
         if paired is not None:
             log.info("pairing: round for %s stored", paired.key)
-        made = 0
+        opened: list[tuple[GroupRow, str]] = []
+        unreachable: TransientError | None = None
         for group in await self._services.storage.meet.groups(without_room=True):
             if not group.members:
                 continue  # forgotten members of an old round: nothing to make
             try:
-                await self.open_room(group)
+                opened.append((group, await self.room_for(group)))
             except RefusedError as exc:  # e.g. a member's account is gone: the others go on
                 log.warning("pairing: no room for group %s (%s); trying again later",
                             group.key, exc)
-                continue
-            made += 1
-        return made
+            except TransientError as exc:  # the rest later; those made are introduced now
+                unreachable = exc
+                break
+        if opened and self._encrypt and self._synced is not None:
+            await self._synced([room_id for _, room_id in opened])
+        for group, room_id in opened:
+            await self.introduce(group, room_id)
+        if unreachable is not None:
+            raise unreachable
+        return len(opened)
 
-    async def open_room(self, group: GroupRow) -> str:
+    async def room_for(self, group: GroupRow) -> str:
+        """The group's room: found by its alias if an attempt before made it, else made."""
         storage = self._services.storage
         alias = meet.room_alias(group.key, self._bot)
         full_alias = f"#{alias}:{self._server}"
-        room_id = None
         if group.room_requested_at is not None:  # an attempt before may have made it
             room_id = await self._rooms.resolve_alias(full_alias)
-        name, intro = await meet.introduction(self._services, group, self._language)
-        if room_id is None:
-            await storage.meet.mark_room_requested(group.key, utc_ms(self._services.clock.now()))
-            room_id = await self._create(group, name, alias, full_alias)
+            if room_id is not None:
+                return room_id
+        name = meet.room_name(self._services, group.round, self._language)
+        await storage.meet.mark_room_requested(group.key, utc_ms(self._services.clock.now()))
+        return await self._create(group, name, alias, full_alias)
+
+    async def introduce(self, group: GroupRow, room_id: str) -> None:
+        """Record the room and queue the introduction, in one transaction (once)."""
+        storage = self._services.storage
+        _, intro = await meet.introduction(self._services, group, self._language)
         language = self._language
 
         def label(page: int, pages: int) -> Text:
@@ -122,7 +142,6 @@ class PairingRooms:
                 await storage.outbox.add(messages, created_at=utc_ms(self._services.clock.now()))
         log.info("pairing: room %s for group %s", room_id, group.key)
         self._on_queued(room_id)
-        return room_id
 
     async def _create(self, group: GroupRow, name: str, alias: str, full_alias: str) -> str:
         state = [{"type": meet.STATE_EVENT, "state_key": "", "content": {"group": group.key}}]
@@ -139,3 +158,22 @@ class PairingRooms:
                         "for group %s without one", group.key)
             return await self._rooms.create_room(name=name, invite=invite, is_direct=True,
                                                  initial_state=state, encrypted=self._encrypt)
+
+
+
+async def after_rooms_synced(rooms: RoomRepository, room_ids: Sequence[str],
+                             timeout_s: float = 60.0) -> None:
+    """Until the sync loop has read each of these new rooms (or `timeout_s`). Before that sync
+    is stored, the client has asked for the devices of everyone in them, invited members
+    included; an encrypted message sent earlier might go out before those devices are known,
+    and they would never get its key."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    waiting = list(room_ids)
+    while waiting and loop.time() < deadline:
+        waiting = [r for r in waiting if await rooms.cursor(r) is None]
+        if waiting:
+            await asyncio.sleep(0.1)
+    if waiting:
+        log.warning("pairing: %d new room(s) not seen in a sync yet; introducing anyway",
+                    len(waiting))

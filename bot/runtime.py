@@ -18,7 +18,7 @@ from bot.handling import CommandHandler, DirectRooms
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
 from bot.metrics import Metrics, MetricsAddressError, MetricsServer
-from bot.pairing_rooms import PairingRooms
+from bot.pairing_rooms import PairingRooms, after_rooms_synced
 from bot.permissions import Permissions
 from bot.rate_limit import MemberRateLimit
 from bot.room_admin import MatrixRoomAdmin
@@ -167,7 +167,8 @@ class Bot:
         ]
         self.pairing = PairingRooms(services, connection, self.user_id, settings.bot.language,
                                     on_queued=send_lanes.wake, encrypt=settings.matrix.encryption
-                                    and settings.meet.encrypt_rooms)
+                                    and settings.meet.encrypt_rooms,
+                                    synced=lambda rooms: after_rooms_synced(storage.rooms, rooms))
         self._tasks.append(asyncio.create_task(self.pairing.run(), name="pairing"))
         if settings.announcements.feed_url:
             scheduler = self.scheduler

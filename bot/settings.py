@@ -273,8 +273,8 @@ class MeetSettings(_Section):
     pairing_lead: str = "3d"  # how long before a date its pairs are made
     avoid_repeat_rounds: int = Field(default=3, ge=0, le=52)  # no partner again for N rounds
     seed: str = "next"  # the pairing is deterministic for a seed (and the date)
-    # The pairs' rooms end-to-end encrypted (only with matrix.encryption). Off by default: an
-    # introduction sent right after the room is made does not yet reach every invitee's device.
+    # The pairs' rooms end-to-end encrypted (only with matrix.encryption). Off by default: the
+    # introduction, sent before the invited have joined, now and then misses one's device.
     encrypt_rooms: bool = False
 
     @field_validator("rule")

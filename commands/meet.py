@@ -773,9 +773,13 @@ async def introduction(services: Services, group: GroupRow, language: str) -> tu
     if schedule.link:
         parts.append(view.t("intro_link", link=link(schedule.link)))
     parts.append(view.t("intro_outro"))
-    name = services.catalog.template(language, "meet.room_name").format(
-        date=date.fromisoformat(group.round).strftime("%d.%m.%Y"))
-    return name, Reply(Text.join(parts, "\n\n"), mentions=group.members)
+    return room_name(services, group.round, language), Reply(Text.join(parts, "\n\n"),
+                                                            mentions=group.members)
+
+
+def room_name(services: Services, round_date: str, language: str) -> str:
+    return services.catalog.template(language, "meet.room_name").format(
+        date=date.fromisoformat(round_date).strftime("%d.%m.%Y"))
 
 
 def _level(view: View, level: str | None) -> str | None:

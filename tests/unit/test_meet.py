@@ -3,6 +3,7 @@ reminders through the scheduler, pairing rounds, rooms made once, and the count 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.matrix import RefusedError, TransientError
-from bot.pairing_rooms import PairingRooms, intro_txn_id
+from bot.pairing_rooms import PairingRooms, after_rooms_synced, intro_txn_id
 from bot.scheduler import Scheduler
 from bot.settings import ConfigError, _build
 from commands import core, meet, room_settings
@@ -516,3 +517,31 @@ async def test_changes_to_the_dates_tell_the_scheduler(storage):
     await say(services, "!treffen verschieben 09.04. 10.04.", Level.ADMIN)
     await say(services, "!treffen regel FREQ=WEEKLY;BYDAY=MO", Level.ADMIN)
     assert told == ["meet", "meet-followups"] * 3
+
+
+async def test_encrypted_rooms_are_introduced_only_after_the_sync_loop_read_them(storage):
+    services = make(storage, at(9, 3, 12))
+    await join_all(services, ALICE, BOB, CAROL, DAVE)
+    waited: list[list[str]] = []
+
+    async def synced(room_ids: list[str]) -> None:
+        assert await storage.outbox.count() == 0  # nothing introduced yet
+        waited.append(sorted(room_ids))
+
+    rooms = FakeRooms()
+    worker = PairingRooms(services, rooms, BOT, "de", on_queued=lambda r: None, encrypt=True,
+                          synced=synced)
+    assert await worker.tick() == 2
+    assert waited == [sorted(c["room_id"] for c in rooms.created)]
+    assert await storage.outbox.count() == 2
+
+
+async def test_waiting_for_the_sync_loop_ends_when_it_read_the_rooms_or_after_a_while(storage):
+    from storage.rooms import RoomCursor
+
+    await storage.rooms.set_cursor(RoomCursor("!a:example.org", "$e", 1))
+    await after_rooms_synced(storage.rooms, ["!a:example.org"], timeout_s=5)  # at once
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await after_rooms_synced(storage.rooms, ["!a:example.org", "!b:example.org"], timeout_s=0.3)
+    assert 0.3 <= loop.time() - started < 2
