@@ -200,9 +200,12 @@ class MeetRepository:
             partners.setdefault(a, set()).add(b)
         return partners
 
-    async def groups(self, round_date: str | None = None, *, without_room: bool = False
-                     ) -> list[GroupRow]:
+    async def groups(self, round_date: str | None = None, *, without_room: bool = False,
+                     key: str | None = None) -> list[GroupRow]:
         where, params = [], []
+        if key is not None:
+            where.append("g.key = ?")
+            params.append(key)
         if round_date is not None:
             where.append("g.round = ?")
             params.append(round_date)
@@ -221,7 +224,7 @@ class MeetRepository:
         row = await self._db.fetchone("SELECT key FROM meet_groups WHERE room_id = ?", (room_id,))
         if row is None:
             return None
-        found = [g for g in await self.groups() if g.key == row[0]]
+        found = await self.groups(key=row[0])
         return found[0] if found else None
 
     async def groups_with_rooms_between(self, start: int, end: int
