@@ -6,7 +6,9 @@ Three processes talk to one Synapse: the reference bot (`bench.reference_bot`), 
 (`bench.run_nextbot`) and this one, which plays the members. Measured:
 
 1. Round trip, sequential: a member's send → the reply seen in that member's sync. Reference
-   `!ping`, our `!ping`, our `!help`, taking turns (A B C A B C …), N of each.
+   `!ping`, our `!ping`, our `!help`, our `!experten <topic>`, taking turns (A B C D A B C D …),
+   N of each. Our bot's database holds a synthetic expert directory (`bench.experts.generate`;
+   full: 100,000 profiles, quick: 2,000), written before the bot starts.
 2. Burst: 10 members in 10 rooms start all their commands at once, first against the reference
    bot, then against ours (each bot has its own 10 rooms). Counted from the members' side:
    commands answered exactly once, not at all, more than once; throughput and latency.
@@ -18,6 +20,9 @@ Three processes talk to one Synapse: the reference bot (`bench.reference_bot`), 
    one without profiles.
 5. NExT-to-meet-you pairing (`bench.pairing`): 2,000 synthetic participants with three rounds
    of history, paired in-process (quick: 5 runs, full: 30).
+6. The scheduler's rebuild (`bench.scheduler`): a database with 5,000 workshops whose two
+   reminders each fall within the planning horizon, `Scheduler.start()` planning those 10,000
+   jobs, and a re-plan (quick: 2,000 items).
 
 Every process it starts is stopped again, on errors and Ctrl-C too. Compare the figures of one
 run with each other (ratios), not absolute times across runs or machines.
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import experts, inprocess, pairing
+from bench import scheduler as scheduler_bench
 from bench.client import Member
 from bench.inprocess import quantile, summary
 from bench.png import BLUE, GREY, BarChart, Group
@@ -62,6 +68,11 @@ STOP_TIMEOUT_S = 10.0
 
 # Targets (bench issue, part 1)
 RT_RATIO_TARGET = 1.10
+# `!experten <topic>` in the round trip: whole topics of the synthetic directory, in turn.
+RT_EXPERT_TOPICS = ("Digitalisierung", "Datenschutz", "OZG", "Geodaten", "Vergaberecht")
+# (label, command, bot): the sequential round trips, in the order they take turns.
+RT_KINDS = (("reference !ping", "!ping", "reference"), ("ours !ping", "!ping", "ours"),
+            ("ours !help", "!help", "ours"), ("ours !experten", "!experten", "ours"))
 
 # Targets (bench issue, expert directory). Search and cold start are judged at every size measured,
 # the import (a volume) at EXPERT_IMPORT_SIZE only.
@@ -73,9 +84,9 @@ EXPERT_COLD_START_MS = 2000.0
 # at most this much slower than on an empty one (medians of equal ones differ by ~1 ms).
 EXPERT_START_SLOWER_MS = 5.0
 
-# Later parts of the benchmark issue; they get figures when the features exist.
-LATER = ("scheduler",)
-NOT_BUILT = "n/a (not measured yet)"
+# The scheduler's rebuild: judged at this many items only.
+SCHEDULER_ITEMS = 10_000
+SCHEDULER_START_MS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -91,14 +102,19 @@ class Plan:
     cold_starts: int
     expert_sizes: tuple[int, ...]  # synthetic directories, profiles each
     expert_runs: int  # rounds of the `!experten` query mix per size
+    bot_profiles: int  # the directory in our bot's database during the Matrix phases
+    scheduler_items: int  # scheduled reminders the scheduler plans at start
+    scheduler_runs: int
 
 
 FULL = Plan("full", round_trips=50, burst_rooms=10, burst_per_room=100, quiet_s=5.0,
             burst_max_wait_s=120.0, dispatch_calls=5000, pipeline_commands=500, cold_starts=5,
-            expert_sizes=(2_000, 100_000), expert_runs=30)
+            expert_sizes=(2_000, 100_000), expert_runs=30, bot_profiles=100_000,
+            scheduler_items=10_000, scheduler_runs=5)
 QUICK = Plan("quick", round_trips=5, burst_rooms=10, burst_per_room=10, quiet_s=3.0,
              burst_max_wait_s=30.0, dispatch_calls=1000, pipeline_commands=100, cold_starts=2,
-             expert_sizes=(2_000,), expert_runs=10)
+             expert_sizes=(2_000,), expert_runs=10, bot_profiles=2_000,
+             scheduler_items=2_000, scheduler_runs=1)
 
 
 def say(message: str) -> None:
@@ -255,14 +271,16 @@ async def warm_up(targets: list[Target], bodies: dict[str, list[str]]) -> None:
     await asyncio.gather(*(one(t) for t in targets))
 
 
-async def round_trips(kinds: list[tuple[str, str, Target]], count: int,
+async def round_trips(kinds: list[tuple[str, str | tuple[str, ...], Target]], count: int,
                       check: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """`count` sequential commands of each kind, taking turns; milliseconds. `check()` raises
-    if a bot is gone; more than MAX_LOST lost commands end the phase early."""
+    """`count` sequential commands of each kind, taking turns; milliseconds. A kind with several
+    bodies sends them in turn. `check()` raises if a bot is gone; more than MAX_LOST lost
+    commands end the phase early."""
     samples: dict[str, list[float]] = {label: [] for label, _, _ in kinds}
     lost: dict[str, int] = {label: 0 for label, _, _ in kinds}
-    for _ in range(count):
-        for label, body, target in kinds:
+    for turn in range(count):
+        for label, bodies, target in kinds:
+            body = bodies if isinstance(bodies, str) else bodies[turn % len(bodies)]
             began = time.perf_counter()
             event_id = await target.member.send(target.room_id, body)
             try:
@@ -375,9 +393,17 @@ async def run_homeserver_phases(plan: Plan, workdir: Path) -> dict[str, Any]:
     members: list[Member] = []
     results: dict[str, Any] = {}
     try:
-        say("starting Synapse …")
-        await asyncio.to_thread(homeserver.start)
-        say(f"Synapse answers on {homeserver.url} ({homeserver.startup_seconds:.1f} s)")
+        say(f"starting Synapse; writing {plan.bot_profiles:,} expert profiles into our bot's "
+            "database …")
+        directory = asyncio.ensure_future(experts.build_directly(
+            plan.bot_profiles, experts.SEED, workdir / "nextbot" / "nextbot.db"))
+        try:
+            await asyncio.to_thread(homeserver.start)
+        finally:
+            results["bot_directory"] = {"profiles": plan.bot_profiles, "seed": experts.SEED,
+                                        **await directory}
+        say(f"Synapse answers on {homeserver.url} ({homeserver.startup_seconds:.1f} s); "
+            f"directory written in {results['bot_directory']['upsert_many_s']:.1f} s")
         ref_user = await homeserver.register("refbot", PASSWORD)
         our_user = await homeserver.register("nextbot", PASSWORD)
         member_users = [await homeserver.register(f"member{i}", PASSWORD)
@@ -421,15 +447,19 @@ async def run_homeserver_phases(plan: Plan, workdir: Path) -> dict[str, Any]:
         cpu = CpuMeter({"reference": reference.pid, "ours": ours.pid, "bench": "self",
                         "synapse": synapse_pid(homeserver)})
         rt_ref, rt_ours, burst_targets = targets[0], targets[1], targets[2:]
+        topics = tuple(f"!experten {topic}" for topic in RT_EXPERT_TOPICS)
         await warm_up([rt_ref, rt_ours, *burst_targets],
-                      {"reference": ["!ping"], "ours": ["!ping", "!help"]})
+                      {"reference": ["!ping"], "ours": ["!ping", "!help", topics[0]]})
         check_bots()
 
-        say(f"round trip: {plan.round_trips} × (reference !ping, our !ping, our !help) …")
+        say(f"round trip: {plan.round_trips} × (reference !ping, our !ping, our !help, "
+            f"our !experten <topic> with {plan.bot_profiles:,} profiles) …")
+        bodies: dict[str, str | tuple[str, ...]] = {"!experten": topics}
+        by_bot = {"reference": rt_ref, "ours": rt_ours}
         cpu.start()
         results["round_trip"] = await round_trips(
-            [("reference !ping", "!ping", rt_ref), ("ours !ping", "!ping", rt_ours),
-             ("ours !help", "!help", rt_ours)],
+            [(label, bodies.get(command, command), by_bot[bot])
+             for label, command, bot in RT_KINDS],
             plan.round_trips,
             check=check_bots,
         )
@@ -487,6 +517,10 @@ async def run_inprocess_phases(plan: Plan, workdir: Path) -> dict[str, Any]:
     say("NExT-to-meet-you pairing of 2,000 participants …")
     results["pairing"] = await guarded(lambda: asyncio.to_thread(
         pairing.measure, 5 if plan.name == "quick" else 30))
+    say(f"scheduler: rebuild with {plan.scheduler_items:,} scheduled reminders × "
+        f"{plan.scheduler_runs} …")
+    results["scheduler"] = await guarded(lambda: scheduler_bench.measure(
+        plan.scheduler_items, plan.scheduler_runs, workdir))
     return results
 
 
@@ -512,7 +546,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     rt, burst_ = results["round_trip"], results["burst"]
     ref_p50 = rt["reference !ping"]["p50"]
     checks: list[dict[str, Any]] = []
-    for label in ("ours !ping", "ours !help"):
+    for label in (label for label, _, bot in RT_KINDS if bot == "ours"):
         p50 = rt[label]["p50"]
         ratio = p50 / ref_p50 if p50 and ref_p50 else None
         checks.append({
@@ -545,6 +579,15 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         "value": our_p95,
         "met": our_p95 is not None and (ref_p95 is None or our_p95 < ref_p95),
     })
+    planned = results["in_process"].get("scheduler") or {}
+    if planned.get("items") == SCHEDULER_ITEMS:
+        start_ms = planned.get("start_ms")
+        checks.append({
+            "name": f"scheduler start with {SCHEDULER_ITEMS:,} items",
+            "target": f"< {SCHEDULER_START_MS:g} ms",
+            "value": start_ms,
+            "met": None if start_ms is None else start_ms < SCHEDULER_START_MS,
+        })
     return checks + expert_verdicts(results["in_process"].get("experts", {}))
 
 
@@ -639,17 +682,24 @@ def table(report: dict[str, Any]) -> str:
                  f"p50 <= {RT_RATIO_TARGET:.2f}× ref", ratio_text(c_ping)))
     rows.append(("  !help p50 / p95", "(no !help)", _pair(rt["ours !help"]),
                  f"p50 <= {RT_RATIO_TARGET:.2f}× ref !ping", ratio_text(c_help)))
+    c_experts = checks["round trip !experten p50 / reference !ping p50"]
+    profiles = r["bot_directory"]["profiles"]
+    rows.append((f"  !experten <topic>, {profiles:,} profiles", "(no !experten)",
+                 _pair(rt["ours !experten"]), f"p50 <= {RT_RATIO_TARGET:.2f}× ref !ping",
+                 ratio_text(c_experts)))
     cpu_rt = r["round_trip_cpu_s"]
+    ours_kinds = sum(1 for _, _, bot in RT_KINDS if bot == "ours")
     per_command = {
         "reference": None if cpu_rt["reference"] is None else cpu_rt["reference"] * 1000 / n,
-        "ours": None if cpu_rt["ours"] is None else cpu_rt["ours"] * 1000 / (2 * n),
+        "ours": None if cpu_rt["ours"] is None else cpu_rt["ours"] * 1000 / (ours_kinds * n),
     }
     rows.append(("  bot CPU per command (ms)", _f(per_command["reference"]),
                  _f(per_command["ours"]), "", ""))
     lost = sum(rt[k]["lost"] for k in rt)
     if lost:
         rows.append(("  lost (no reply in 15 s)", str(rt["reference !ping"]["lost"]),
-                     str(rt["ours !ping"]["lost"] + rt["ours !help"]["lost"]), "0", ""))
+                     str(sum(rt[label]["lost"] for label, _, bot in RT_KINDS
+                             if bot == "ours")), "0", ""))
     total = b["ours"]["commands"]
     section(f"Burst, {plan['burst_rooms']} rooms × {plan['burst_per_room']} = {total} commands")
     c_once = checks["burst: ours answers every command exactly once"]
@@ -702,9 +752,12 @@ def table(report: dict[str, Any]) -> str:
                  _failed(paired) or _pair(paired["ms"], 1),
                  f"<= {pairing.TARGET_MS:.0f} ms", "" if "error" in paired
                  else {True: "met", False: "NOT MET"}[paired["met"]]))
-    section("Later parts of the benchmark issue")
-    for feature in LATER:
-        rows.append((f"  {feature}", "", NOT_BUILT, "", ""))
+    planned = ip.get("scheduler") or {"error": "not measured"}
+    c_sched = checks.get(f"scheduler start with {SCHEDULER_ITEMS:,} items")
+    rows.append((f"Scheduler, {planned.get('items', 0):,} reminders: start / re-plan (ms)", "",
+                 _failed(planned) or f"{planned['start_ms']:.0f} / {planned['replan_ms']:.0f}",
+                 f"start < {SCHEDULER_START_MS:g} ms" if c_sched else "",
+                 _verdict(c_sched) if c_sched else ""))
 
     header = ("Measurement", "Reference bot", "nextbot", "Target", "Result")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
@@ -789,7 +842,9 @@ def notes(report: dict[str, Any]) -> list[str]:
                          f"{burst_['send_failure_example']}")
     ip = r["in_process"]
     failed = [name for name, figures in [("dispatch", ip["dispatch_us"]),
-                                         ("cold start", ip["cold_start_ms"])]
+                                         ("cold start", ip["cold_start_ms"]),
+                                         ("scheduler", ip.get("scheduler") or {}),
+                                         ("pairing", ip.get("pairing") or {})]
               + [(f"pipeline {body} {placement}", figures)
                  for body, by_placement in ip["pipeline_ms"].items()
                  for placement, figures in by_placement.items()]
@@ -833,6 +888,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
                                    ("P95", rt["ours !ping"]["p95"])]),
         Group("OURS !HELP", BLUE, [("P50", rt["ours !help"]["p50"]),
                                    ("P95", rt["ours !help"]["p95"])]),
+        Group("OURS !EXPERTEN", BLUE, [("P50", rt["ours !experten"]["p50"]),
+                                       ("P95", rt["ours !experten"]["p95"])]),
     ])
     total = b["ours"]["commands"]
     plot.panel(f"BURST OF {total}: LATENCY OF ANSWERED (S)", [
