@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 
 from hypothesis import given, settings
@@ -128,7 +127,8 @@ def test_different_seeds_give_different_pairings():
     assert len(results) > 1
 
 
-def test_two_thousand_participants_are_paired_well_under_a_second():
+def test_two_thousand_participants_are_all_paired_without_repeats():
+    # The time it takes is measured in bench/pairing.py, not asserted here.
     rng = random.Random(7)
     participants = [
         Participant(f"@p{i}:example.org", f"org{rng.randrange(400)}",
@@ -136,8 +136,7 @@ def test_two_thousand_participants_are_paired_well_under_a_second():
                     frozenset(f"t{rng.randrange(80)}" for _ in range(3)))
         for i in range(2000)]
     recent = history(participants, 3)
-    started = time.process_time()  # CPU time: other processes' load does not count
     groups = pair(participants, recent, "bench")
-    elapsed = time.process_time() - started
-    assert sum(len(g.members) for g in groups) == 2000
-    assert elapsed < 0.5, f"{elapsed:.3f} s"
+    assert sorted(m for g in groups for m in g.members) == sorted(p.user_id for p in participants)
+    assert all(len(g.members) == 2 for g in groups)
+    assert not any(b in recent.get(a, ()) for g in groups for a in g.members for b in g.members)
