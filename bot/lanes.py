@@ -32,17 +32,30 @@ class RoomLanes:
         self._hinted: set[str] = set()  # rooms known to have new work: no lookup needed
         self._again: set[str] = set()  # rooms woken while their lane was still running
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
 
     def wake(self, room_id: str | None = None) -> None:
         """New work in `room_id` (or somewhere, when None)."""
         if room_id is None:
             self._rescan = True
+        elif self._running and not self._rescan:
+            # Straight to the room's lane: no detour through `run`'s loop on a command's way.
+            self._start(room_id)
+            return
         else:
             self._hinted.add(room_id)
         self._wakeup.set()
 
+    def _start(self, room_id: str) -> None:
+        if room_id in self._tasks:
+            self._again.add(room_id)
+        else:
+            self._tasks[room_id] = asyncio.create_task(
+                self._lane(room_id), name=f"{self.name}:{room_id}")
+
     async def run(self) -> None:
         self.wake()  # work off whatever was left from before a restart
+        self._running = True
         try:
             while True:
                 await self._wakeup.wait()
@@ -52,13 +65,9 @@ class RoomLanes:
                     self._rescan = False
                     rooms += await self._pending_rooms()
                 for room_id in rooms:
-                    if room_id in self._tasks:
-                        self._again.add(room_id)
-                    else:
-                        self._tasks[room_id] = asyncio.create_task(
-                            self._lane(room_id), name=f"{self.name}:{room_id}"
-                        )
+                    self._start(room_id)
         finally:
+            self._running = False
             for task in self._tasks.values():
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
