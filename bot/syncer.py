@@ -8,6 +8,7 @@ before the bot's first start, or from before it joined a room, is never treated 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -128,7 +129,8 @@ class Syncer:
                 if join is not None:
                     joins.append(join)
         async with self._storage.db.transaction():
-            added = await self._storage.inbox.add(commands, received_at=now)
+            # Filled at the COMMIT, which the insert goes along with: one hand-off for all.
+            added = await self._storage.inbox.add_on_commit(commands, received_at=now)
             joined = await self._storage.communities.add_joins(joins)
             await self._storage.undecrypted.add(encrypted)
             if encrypted:
@@ -146,9 +148,11 @@ class Syncer:
         if joined and self._on_joins is not None:
             self._on_joins()
         if added:
-            log.debug("queued %d new command(s)", added)
-            for room_id in {c.room_id for c in commands}:
+            log.debug("queued %d new command(s)", len(added))
+            for room_id in dict.fromkeys(c.room_id for c in added):
                 self._on_commands(room_id)
+            # Let the woken lanes start on the commands before this loop asks for more.
+            await asyncio.sleep(0)
 
     async def _retry_undecrypted(
         self, now: int

@@ -32,6 +32,18 @@ class InboxMessage:
         return f"InboxMessage(event_id={self.event_id!r}, room_id={self.room_id!r})"
 
 
+def _insert_new(conn: sqlite3.Connection, messages: list[InboxMessage],
+                received_at: int) -> list[InboxMessage]:
+    """Insert on SQLite's thread; the commands that were neither queued nor handled before."""
+    return [m for m in messages if conn.execute(
+        "INSERT INTO inbox (event_id, room_id, sender, body, origin_ts, received_at) "
+        "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+        "(SELECT 1 FROM handled_events WHERE event_id = ?) "
+        "ON CONFLICT (event_id) DO NOTHING",
+        (m.event_id, m.room_id, m.sender, m.body, m.origin_ts, received_at, m.event_id),
+    ).rowcount]
+
+
 class InboxRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -49,17 +61,24 @@ class InboxRepository:
         if not messages:
             return []
 
-        def insert(conn: sqlite3.Connection) -> list[InboxMessage]:
-            return [m for m in messages if conn.execute(
-                "INSERT INTO inbox (event_id, room_id, sender, body, origin_ts, received_at) "
-                "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
-                "(SELECT 1 FROM handled_events WHERE event_id = ?) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                (m.event_id, m.room_id, m.sender, m.body, m.origin_ts, received_at, m.event_id),
-            ).rowcount]
+        async with self._db.transaction():
+            new = await self._db.run(lambda conn: _insert_new(conn, messages, received_at))
+            self._db.after_commit(lambda: self._remember(new))
+        return new
+
+    async def add_on_commit(self, messages: Iterable[InboxMessage],
+                            received_at: int) -> list[InboxMessage]:
+        """Like `add_new` inside the caller's transaction, without a hand-off of its own: the
+        insert goes along with the transaction's next one (the sync loop's: its COMMIT). The
+        list returned is filled with the commands that were new once that has run."""
+        messages = list(messages)
+        new: list[InboxMessage] = []
+        if not messages:
+            return new
 
         async with self._db.transaction():
-            new = await self._db.run(insert)
+            await self._db.run_later(
+                lambda conn: new.extend(_insert_new(conn, messages, received_at)))
             self._db.after_commit(lambda: self._remember(new))
         return new
 
