@@ -187,3 +187,21 @@ async def test_a_new_repository_reads_what_the_last_one_left(tmp_path):
         assert (await second.outbox.next_for_room(ROOM)).txn_id == "t1"
     finally:
         await second.close()
+
+
+async def test_a_sync_batch_is_one_handoff_and_says_which_commands_were_new(logged_in):
+    storage = logged_in
+    await storage.inbox.add([cmd("$old")], received_at=1)
+    added: list[InboxMessage] = []
+
+    async def sync_batch():
+        nonlocal added
+        async with storage.db.transaction():
+            added = await storage.inbox.add_on_commit([cmd("$old"), cmd("$new")], received_at=2)
+            assert added == []  # not known before the COMMIT
+            await storage.session.set_sync_token("s2")
+
+    assert await handoffs(storage, sync_batch) == 1
+    assert [m.event_id for m in added] == ["$new"]
+    assert (await storage.session.get()).sync_token == "s2"
+    assert await storage.inbox.count() == 2
