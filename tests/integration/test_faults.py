@@ -88,7 +88,7 @@ class BotProcess:
         with contextlib.closing(sqlite3.connect(self.database, timeout=5)) as db, db:
             return db.execute(sql, params).fetchall()
 
-    async def wait_synced(self, timeout: float = 30.0) -> None:
+    async def wait_synced(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.returncode is None, self.log()
