@@ -128,16 +128,18 @@ def _threads() -> list[int]:
 async def pipeline_cost(commands: int, body: str = "!ping", placement: str | None = None
                         ) -> dict[str, Any]:
     """What the bot does per command besides the network, on a file database as in production:
-    inbox insert (own transaction, as the sync loop does), handling (dispatch, rendering,
-    outbox insert and inbox mark in one transaction), reading the outbox row and deleting it.
-    Milliseconds per command.
+    the sync loop's transaction (inbox insert, room cursor, sync token), handling (dispatch,
+    rendering, outbox insert and inbox mark in one transaction), taking the outbox row and
+    deleting it once sent. Milliseconds per command.
 
-    Each statement is a hand-off between the event loop and aiosqlite's thread. Whether the two
-    threads share a CPU changes the cost severalfold on some machines, so `placement` ("one
-    core", "two cores") pins them; None leaves it to the scheduler."""
+    Each transaction is a hand-off between the event loop and aiosqlite's thread (three per
+    command: the sync loop's, the handling's, the delete). Whether the two threads share a CPU
+    changes the cost severalfold on some machines, so `placement` ("one core", "two cores")
+    pins them; None leaves it to the scheduler."""
     from bot.handling import CommandHandler
     from bot.permissions import Permissions
     from storage.inbox import InboxMessage
+    from storage.rooms import RoomCursor
 
     async def no_state(room_id: str) -> tuple[None, None]:
         return None, None
@@ -145,6 +147,7 @@ async def pipeline_cost(commands: int, body: str = "!ping", placement: str | Non
     with tempfile.TemporaryDirectory(prefix="nextbot-bench-") as tmp:
         services = await services_on(str(Path(tmp) / "bench.db"))
         storage = services.storage
+        await storage.session.save_login("@bot:localhost", "DEVICE", "token")
         handler = CommandHandler(services, Permissions(no_state, [], 50), "de",
                                  lambda: int(time.time() * 1000), on_reply=lambda room_id: None)
         samples = []
@@ -154,14 +157,18 @@ async def pipeline_cost(commands: int, body: str = "!ping", placement: str | Non
                 message = InboxMessage(f"$bench{index}", ROOM, SENDER, body,
                                        int(time.time() * 1000))
                 began = time.perf_counter_ns()
-                async with storage.db.transaction():
-                    await storage.inbox.add([message], received_at=int(time.time() * 1000))
+                async with storage.db.transaction():  # as `bot.syncer.Syncer.sync_once`
+                    await storage.inbox.add_on_commit([message],
+                                                      received_at=int(time.time() * 1000))
+                    await storage.rooms.set_cursor(RoomCursor(ROOM, message.event_id,
+                                                              message.origin_ts))
+                    await storage.session.set_sync_token(f"s{index}")
                 queued = await storage.inbox.next_for_room(ROOM)
                 assert queued is not None
                 await handler.handle(queued)
                 outgoing = await storage.outbox.next_for_room(ROOM)
                 assert outgoing is not None
-                await storage.outbox.remove(outgoing.txn_id)
+                await storage.outbox.remove(outgoing.txn_id, ROOM)
                 if index >= 20:  # the first ones warm caches up
                     samples.append((time.perf_counter_ns() - began) / 1e6)
         finally:

@@ -6,6 +6,7 @@ with an empty `m.mentions`, so nothing it posts can ping a person or `@room`.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -37,7 +38,10 @@ _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typograp
 _markdown.enable("strikethrough").enable("table")
 
 
+@functools.lru_cache(maxsize=256)
 def to_html(markdown: str) -> str:
+    """Markdown to sanitized HTML. Many replies are the same text again (`!help`, a repeated
+    search): rendering the Markdown is most of a reply's cost, so recent results are kept."""
     html = _markdown.render(markdown)
     return sanitize(html).strip()
 
