@@ -334,6 +334,7 @@ class MatrixConnection:
     async def send(self, room_id: str, event_type: str, content: dict[str, Any],
                    txn_id: str) -> SendResult:
         try:
+            await self._know_devices(room_id)
             response = await self._call(
                 self.client.room_send(room_id, event_type, content, tx_id=txn_id,
                                       ignore_unverified_devices=True)
@@ -354,6 +355,18 @@ class MatrixConnection:
         if status is None or status >= 500 or not str(errcode or "").startswith("M_"):
             return SendResult(SendOutcome.TRANSIENT, errcode=errcode)
         return SendResult(SendOutcome.REFUSED, errcode=errcode)
+
+    async def _know_devices(self, room_id: str) -> None:
+        """Query the devices of people new to an encrypted room before writing there: a reply
+        sent while the sync loop's own query is still under way would miss their devices, and
+        they could never read it (typically someone just invited)."""
+        room = self.client.rooms.get(room_id)
+        if self.client.olm and room is not None and room.encrypted \
+                and self.client.should_query_keys:
+            try:
+                await self._call(self.client.keys_query())
+            except nio.LocalProtocolError:
+                pass  # the sync loop's query answered meanwhile
 
     async def upload(self, room_id: str, data: bytes, mimetype: str,
                      filename: str) -> dict[str, Any]:

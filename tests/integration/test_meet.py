@@ -149,8 +149,8 @@ async def test_a_round_makes_one_room_per_pair_with_the_introduction_even_across
 
 @pytest.mark.skipif(
     not os.environ.get("NEXTBOT_TEST_ENCRYPTED_PAIRS"),
-    reason="meet.encrypt_rooms is off by default: in about 1 of 15 runs one invitee's device "
-           "never gets the room key of the introduction (set NEXTBOT_TEST_ENCRYPTED_PAIRS=1)")
+    reason="meet.encrypt_rooms is off by default: now and then one invitee's device never gets "
+           "the room key of the introduction (set NEXTBOT_TEST_ENCRYPTED_PAIRS=1)")
 async def test_an_encrypted_pair_room_gets_an_introduction_both_can_read(
     bot_account: BotAccount, homeserver: Homeserver, tmp_path: Path,
 ) -> None:
