@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(check)
     check.set_defaults(func=_cmd_check_config)
 
+    device = sub.add_parser("device", help="show the bot's device and its key, to verify it")
+    _add_config_option(device)
+    device.set_defaults(func=_cmd_device)
+
     imp = sub.add_parser("import", help="import data from a CSV file (see: import experts -h)")
     _add_import_parsers(imp.add_subparsers(dest="what", metavar="WHAT", required=True))
 
@@ -222,6 +226,31 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     note = "" if args.config.exists() else " (file not found, settings from environment)"
     print(f"config OK: {args.config}{note}")
     return 0
+
+
+def _cmd_device(args: argparse.Namespace) -> int:
+    settings = _load_or_report(args.config)
+    if settings is None:
+        return 1
+
+    async def work(storage: Storage) -> int:
+        from bot.matrix import device_fingerprint
+
+        session = await storage.session.get()
+        if session is None:
+            _report(["no device yet: the bot has never logged in (start it once with run)"])
+            return 1
+        try:
+            key = device_fingerprint(settings.matrix, session.device_id)
+        except LookupError as exc:
+            _report([str(exc)])
+            return 1
+        spaced = " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+        print(f"user:   {session.user_id}\ndevice: {session.device_id}\nkey:    {spaced}\n"
+              f"In Element: /verify {session.user_id} {session.device_id} {key}")
+        return 0
+
+    return _with_storage(settings, work, must_exist=True)
 
 
 def _report(lines: list[str]) -> None:

@@ -141,6 +141,18 @@ class _Store(nio.store.DefaultStore):
             super().save_encrypted_rooms(rooms)
 
 
+def device_fingerprint(settings: MatrixSettings, device_id: str) -> str:
+    """The Ed25519 key of the bot's device, read from its key store (no network): what a
+    moderator compares to verify the bot, e.g. Element's `/verify <user> <device> <key>`."""
+    client = nio.AsyncClient("https://localhost", settings.user_id, device_id=device_id,
+                             store_path=str(settings.store_path),
+                             config=nio.AsyncClientConfig(encryption_enabled=True, store=_Store))
+    client.restore_login(settings.user_id, device_id, "not-used-offline")
+    if client.olm is None:
+        raise LookupError(f"no keys for device {device_id} in {settings.store_path}")
+    return client.olm.account.identity_keys["ed25519"]
+
+
 class MatrixConnection:
     def __init__(self, settings: MatrixSettings) -> None:
         self._settings = settings
@@ -176,7 +188,8 @@ class MatrixConnection:
             session = await sessions.get()
             await self._load_rooms(session.sync_token if session else None)
             await self._crypto_housekeeping()
-            log.info("end-to-end encryption ready (device %s)", self.client.device_id)
+            log.info("end-to-end encryption ready (device %s, key %s)", self.client.device_id,
+                     self.client.olm.account.identity_keys["ed25519"])
 
     async def _load_rooms(self, since: str | None) -> None:
         """nio must know a room (and whether it is encrypted) before it can send there.

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.testserver import Homeserver
@@ -48,3 +49,26 @@ async def test_nextbot_run_answers_and_stops_on_sigterm(homeserver: Homeserver,
     assert "!ping" not in output  # nor what the member wrote
     assert "command=ping" in output  # but what happened does
     assert "Traceback" not in output
+
+    # `nextbot device` shows the key the homeserver publishes for the bot's device.
+    shown = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "device", "--config", str(config),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    raw, _ = await asyncio.wait_for(shown.communicate(), timeout=30)
+    assert shown.returncode == 0, raw.decode()
+    verify = raw.decode().strip().splitlines()[-1].split()
+    assert verify[:3] == ["In", "Element:", "/verify"] and verify[3] == bot_user
+    device, key = verify[4], verify[5]
+    asker = await Member.create(homeserver)
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"{homeserver.url}/_matrix/client/v3/keys/query",
+            headers={"Authorization": f"Bearer {asker.client.access_token}"},
+            json={"device_keys": {bot_user: []}},
+        ) as response:
+            published = (await response.json())["device_keys"][bot_user]
+    finally:
+        await asker.close()
+    assert published[device]["keys"][f"ed25519:{device}"] == key
+
