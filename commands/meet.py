@@ -37,7 +37,13 @@ from dateutil.rrule import rrule, rrulestr
 from commands import pairing, room_settings
 from commands.framework import Arg, Context, Level, Reply, Router, Services, UserError, lookup
 from commands.i18n import Text
-from commands.schedule import Occurrence, before, local_time
+from commands.schedule import (
+    Occurrence,
+    before,
+    local_time,
+    reminder_horizon,
+    reminders_within,
+)
 from commands.workshops import (
     WhenError,
     format_when,
@@ -611,14 +617,11 @@ class MeetReminders:
         rooms = await room_settings.rooms_switched_on(self.services, "meet_reminders")
         if not rooms:
             return []
-        latest = end + max(config.reminders) + timedelta(hours=2)
+        latest = reminder_horizon(end, config.reminders)
         found: list[Occurrence] = []
         for meeting in await meetings_between(self.services, start, latest):
             local = meeting.starts_at.astimezone(config.timezone)
-            for offset in config.reminders:
-                due = before(local, offset)
-                if not start <= due < end:
-                    continue
+            for offset, due in reminders_within(local, config.reminders, start, end):
                 key = f"meet:{meeting.key}:{local:%Y%m%dT%H%M%S}:{offset_label(offset)}"
                 found += [Occurrence(f"{key}:{room}", self.name, due, room, meeting.key)
                           for room in rooms]

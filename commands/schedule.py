@@ -9,6 +9,7 @@ so 18:00 stays 18:00 across the clock changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
@@ -68,3 +69,19 @@ def before(moment: datetime, offset: timedelta) -> datetime:
         wall = moment.replace(tzinfo=None) - days
         moment = local_time(wall.date(), wall.time(), tz)
     return (moment.astimezone(UTC) - (offset - days)).astimezone(tz)
+
+
+def reminders_within(start: datetime, offsets: Iterable[timedelta], window_start: datetime,
+                     window_end: datetime) -> list[tuple[timedelta, datetime]]:
+    """Each reminder `offset` before `start` (see `before`) that falls due in
+    [window_start, window_end), with its due time."""
+    return [(offset, due) for offset in offsets
+            if window_start <= (due := before(start, offset)) < window_end]
+
+
+def reminder_horizon(window_end: datetime, offsets: Iterable[timedelta]) -> datetime:
+    """How far ahead events must be looked at for reminders due before `window_end`: the
+    largest offset, plus the hour that whole days on the wall clock can grow by across a clock
+    change (and one more to spare)."""
+    return window_end + max(offsets, default=timedelta(0)) + timedelta(hours=2)
+

@@ -48,7 +48,12 @@ from commands.framework import (
     one_line,
 )
 from commands.i18n import Catalog, Text
-from commands.schedule import Occurrence, before, local_time
+from commands.schedule import (
+    Occurrence,
+    local_time,
+    reminder_horizon,
+    reminders_within,
+)
 from storage.experts import STOPWORDS, fold, tokens
 from storage.workshops import (
     REGISTERED,
@@ -1130,17 +1135,13 @@ class WorkshopReminders:
         config = config_of(self.services)
         if not config.reminders:
             return []
-        # Whole days on the wall clock may be an hour longer across a clock change.
-        latest = end + max(config.reminders) + timedelta(hours=2)
+        latest = reminder_horizon(end, config.reminders)
         found: list[Occurrence] = []
         for w in await self.services.storage.workshops.starting_between(start, latest):
             rooms = [room for room in ([w.room_id] if w.room_id else config.rooms)
                      if await room_settings.is_on(self.services, room, "workshop_reminders")]
             local_start = w.starts_at.astimezone(config.timezone)
-            for offset in config.reminders:
-                due = before(local_start, offset)
-                if not start <= due < end:
-                    continue
+            for offset, due in reminders_within(local_start, config.reminders, start, end):
                 if w.created_at is not None and due < w.created_at:
                     continue  # it did not exist yet when this reminder was due
                 # The start is part of the key: a workshop moved after a reminder went out

@@ -11,7 +11,13 @@ import pytest
 from bot.scheduler import Scheduler, delivery_txn_id
 from commands.framework import Reply
 from commands.i18n import Text
-from commands.schedule import Occurrence, before, local_time
+from commands.schedule import (
+    Occurrence,
+    before,
+    local_time,
+    reminder_horizon,
+    reminders_within,
+)
 from tests.unit.fakes import CATALOG, ROOM
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -177,3 +183,15 @@ async def test_jobs_are_planned_under_their_keys_and_replanned(storage):
         assert f"daily:2026-12-03:{ROOM}" not in scheduler.job_ids()  # delivered: no job
     finally:
         scheduler.stop()
+
+
+def test_reminders_within_a_window_across_the_autumn_clock_change():
+    start = local_time(date(2026, 10, 25), time(18), BERLIN)  # the day the clocks go back
+    offsets = [timedelta(days=1), timedelta(hours=1)]
+    found = reminders_within(start, offsets, local_time(date(2026, 10, 24), time(0), BERLIN),
+                             local_time(date(2026, 10, 25), time(16, 30), BERLIN))
+    # A day before is 18:00 on the wall clock (25 hours earlier); the hour before is not due yet.
+    assert found == [(timedelta(days=1), local_time(date(2026, 10, 24), time(18), BERLIN))]
+    assert start - found[0][1] == timedelta(hours=25)
+    assert reminder_horizon(start, offsets) == start + timedelta(days=1, hours=2)
+    assert reminder_horizon(start, []) == start + timedelta(hours=2)
