@@ -132,10 +132,10 @@ class Bot:
             direct_rooms=direct_rooms.room_for, rate_limit=rate_limit, metrics=self.metrics)
         command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
         self.scheduler = Scheduler(
-            storage, [workshops.WorkshopReminders(services, settings.bot.language),
-                      municipalities.JoinAnnouncements(services, settings.bot.language),
-                      meet.MeetReminders(services, settings.bot.language),
-                      meet.MeetFollowUps(services, settings.bot.language)],
+            storage, [workshops.WorkshopReminders(services),
+                      municipalities.JoinAnnouncements(services),
+                      meet.MeetReminders(services),
+                      meet.MeetFollowUps(services)],
             clock=services.clock, timezone=settings.tzinfo,
             grace=timedelta(minutes=settings.scheduler.grace_minutes),
             catalog=services.catalog, default_language=settings.bot.language,
@@ -143,7 +143,7 @@ class Bot:
         )
         services.schedule_changed = self.scheduler.schedule_changed
         services.on_command = self.metrics.command_done
-        welcomer = Welcomer(services, default_language=settings.bot.language, now_ms=now_ms,
+        welcomer = Welcomer(services, now_ms=now_ms,
                             on_queued=send_lanes.wake,
                             quiet_ms=settings.communities.welcome_delay_seconds * 1000,
                             ignore=settings.communities.no_welcome)

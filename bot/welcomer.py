@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from bot.backoff import Backoff
 from bot.render import paginate
-from commands import communities
+from commands import communities, room_settings
 from commands.framework import Services
 from commands.i18n import Text
 from storage.communities import Join
@@ -29,11 +29,10 @@ KEEP_GREETED_MS = 30 * 24 * 3600 * 1000
 
 
 class Welcomer:
-    def __init__(self, services: Services, *, default_language: str, now_ms: Callable[[], int],
+    def __init__(self, services: Services, *, now_ms: Callable[[], int],
                  on_queued: Callable[[str], None], quiet_ms: int,
                  ignore: Sequence[str] = (), backoff: Backoff | None = None) -> None:
         self._services = services
-        self._default_language = default_language
         self._now_ms = now_ms
         self._on_queued = on_queued
         self._quiet_ms = quiet_ms
@@ -92,7 +91,7 @@ class Welcomer:
                 continue
             people.append(join.user_id)
             greeted.append(join.event_id)
-        language = await storage.rooms.language(room_id) or self._default_language
+        language = await room_settings.language(self._services, room_id)
         text = (await communities.welcome(self._services, room_id, people, language)
                 if people else None)
         messages: list[OutgoingMessage] = []

@@ -594,10 +594,6 @@ def _locale(view: View) -> str:
 # -- reminders ----------------------------------------------------------------------------------
 
 
-async def _language(services: Services, room_id: str, default: str) -> str:
-    return await services.storage.rooms.language(room_id) or default
-
-
 class MeetReminders:
     """The scheduler's source of reminders: for each date and each offset of `[meet]
     reminders`, one post into every room where `meet_reminders` is on (the configured rooms
@@ -606,9 +602,8 @@ class MeetReminders:
 
     name = "meet"
 
-    def __init__(self, services: Services, default_language: str = "de") -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.default_language = default_language
 
     async def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
         config = config_of(self.services)
@@ -637,7 +632,7 @@ class MeetReminders:
             return None  # moved since: the new time has reminders of its own
         if not await room_settings.is_on(self.services, occurrence.room_id, "meet_reminders"):
             return None
-        language = await _language(self.services, occurrence.room_id, self.default_language)
+        language = await room_settings.language(self.services, occurrence.room_id)
         view = View(self.services, language)
         schedule = await current_schedule(self.services)
         relative = format_timedelta(meeting.starts_at - now, add_direction=True,
@@ -658,9 +653,8 @@ class MeetFollowUps:
 
     name = "meet-followups"
 
-    def __init__(self, services: Services, default_language: str = "de") -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.default_language = default_language
 
     async def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
         # Rounds are stored with their start at pairing time; the date may have moved since.
@@ -682,7 +676,7 @@ class MeetFollowUps:
         return found
 
     async def render(self, occurrence: Occurrence, late: bool) -> Reply | None:
-        language = await _language(self.services, occurrence.room_id, self.default_language)
+        language = await room_settings.language(self.services, occurrence.room_id)
         view = View(self.services, language)
         return Reply(view.t("ask", yes=view.call("met", view.word("yes")),
                             no=view.call("met", view.word("no"))))

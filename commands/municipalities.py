@@ -388,9 +388,8 @@ class JoinAnnouncements:
 
     name = SOURCE_NAME
 
-    def __init__(self, services: Services, default_language: str = "de") -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.default_language = default_language
 
     async def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
         storage = self.services.storage
@@ -423,7 +422,7 @@ class JoinAnnouncements:
         if not members:
             return None
         room = occurrence.room_id
-        language = await storage.rooms.language(room) or self.default_language
+        language = await room_settings.language(self.services, room)
         template = await room_settings.setting(self.services, room, "announcement")
         catalog = self.services.catalog
         texts = [announcement(catalog, language, template, m,

@@ -96,6 +96,12 @@ async def setting(services: Services, room_id: str, key: str) -> str | None:
     return None
 
 
+async def language(services: Services, room_id: str) -> str:
+    """The language of everything the bot posts in a room: its moderators' choice, else the
+    bot's default."""
+    return await setting(services, room_id, "language") or defaults_of(services).language
+
+
 async def is_on(services: Services, room_id: str, key: str) -> bool:
     return await setting(services, room_id, key) == ON
 

@@ -1127,9 +1127,8 @@ class WorkshopReminders:
 
     name = "workshops"
 
-    def __init__(self, services: Services, default_language: str = "de") -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.default_language = default_language
 
     async def occurrences(self, start: datetime, end: datetime) -> list[Occurrence]:
         config = config_of(self.services)
@@ -1163,7 +1162,7 @@ class WorkshopReminders:
             return None
         if not await room_settings.is_on(self.services, occurrence.room_id, "workshop_reminders"):
             return None  # the room's moderators switched reminders off after it was planned
-        language = await storage.rooms.language(occurrence.room_id) or self.default_language
+        language = await room_settings.language(self.services, occurrence.room_id)
         view = View(self.services, language)
         locale = language if language in ("de", "en") else "de"
         relative = format_timedelta(w.starts_at - now, add_direction=True, locale=locale)

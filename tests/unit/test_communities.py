@@ -329,7 +329,7 @@ class Now:
 
 
 async def welcomer_for(services, now: Now, queued: list[str]) -> Welcomer:
-    return Welcomer(services, default_language="de", now_ms=now, on_queued=queued.append,
+    return Welcomer(services, now_ms=now, on_queued=queued.append,
                     quiet_ms=10_000, ignore=["@*bot:*"])
 
 
