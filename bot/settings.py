@@ -72,6 +72,17 @@ def _check_server_name(value: str) -> str:
     return value
 
 
+def _check_http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _problem("must be an http(s) URL")
+    return value
+
+
 def _stripped(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
@@ -103,13 +114,7 @@ class MatrixSettings(_Section):
     @classmethod
     def _homeserver_is_url(cls, value: str) -> str:
         value = value.strip()
-        try:
-            parts = urlsplit(value)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise _problem("must be an http(s) URL")
+        _check_http_url(value)
         return value.rstrip("/")
 
     @field_validator("password", "access_token")
@@ -248,14 +253,7 @@ class AnnouncementSettings(_Section):
         if value is None or not value.strip():
             return None
         value = value.strip()
-        try:
-            parts = urlsplit(value)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise _problem("must be an http(s) URL")
-        return value
+        return _check_http_url(value)
 
 
 class MeetSettings(_Section):
