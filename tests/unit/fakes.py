@@ -19,7 +19,7 @@ from bot.matrix import (
     TransientError,
 )
 from commands import core
-from commands.framework import Level, Registry, Request, Router, Services
+from commands.framework import Level, Registry, Request, Router, Services, dispatch
 from commands.i18n import Catalog
 from storage import Storage
 
@@ -54,6 +54,22 @@ def fixed_level(level: Level) -> Callable[[], Awaitable[Level]]:
 def request(body: str, level: Level = Level.MEMBER, language: str = "de",
             room_id: str = ROOM, sender: str = ALICE, event_id: str = "$cmd") -> Request:
     return Request(event_id, room_id, sender, body, language, fixed_level(level))
+
+
+INTERNAL_ERRORS = {CATALOG.template(lang, "errors.internal") for lang in ("de", "en")}
+
+
+async def say(services: Services, body: str, level: Level = Level.MEMBER, language: str = "de",
+              sender: str = ALICE, room_id: str = ROOM) -> str:
+    """The plain text of the one reply to `body`, which must render and be no internal error."""
+    from bot.render import to_html
+
+    replies = await dispatch(request(body, level=level, language=language, sender=sender,
+                                     room_id=room_id), services)
+    assert len(replies) == 1, replies
+    assert replies[0].text.plain not in INTERNAL_ERRORS, body
+    to_html(replies[0].text.markdown)
+    return replies[0].text.plain
 
 
 class Sleeps:

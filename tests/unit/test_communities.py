@@ -15,9 +15,8 @@ from commands.communities import ActionRefused, CommunityConfig
 from commands.framework import Level, RetryLater, dispatch
 from storage.communities import Join
 from storage.outbox import OutgoingMessage
-from tests.unit.fakes import ALICE, BOB, CATALOG, OTHER_ROOM, ROOM, make_services, request
+from tests.unit.fakes import ALICE, BOB, OTHER_ROOM, make_services, request, say
 
-INTERNAL = {CATALOG.template(lang, "errors.internal") for lang in ("de", "en")}
 CAROL = "@carol:example.org"
 
 
@@ -96,15 +95,6 @@ def services(storage, admin):
     services = make_services(storage, [core.router, room_settings.router, communities.router])
     services.room_admin = admin
     return services
-
-
-async def say(services, body, level=Level.MEMBER, language="de", sender=ALICE,
-              room_id=ROOM) -> str:
-    replies = await dispatch(request(body, level=level, language=language, sender=sender,
-                                     room_id=room_id), services)
-    assert len(replies) == 1
-    assert replies[0].text.plain not in INTERNAL, body
-    return replies[0].text.plain
 
 
 async def create(services, slug="ki-verwaltung", title="KI in der Verwaltung") -> str:

@@ -12,7 +12,7 @@ import pytest
 from bot.render import to_html
 from bot.scheduler import Scheduler
 from commands import core, municipalities, room_settings
-from commands.framework import Level, dispatch
+from commands.framework import Level
 from commands.municipalities import ANNOUNCE_DELAY, JoinAnnouncements, pair_key, split_fields
 from commands.schedule import Occurrence
 from commands.templates import JOIN_ANNOUNCEMENT
@@ -27,10 +27,9 @@ from storage.municipalities import (
     normalize_website,
     same_member,
 )
-from tests.unit.fakes import ALICE, BOSS, CATALOG, OTHER_ROOM, ROOM, make_services, request
+from tests.unit.fakes import ALICE, BOSS, CATALOG, OTHER_ROOM, ROOM, make_services, say
 
 BERLIN = ZoneInfo("Europe/Berlin")
-INTERNAL = {CATALOG.text(lang, "errors.internal").plain for lang in ("de", "en")}
 
 
 class Clock:
@@ -63,16 +62,6 @@ def services(storage, clock, changed):
 
     services.schedule_changed = schedule_changed
     return services
-
-
-async def say(services, body, level=Level.MEMBER, language="de", room_id=ROOM,
-              sender=ALICE) -> str:
-    replies = await dispatch(request(body, level=level, language=language, room_id=room_id,
-                                     sender=sender), services)
-    assert len(replies) == 1, replies
-    assert replies[0].text.plain not in INTERNAL, body
-    to_html(replies[0].text.markdown)
-    return replies[0].text.plain
 
 
 def member(name: str, state: str = "Hessen", ags: str | None = None, **kwargs) -> Member:

@@ -8,24 +8,14 @@ import pytest
 from commands import core, room_settings
 from commands.framework import Level, dispatch
 from commands.room_settings import RoomDefaults
-from tests.unit.fakes import ALICE, BOB, CATALOG, OTHER_ROOM, ROOM, make_services, request
+from tests.unit.fakes import ALICE, BOB, OTHER_ROOM, ROOM, make_services, request, say
 
 ALL_KEYS = ", ".join(s.german for s in room_settings.SETTINGS)
-INTERNAL = {CATALOG.template(lang, "errors.internal") for lang in ("de", "en")}
 
 
 @pytest.fixture
 def services(storage):
     return make_services(storage, [core.router, room_settings.router])
-
-
-async def say(services, body, level=Level.MEMBER, language="de", sender=ALICE,
-              room_id=ROOM) -> str:
-    replies = await dispatch(request(body, level=level, language=language, sender=sender,
-                                     room_id=room_id), services)
-    assert len(replies) == 1
-    assert replies[0].text.plain not in INTERNAL, body
-    return replies[0].text.plain
 
 
 async def test_show_lists_every_setting_with_its_default(services):
