@@ -29,6 +29,11 @@ _MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation 
 _BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
 
+def locale_of(language: str) -> str:
+    """The Babel locale for dates and durations in `language` (German for any other)."""
+    return language if language in LANGUAGES else DEFAULT_LANGUAGE
+
+
 def without_bidi_controls(value: str) -> str:
     return value.translate(_BIDI_CONTROLS)
 

@@ -36,7 +36,7 @@ from dateutil.rrule import rrule, rrulestr
 
 from commands import pairing, room_settings
 from commands.framework import Arg, Context, Level, Reply, Router, Services, UserError, lookup
-from commands.i18n import Text
+from commands.i18n import Text, locale_of
 from commands.schedule import (
     Occurrence,
     before,
@@ -380,7 +380,8 @@ async def _join(ctx: Context, view: View) -> Text:
     if not await ctx.services.storage.meet.join(ctx.sender, utc_ms(now)):
         return view.t("already_joined", leave=view.call("meet", view.word("leave")))
     has_profile = await ctx.services.storage.experts.get(ctx.sender) is not None
-    text = view.t("joined", lead=format_timedelta(view.config.pairing_lead, locale=_locale(view)),
+    lead = format_timedelta(view.config.pairing_lead, locale=locale_of(view.language))
+    text = view.t("joined", lead=lead,
                   leave=view.call("meet", view.word("leave")),
                   pause=view.call("meet", view.word("pause"), "4"))
     if not has_profile:
@@ -587,10 +588,6 @@ async def met(ctx: Context, met_answer: str) -> Text:
     return view.t("met_yes" if answer else "met_no")
 
 
-def _locale(view: View) -> str:
-    return view.language if view.language in ("de", "en") else "de"
-
-
 # -- reminders ----------------------------------------------------------------------------------
 
 
@@ -636,7 +633,7 @@ class MeetReminders:
         view = View(self.services, language)
         schedule = await current_schedule(self.services)
         relative = format_timedelta(meeting.starts_at - now, add_direction=True,
-                                    locale=_locale(view))
+                                    locale=locale_of(view.language))
         header = view.t("reminder", relative=relative)
         if late:
             header = header + Text(" ", " ") + view.t("reminder_late")

@@ -47,7 +47,7 @@ from commands.framework import (
     lookup,
     one_line,
 )
-from commands.i18n import Catalog, Text
+from commands.i18n import Catalog, Text, locale_of
 from commands.schedule import (
     Occurrence,
     local_time,
@@ -513,7 +513,7 @@ def format_when(start: datetime, end: datetime, language: str, tz: ZoneInfo,
                 catalog: Catalog) -> str:
     """`Do., 03.12.2026, 10:00–12:00 Uhr`; over several days both dates."""
     start, end = start.astimezone(tz), end.astimezone(tz)
-    locale = language if language in ("de", "en") else "de"
+    locale = locale_of(language)
 
     def fmt(moment: datetime, key: str) -> str:
         pattern = catalog.template(language, f"workshops.format.{key}")
@@ -1164,7 +1164,7 @@ class WorkshopReminders:
             return None  # the room's moderators switched reminders off after it was planned
         language = await room_settings.language(self.services, occurrence.room_id)
         view = View(self.services, language)
-        locale = language if language in ("de", "en") else "de"
+        locale = locale_of(language)
         relative = format_timedelta(w.starts_at - now, add_direction=True, locale=locale)
         registrations = await storage.workshops.registrations(number)
         registered = [r.user_id for r in registrations if r.status == REGISTERED]
