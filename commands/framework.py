@@ -235,9 +235,9 @@ class Context:
     def call(self, command: str | None = None, *words: str) -> Text:
         """A command line as code, in the room's language: `!profil setzen <feld> <wert>`.
         Without a command name: this command."""
-        found = self.command if command is None else self.services.registry.find(command)
-        name = found.display_name(self.language) if found else str(command)
-        return Text.code(" ".join((f"{self.services.prefix}{name}", *words)))
+        if command is None:
+            return command_line(self.services, self.language, self.command, *words)
+        return command_line(self.services, self.language, command, *words)
 
     def usage_error(self) -> UserError:
         """This command's usage line and where its help is, as the answer."""
@@ -251,6 +251,14 @@ class Context:
         if await self.level() < level:
             raise UserError("errors.level", command=self.call(None, *words),
                             level=self.t(level.key))
+
+
+def command_line(services: Services, language: str, command: str | Command,
+                 *words: str) -> Text:
+    """A command line as code in `language`, under its name there: `!anmelden 12`."""
+    found = services.registry.find(command) if isinstance(command, str) else command
+    name = found.display_name(language) if found else str(command)
+    return Text.code(" ".join((f"{services.prefix}{name}", *words)))
 
 
 def keyword(text: str) -> str:

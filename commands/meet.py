@@ -35,7 +35,17 @@ from babel.dates import format_timedelta
 from dateutil.rrule import rrule, rrulestr
 
 from commands import pairing, room_settings
-from commands.framework import Arg, Context, Level, Reply, Router, Services, UserError, lookup
+from commands.framework import (
+    Arg,
+    Context,
+    Level,
+    Reply,
+    Router,
+    Services,
+    UserError,
+    command_line,
+    lookup,
+)
 from commands.i18n import Text, locale_of
 from commands.schedule import (
     Occurrence,
@@ -255,9 +265,7 @@ class View:
         return WORDS[self.language if self.language in WORDS else "en"][action]
 
     def call(self, command: str, *words: str) -> Text:
-        found = self.services.registry.find(command)
-        name = found.display_name(self.language) if found else command
-        return Text.code(" ".join((f"{self.services.prefix}{name}", *words)))
+        return command_line(self.services, self.language, command, *words)
 
     def when(self, meeting: Meeting) -> str:
         return format_when(meeting.starts_at, meeting.ends_at, self.language,

@@ -34,6 +34,7 @@ from commands.framework import (
     Router,
     Services,
     UserError,
+    command_line,
     lookup,
     one_line,
 )
@@ -132,9 +133,7 @@ class View:
         return self.services.catalog.text(self.language, f"municipalities.{key}", **values)
 
     def call(self, command: str, *words: str) -> Text:
-        found = self.services.registry.find(command)
-        name = found.display_name(self.language) if found else command
-        return Text.code(" ".join((f"{self.services.prefix}{name}", *words)))
+        return command_line(self.services, self.language, command, *words)
 
     def kind(self, kind: str) -> str:
         return self.services.catalog.template(self.language, f"municipalities.kinds.{kind}")

@@ -43,6 +43,7 @@ from commands.framework import (
     Router,
     Services,
     UserError,
+    command_line,
     keyword,
     lookup,
     one_line,
@@ -452,9 +453,7 @@ class View:
 
     def call(self, command: str, *words: str) -> Text:
         """A command line as code, in this language: `!anmelden 12`."""
-        found = self.services.registry.find(command)
-        name = found.display_name(self.language) if found else command
-        return Text.code(" ".join((f"{self.services.prefix}{name}", *words)))
+        return command_line(self.services, self.language, command, *words)
 
     def when(self, workshop: Workshop) -> str:
         return format_when(workshop.starts_at, workshop.ends_at, self.language,
