@@ -23,6 +23,7 @@ from commands.framework import (
     Router,
     Services,
     UserError,
+    command_line,
     lookup,
     one_line,
     visible_lines,
@@ -332,12 +333,10 @@ async def welcome(services: Services, room_id: str, user_ids: Sequence[str],
         body = Text.raw(text)
     else:
         assert found is not None
-        help_command = services.registry.find("help")
-        help_name = help_command.display_name(language) if help_command else "help"
         body = catalog.text(language, "communities.welcome_default",
                             title=Text.raw(found.title),
                             topic=Text.raw(found.topic or found.title),
-                            help=Text.code(f"{services.prefix}{help_name}"))
+                            help=command_line(services, language, "help"))
     names = Text.join((Text.mention(user) for user in user_ids), ", ")
     return catalog.text(language, "communities.welcome", names=names) + Text("\n\n", "\n\n") + body
 
