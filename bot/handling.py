@@ -17,9 +17,8 @@ from bot.matrix import TransientError
 from bot.metrics import Metrics
 from bot.permissions import Permissions
 from bot.rate_limit import MemberRateLimit, Verdict
-from bot.render import file_message, paginate
+from bot.render import file_message, page_labels, paginate
 from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
-from commands.i18n import Text
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
 from storage.rooms import RoomRepository
@@ -195,8 +194,6 @@ class CommandHandler:
                                    reply_to)
             return [(content, file.data)]
 
-        def label(page: int, pages: int) -> Text:
-            return self._services.catalog.text(language, "reply.page", page=page, pages=pages)
-
+        label = page_labels(self._services.catalog, language)
         return [(content, None)
                 for content in paginate(reply.text, label, reply_to, mentions=reply.mentions)]

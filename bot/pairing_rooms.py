@@ -27,10 +27,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from bot.matrix import RefusedError, TransientError
-from bot.render import paginate
+from bot.render import page_labels, paginate
 from commands import meet
 from commands.framework import Services
-from commands.i18n import Text
 from storage.meet import GroupRow, utc_ms
 from storage.outbox import OutgoingMessage
 from storage.rooms import RoomRepository
@@ -129,12 +128,8 @@ class PairingRooms:
         """Record the room and queue the introduction, in one transaction (once)."""
         storage = self._services.storage
         _, intro = await meet.introduction(self._services, group, self._language)
-        language = self._language
-
-        def label(page: int, pages: int) -> Text:
-            return self._services.catalog.text(language, "reply.page", page=page, pages=pages)
-
-        contents = paginate(intro.text, label, mentions=intro.mentions)
+        contents = paginate(intro.text, page_labels(self._services.catalog, self._language),
+                            mentions=intro.mentions)
         messages = [OutgoingMessage(intro_txn_id(group.key, page), room_id, content)
                     for page, content in enumerate(contents)]
         async with storage.db.transaction():

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
 
-from commands.i18n import Text, escape_markdown
+from commands.i18n import Catalog, Text, escape_markdown
 
 # Events over 65,536 bytes are refused; leave room for the envelope the server adds.
 MAX_CONTENT_BYTES = 60_000
@@ -79,7 +80,16 @@ def content_size(content: dict[str, Any]) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode())
 
 
-def paginate(text: Text, page_label: Any, reply_to: str | None = None,
+def page_labels(catalog: Catalog, language: str) -> Callable[[int, int], Text]:
+    """The page label for `paginate` in `language`: "(Teil 1 von 3)"."""
+
+    def label(page: int, pages: int) -> Text:
+        return catalog.text(language, "reply.page", page=page, pages=pages)
+
+    return label
+
+
+def paginate(text: Text, page_label: Callable[[int, int], Text], reply_to: str | None = None,
              limit: int = MAX_CONTENT_BYTES,
              mentions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One content if it fits, else several pages split at line ends, each under `limit` bytes.

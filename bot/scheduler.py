@@ -23,9 +23,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.render import paginate
+from bot.render import page_labels, paginate
 from commands.framework import Clock
-from commands.i18n import Catalog, Text
+from commands.i18n import Catalog
 from commands.schedule import Occurrence, OccurrenceSource
 from storage import Storage
 from storage.deliveries import Delivery
@@ -176,11 +176,8 @@ class Scheduler:
             return await self._skip(occurrence, now)
         language = (await self._storage.rooms.language(occurrence.room_id)
                     or self._default_language)
-
-        def label(page: int, pages: int) -> Text:
-            return self._catalog.text(language, "reply.page", page=page, pages=pages)
-
-        contents = paginate(reply.text, label, mentions=reply.mentions)
+        contents = paginate(reply.text, page_labels(self._catalog, language),
+                            mentions=reply.mentions)
         messages = [OutgoingMessage(delivery_txn_id(occurrence.key, page), occurrence.room_id,
                                     content) for page, content in enumerate(contents)]
         status = "late" if late else "sent"

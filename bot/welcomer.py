@@ -14,10 +14,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 from bot.backoff import Backoff
-from bot.render import paginate
+from bot.render import page_labels, paginate
 from commands import communities, room_settings
 from commands.framework import Services
-from commands.i18n import Text
 from storage.communities import Join
 from storage.outbox import OutgoingMessage
 
@@ -96,11 +95,7 @@ class Welcomer:
                 if people else None)
         messages: list[OutgoingMessage] = []
         if text is not None:
-            catalog = self._services.catalog
-
-            def label(page: int, pages: int) -> Text:
-                return catalog.text(language, "reply.page", page=page, pages=pages)
-
+            label = page_labels(self._services.catalog, language)
             messages = [OutgoingMessage(f"welcome-{joins[0].event_id}-{page}", room_id, content)
                         for page, content in enumerate(
                             paginate(text, label, mentions=tuple(people)))]
