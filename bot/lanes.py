@@ -32,6 +32,7 @@ class RoomLanes:
         self._hinted: set[str] = set()  # rooms known to have new work: no lookup needed
         self._again: set[str] = set()  # rooms woken while their lane was still running
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._started: list[asyncio.Future[None]] = []  # `settled` callers waiting for a start
         self._running = False
 
     def wake(self, room_id: str | None = None) -> None:
@@ -52,6 +53,25 @@ class RoomLanes:
         else:
             self._tasks[room_id] = asyncio.create_task(
                 self._lane(room_id), name=f"{self.name}:{room_id}")
+            for waiter in self._started:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._started.clear()
+
+    async def settled(self, room_ids: list[str]) -> None:
+        """Until none of these rooms has work running or woken but not yet started."""
+        rooms = set(room_ids)
+        while True:
+            running = [task for room, task in self._tasks.items() if room in rooms]
+            if running:
+                # A lane that finds more work on its way out starts again before it ends.
+                await asyncio.wait(running)
+            elif rooms & self._hinted:
+                waiter = asyncio.get_running_loop().create_future()
+                self._started.append(waiter)
+                await waiter
+            else:
+                return
 
     async def run(self) -> None:
         self.wake()  # work off whatever was left from before a restart

@@ -147,6 +147,12 @@ class Bot:
                             on_queued=send_lanes.wake,
                             quiet_ms=settings.communities.welcome_delay_seconds * 1000,
                             ignore=settings.communities.no_welcome)
+
+        async def answered(rooms: list[str]) -> None:
+            """These rooms' commands handled and their replies sent."""
+            await command_lanes.settled(rooms)
+            await send_lanes.settled(rooms)
+
         self.syncer = Syncer(
             connection, storage,
             prefix=settings.bot.command_prefix,
@@ -157,6 +163,7 @@ class Bot:
             on_undecryptable=handler.explain_undecryptable,
             metrics=self.metrics,
             on_joins=welcomer.wake,
+            answered=answered,
         )
         await self.scheduler.start()  # catches up on what fell due while the bot was down
         self._tasks = [

@@ -28,6 +28,8 @@ MAX_GAP_PAGES = 50  # 50 pages of 100 events: a gap larger than that is logged, 
 MAX_COMMAND_CHARS = 10_000
 # An encrypted event still unreadable after this long gets its sender one explanation.
 UNDECRYPTABLE_GRACE_MS = 5 * 60 * 1000
+# How long the loop lets a batch's commands be answered before it asks for more (see `sync_once`).
+ANSWER_FIRST_MAX_S = 0.25
 
 
 class SyncSource(Protocol):
@@ -54,6 +56,8 @@ class Syncer:
         now_ms: Callable[[], int],
         on_undecryptable: Callable[[Undecrypted], Awaitable[None]] | None = None,
         on_joins: Callable[[], None] | None = None,
+        answered: Callable[[list[str]], Awaitable[None]] | None = None,
+        answer_first_max_s: float = ANSWER_FIRST_MAX_S,
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -66,6 +70,8 @@ class Syncer:
         self._on_power_levels = on_power_levels
         self._on_undecryptable = on_undecryptable
         self._on_joins = on_joins
+        self._answered = answered
+        self._answer_first_max_s = answer_first_max_s
         self._now_ms = now_ms
         self._backoff = backoff or Backoff()
         self._first_synced_at = 0
@@ -149,10 +155,25 @@ class Syncer:
             self._on_joins()
         if added:
             log.debug("queued %d new command(s)", len(added))
-            for room_id in dict.fromkeys(c.room_id for c in added):
+            rooms = list(dict.fromkeys(c.room_id for c in added))
+            for room_id in rooms:
                 self._on_commands(room_id)
-            # Let the woken lanes start on the commands before this loop asks for more.
-            await asyncio.sleep(0)
+            await self._let_answers_go_first(rooms)
+
+    async def _let_answers_go_first(self, rooms: list[str]) -> None:
+        """Wait, briefly, until these rooms' commands are answered and the replies sent.
+
+        The next sync request would otherwise reach the homeserver just ahead of the replies and
+        be served first: on a busy single-process server that alone made every reply a few
+        milliseconds later. Bounded, so a slow command never holds up the other rooms."""
+        if self._answered is None:
+            await asyncio.sleep(0)  # at least let the woken lanes start
+            return
+        try:
+            async with asyncio.timeout(self._answer_first_max_s):
+                await self._answered(rooms)
+        except TimeoutError:
+            pass
 
     async def _retry_undecrypted(
         self, now: int

@@ -163,3 +163,41 @@ async def test_an_idle_room_is_not_drained_over_and_over():
         for _ in range(50):
             await asyncio.sleep(0)
     assert queues.drains.count(A) <= 2  # once, plus at most one for the extra wake-up
+
+
+async def test_settled_waits_for_the_rooms_work_and_no_other_rooms():
+    queues = Queues()
+    queues.blockers[A] = asyncio.Event()
+    queues.blockers[B] = asyncio.Event()  # never set: B stays busy
+    queues.add(A, "a1")
+    queues.add(B, "b1")
+    lanes = RoomLanes("test", queues.pending_rooms, queues.drain, retry_delay=0)
+    async with running(lanes):
+        await until(lambda: set(queues.drains) == {A, B})
+        settled = asyncio.create_task(lanes.settled([A, C]))
+        await asyncio.sleep(0.002)
+        assert not settled.done()  # A is still at work
+        queues.add(A, "a2")
+        lanes.wake(A)  # more work while its drain runs: it goes on before the lane ends
+        queues.blockers[A].set()
+        await asyncio.wait_for(settled, 1)
+        assert queues.done_in(A) == ["a1", "a2"]
+        assert queues.done_in(B) == []
+
+
+async def test_settled_waits_for_a_room_woken_but_not_started_yet():
+    queues = Queues()
+    lanes = RoomLanes("test", queues.pending_rooms, queues.drain, retry_delay=0)
+    queues.add(A, "a1")
+    lanes.wake(A)  # before the lanes run: only hinted
+    settled = asyncio.create_task(lanes.settled([A]))
+    await asyncio.sleep(0.002)
+    assert not settled.done()
+    async with running(lanes):
+        await asyncio.wait_for(settled, 1)
+        assert queues.done_in(A) == ["a1"]
+
+
+async def test_settled_returns_at_once_for_idle_rooms():
+    lanes = RoomLanes("test", Queues().pending_rooms, Queues().drain)
+    await asyncio.wait_for(lanes.settled([A, B]), 0.1)

@@ -21,6 +21,7 @@ from tests.unit.fakes import (
     message,
     power_levels_event,
     timeline,
+    until,
 )
 
 T0 = 1_700_000_000_000  # the bot's clock at its first sync
@@ -490,3 +491,50 @@ async def test_still_unreadable_after_the_grace_period_is_explained(logged_in, s
     source.script.append(batch("s4"))
     await syncer.sync_once()
     assert explained == ["$enc"]
+
+
+# -- replies before the next sync ----------------------------------------------------------------
+
+
+async def test_the_next_sync_waits_until_the_batch_is_answered(logged_in, source, recorder):
+    answered = asyncio.Event()
+    asked: list[list[str]] = []
+
+    async def until_answered(rooms: list[str]) -> None:
+        asked.append(rooms)
+        await answered.wait()
+
+    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
+                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
+                    now_ms=lambda: T0, answered=until_answered, answer_first_max_s=5)
+    source.script += [
+        batch("s1"),
+        batch("s2", timeline([message("$p", "!ping", ts=T0 + 1)]),
+              timeline([message("$q", "!ping", ts=T0 + 2, room_id=OTHER_ROOM)], OTHER_ROOM)),
+        batch("s3"),
+    ]
+    await syncer.sync_once()
+    running = asyncio.create_task(syncer.run())
+    await until(lambda: asked == [[ROOM, OTHER_ROOM]])
+    await asyncio.sleep(0.005)
+    assert [since for since, _ in source.sync_calls] == [None, "s1"]  # not yet "s2"
+    assert recorder.command_rooms == [ROOM, OTHER_ROOM]  # woken before the wait
+    answered.set()
+    await until(lambda: running.done())  # the script ran out after "s3"
+    assert [since for since, _ in source.sync_calls] == [None, "s1", "s2", "s3"]
+
+
+async def test_a_slow_answer_holds_the_next_sync_back_only_briefly(logged_in, source, recorder):
+    async def never(rooms: list[str]) -> None:
+        await asyncio.Event().wait()
+
+    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
+                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
+                    now_ms=lambda: T0, answered=never, answer_first_max_s=0.01)
+    source.script += [batch("s1"), batch("s2", timeline([message("$p", "!ping", ts=T0 + 1)])),
+                      batch("s3")]
+    await syncer.sync_once()
+    await asyncio.wait_for(syncer.sync_once(), 1)
+    await syncer.sync_once()
+    assert [since for since, _ in source.sync_calls] == [None, "s1", "s2"]
+    assert await queued_ids(logged_in) == ["$p"]
