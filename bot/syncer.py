@@ -28,8 +28,10 @@ MAX_GAP_PAGES = 50  # 50 pages of 100 events: a gap larger than that is logged, 
 MAX_COMMAND_CHARS = 10_000
 # An encrypted event still unreadable after this long gets its sender one explanation.
 UNDECRYPTABLE_GRACE_MS = 5 * 60 * 1000
-# How long the loop lets a batch's commands be answered before it asks for more (see `sync_once`).
+# How long the loop lets a batch's commands be answered before it asks for more, and how long it
+# then leaves the homeserver to deliver the replies (see `_let_answers_go_first`).
 ANSWER_FIRST_MAX_S = 0.25
+DELIVERY_PAUSE_S = 0.01
 
 
 class SyncSource(Protocol):
@@ -58,6 +60,7 @@ class Syncer:
         on_joins: Callable[[], None] | None = None,
         answered: Callable[[list[str]], Awaitable[None]] | None = None,
         answer_first_max_s: float = ANSWER_FIRST_MAX_S,
+        delivery_pause_s: float = DELIVERY_PAUSE_S,
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -72,6 +75,7 @@ class Syncer:
         self._on_joins = on_joins
         self._answered = answered
         self._answer_first_max_s = answer_first_max_s
+        self._delivery_pause_s = delivery_pause_s
         self._now_ms = now_ms
         self._backoff = backoff or Backoff()
         self._first_synced_at = 0
@@ -161,11 +165,14 @@ class Syncer:
             await self._let_answers_go_first(rooms)
 
     async def _let_answers_go_first(self, rooms: list[str]) -> None:
-        """Wait, briefly, until these rooms' commands are answered and the replies sent.
+        """Wait, briefly, until these rooms' commands are answered and the replies delivered.
 
-        The next sync request would otherwise reach the homeserver just ahead of the replies and
-        be served first: on a busy single-process server that alone made every reply a few
-        milliseconds later. Bounded, so a slow command never holds up the other rooms."""
+        Asked for at once, the next sync (which would bring back little but the bot's own replies)
+        reaches the homeserver while it is still taking the replies in and handing them to the
+        rooms' members, and is served alongside: on a busy single-process server every reply
+        reached the members a few milliseconds later. So the loop waits until the replies are
+        sent, then a moment more for their delivery. Bounded, so a slow command never holds up
+        the other rooms."""
         if self._answered is None:
             await asyncio.sleep(0)  # at least let the woken lanes start
             return
@@ -173,7 +180,8 @@ class Syncer:
             async with asyncio.timeout(self._answer_first_max_s):
                 await self._answered(rooms)
         except TimeoutError:
-            pass
+            return
+        await asyncio.sleep(self._delivery_pause_s)
 
     async def _retry_undecrypted(
         self, now: int

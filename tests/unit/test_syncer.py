@@ -538,3 +538,23 @@ async def test_a_slow_answer_holds_the_next_sync_back_only_briefly(logged_in, so
     await syncer.sync_once()
     assert [since for since, _ in source.sync_calls] == [None, "s1", "s2"]
     assert await queued_ids(logged_in) == ["$p"]
+
+
+async def test_after_the_replies_the_loop_leaves_the_server_a_moment_to_deliver_them(
+        logged_in, source, recorder):
+    async def at_once(rooms: list[str]) -> None:
+        return None
+
+    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
+                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
+                    now_ms=lambda: T0, answered=at_once, delivery_pause_s=0.05)
+    source.script += [batch("s1"), batch("s2", timeline([message("$p", "!ping", ts=T0 + 1)])),
+                      batch("s3"), batch("s4")]
+    loop = asyncio.get_running_loop()
+    await syncer.sync_once()
+    began = loop.time()
+    await syncer.sync_once()  # a command: answered at once, then the pause
+    assert loop.time() - began >= 0.05
+    began = loop.time()
+    await syncer.sync_once()  # nothing to answer: no pause
+    assert loop.time() - began < 0.05
