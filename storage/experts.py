@@ -365,7 +365,10 @@ def filter_expression(query: SearchQuery) -> str | None:
     if query.organisation is not None:
         words = tokens(query.organisation)
         if words:
-            parts.append("(organisation : (" + " AND ".join(_phrase((w,)) for w in words) + "))")
+            # Whole words, but the last may be a beginning (`org:"Stadt Wies"`): as a prefix, a
+            # common word ("stadt"*) would merge the doclists of every word it begins.
+            terms = [f'"{w}"' for w in words[:-1]] + [_phrase(words[-1:])]
+            parts.append("(organisation : (" + " AND ".join(terms) + "))")
         else:
             parts.append('(organisation : "_")')  # matches nothing, stays valid
     if query.state is not None:

@@ -197,6 +197,10 @@ async def test_filters(storage):
     assert await search(storage, 'OZG org:"Stadt Wiesbaden"') == (1, [ALICE])
     assert await search(storage, "org:wies") == (1, [ALICE])
     assert await search(storage, "org:koeln") == (1, [BOSS])
+    # The last word of an organisation may be a beginning; the others are whole words.
+    assert await search(storage, 'org:"Stadt Wies"') == (1, [ALICE])
+    assert await search(storage, 'org:"Wiesbaden Stadt"') == (1, [ALICE])
+    assert await search(storage, 'org:"Sta Wiesbaden"') == (0, [])
     assert await search(storage, "org:Stadt level:kommune state:Hessen") == (1, [ALICE])
     assert await search(storage, "OZG state:Hessen level:land") == (0, [])
     # Filter words are not search words: `Hessen` is nowhere in the text.
