@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -601,40 +602,45 @@ class ExpertRepository:
         """(number of hits, the hits from `offset` on), best first.
 
         The number is exact up to COUNT_LIMIT; COUNT_LIMIT + 1 means "more than COUNT_LIMIT".
+        All its queries (up to six) run in one hand-off to SQLite's thread.
         """
+        return await self._db.run(lambda conn: self._search(conn, query, limit, offset))
+
+    def _search(self, conn: sqlite3.Connection, query: SearchQuery, limit: int,
+                offset: int) -> tuple[int, list[SearchHit]]:
         groups = search_groups(query)
         filters = filter_expression(query)
         if not groups and filters is None:
             return 0, []
         if not groups:  # only filters: nothing to rank by, newest first
-            total = await self._count("profile_search_short", filters)
-            ids = [r[0] for r in await self._db.fetchall(
+            total = self._count(conn, "profile_search_short", filters)
+            ids = [r[0] for r in conn.execute(
                 "SELECT rowid FROM profile_search_short WHERE profile_search_short MATCH ? "
-                "ORDER BY rowid DESC LIMIT ? OFFSET ?", (filters, limit, offset))]
+                "ORDER BY rowid DESC LIMIT ? OFFSET ?", (filters, limit, offset)).fetchall()]
         else:
             level = None
             if query.level is not None and (key := normalize_level(query.level)) is not None \
-                    and (await self._level_shares()).get(key, 0.0) >= LEVEL_CHECK_SHARE:
+                    and self._level_shares(conn).get(key, 0.0) >= LEVEL_CHECK_SHARE:
                 level = key
                 filters = filter_expression(replace(query, level=None))
-            ids, total = await self._ranked(groups, filters, limit, offset, level)
-        return total, await self._hits(ids, groups)
+            ids, total = self._ranked(conn, groups, filters, limit, offset, level)
+        return total, self._hits(conn, ids, groups)
 
-    async def _level_shares(self) -> dict[str, float]:
+    def _level_shares(self, conn: sqlite3.Connection) -> dict[str, float]:
         """The share of each level among the newest LEVEL_SAMPLE profiles, a little stale: it
         only chooses how a level filter is applied, never what is found."""
         now = monotonic()
         if self._shares is None or now - self._shares[0] > LEVEL_SAMPLE_SECONDS:
-            rows = await self._db.fetchall(
+            rows = conn.execute(
                 "SELECT level, count(*) FROM (SELECT level FROM profiles ORDER BY id DESC "
-                "LIMIT ?) GROUP BY level", (LEVEL_SAMPLE,))
+                "LIMIT ?) GROUP BY level", (LEVEL_SAMPLE,)).fetchall()
             total = sum(r[1] for r in rows) or 1
             self._shares = (now, {r[0]: r[1] / total for r in rows if r[0] is not None})
         return self._shares[1]
 
-    async def _ranked(self, groups: list[tuple[Alternative, ...]], filters: str | None,
-                      limit: int, offset: int, level: str | None = None
-                      ) -> tuple[list[int], int]:
+    def _ranked(self, conn: sqlite3.Connection, groups: list[tuple[Alternative, ...]],
+                filters: str | None, limit: int, offset: int, level: str | None = None
+                ) -> tuple[list[int], int]:
         """The page and the count for search words. `level`: only profiles of that level
         (checked on the profile row; `filters` then leaves the level out)."""
         words = _groups_expression(groups)
@@ -653,7 +659,7 @@ class ExpertRepository:
             if len(ids) >= limit:
                 break  # the page is full
             wanted = max(RANK_POOL, skip + limit - len(ids))
-            rows = await self._scored(expression(columns, previous), wanted, level)
+            rows = self._scored(conn, expression(columns, previous), wanted, level)
             skip = self._take(rows, seen, skip, limit, ids)
             previous = columns
         # A tier that gave fewer than `wanted` rows gave all of its hits; one that gave
@@ -662,13 +668,13 @@ class ExpertRepository:
         # the newest hits anywhere give the number.
         newest: list[int] | None = None  # hits anywhere, bio included, newest first
         if len(seen) <= COUNT_LIMIT:
-            newest = await self._newest(expression(TEXT_COLUMNS), COUNT_LIMIT + 1, level)
+            newest = self._newest(conn, expression(TEXT_COLUMNS), COUNT_LIMIT + 1, level)
         total = len(newest) if newest is not None else COUNT_LIMIT + 1
         if len(ids) < limit and (total > COUNT_LIMIT or len(seen) < total):
             # tier 4: the bio was needed to match; newest first
             wanted = skip + limit - len(ids) + len(seen)
             if newest is None or (len(newest) > COUNT_LIMIT and wanted > len(newest)):
-                newest = await self._newest(expression(TEXT_COLUMNS), wanted, level)
+                newest = self._newest(conn, expression(TEXT_COLUMNS), wanted, level)
             rest = [i for i in newest if i not in seen]
             ids.extend(rest[skip:skip + limit - len(ids)])
         return ids, total
@@ -688,15 +694,17 @@ class ExpertRepository:
         ids.extend(r[0] for r in ordered[skip:skip + limit - len(ids)])
         return 0
 
-    async def _count(self, table: str, expression: str) -> int:
-        row = await self._db.fetchone(
+    @staticmethod
+    def _count(conn: sqlite3.Connection, table: str, expression: str) -> int:
+        row = conn.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)",
             (expression, COUNT_LIMIT + 1),
-        )
+        ).fetchone()
         return int(row[0])
 
-    async def _scored(self, expression: str, limit: int,
-                      level: str | None = None) -> list[tuple[int, float]]:
+    @staticmethod
+    def _scored(conn: sqlite3.Connection, expression: str, limit: int,
+                level: str | None = None) -> list[tuple[int, float]]:
         """(rowid, bm25) of the newest `limit` matches in profile_search_short; lower is better.
         With `level`, of the profiles of that level only.
 
@@ -704,34 +712,36 @@ class ExpertRepository:
         would walk the long doclists of words that occur in many bios.
         """
         table = "profile_search_short"
-        rows = await self._db.fetchall(
+        rows = conn.execute(
             f"SELECT {table}.rowid, " + _bm25(table, SHORT_WEIGHTS)
             + f" FROM {_at_level(table, level)} WHERE {table} MATCH ?"
             + (_LEVEL_IS if level else "") + f" ORDER BY {table}.rowid DESC LIMIT ?",
             (expression, *_level_args(level), limit),
-        )
+        ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
-    async def _newest(self, expression: str, limit: int, level: str | None = None
-                      ) -> list[int]:
+    @staticmethod
+    def _newest(conn: sqlite3.Connection, expression: str, limit: int,
+                level: str | None = None) -> list[int]:
         table = "profile_search"
-        rows = await self._db.fetchall(
+        rows = conn.execute(
             f"SELECT {table}.rowid FROM {_at_level(table, level)} WHERE {table} MATCH ?"
             + (_LEVEL_IS if level else "") + f" ORDER BY {table}.rowid DESC LIMIT ?",
             (expression, *_level_args(level), limit),
-        )
+        ).fetchall()
         return [r[0] for r in rows]
 
-    async def _hits(self, ids: list[int], groups: list[tuple[Alternative, ...]]
-                    ) -> list[SearchHit]:
+    @staticmethod
+    def _hits(conn: sqlite3.Connection, ids: list[int], groups: list[tuple[Alternative, ...]]
+              ) -> list[SearchHit]:
         if not ids:
             return []
-        rows = await self._db.fetchall(
+        rows = conn.execute(
             "SELECT id, user_id, display_name, organisation, municipality, state, level, "
             "(SELECT json_group_array(topic) FROM (SELECT topic FROM profile_topics "
             "WHERE profile_id = profiles.id ORDER BY position)) "
             "FROM profiles WHERE id IN (" + ", ".join("?" * len(ids)) + ")", ids,
-        )
+        ).fetchall()
         by_id = {r[0]: r for r in rows}
         hits = []
         for profile_id in ids:
