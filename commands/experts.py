@@ -497,7 +497,7 @@ async def experts(ctx: Context, search: str | None = None) -> Text:
         raise UserError("experts.no_page", page=page, pages=pages, total=total)
     first = (page - 1) * PAGE_SIZE + 1
     header = ctx.t("experts.header_many" if many else "experts.header",
-                   total=COUNT_LIMIT if many else total, query=shown, first=first,
+                   total=COUNT_LIMIT if many else total, count=total, query=shown, first=first,
                    last=first + len(hits) - 1)
     # Paragraph, numbered list (starting at `first`), paragraph: blank lines keep them apart.
     parts = [header, Text.join(_hit_line(ctx, first + i, hit, bool(query.terms))

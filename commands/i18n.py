@@ -12,9 +12,12 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from babel import Locale
 
 LOCALES_DIR = Path(__file__).parent / "locales"
 LANGUAGES = ("de", "en")
@@ -141,11 +144,30 @@ class Catalog:
         raise KeyError(f"no message {key!r} in any catalog")
 
     def text(self, language: str, key: str, /, **values: Any) -> Text:
-        template = self.template(language, key)
+        """Message `key` filled with `values`. A message written as a table of plural forms
+        (`one`, `other`, by the language's plural rules) takes the form for `values["count"]`."""
+        template = self.template(language, self._form(language, key, values))
         return Text(
             template.format_map(_Values(values, markdown=True)),
             _plain(template).format_map(_Values(values, markdown=False)),
         )
+
+
+    def _form(self, language: str, key: str, values: Mapping[str, Any]) -> str:
+        if self.has(language, key) or self.has(DEFAULT_LANGUAGE, key):
+            return key
+        form = f"{key}.{_plural_category(language, values['count'])}"
+        return form if self.has(language, form) or self.has(DEFAULT_LANGUAGE, form) \
+            else f"{key}.other"
+
+
+def _plural_category(language: str, count: int) -> str:
+    return _locale(locale_of(language)).plural_form(count)
+
+
+@cache
+def _locale(name: str) -> Locale:
+    return Locale.parse(name)
 
 
 def _plain(template: str) -> str:

@@ -411,7 +411,7 @@ async def _pause(ctx: Context, view: View, details: str) -> Text:
     now = ctx.services.clock.now()
     until = now + timedelta(weeks=int(word))
     await ctx.services.storage.meet.pause(ctx.sender, utc_ms(until), utc_ms(now))
-    return view.t("paused", weeks=int(word), until=_day_text(utc_ms(until), view),
+    return view.t("paused", count=int(word), until=_day_text(utc_ms(until), view),
                   join=view.call("meet", view.word("join")))
 
 

@@ -368,7 +368,7 @@ def announcement(catalog: Catalog, language: str, template: str | None, member: 
     kind = catalog.template(language, f"municipalities.kinds.{member.kind}")
     values = {"name": member.name, "state": member.state, "kind": kind, "total": total}
     if template is None:
-        return catalog.text(language, "municipalities.announce.default", **values)
+        return catalog.text(language, "municipalities.announce.default", count=total, **values)
     return JOIN_ANNOUNCEMENT.fill(template, values)
 
 

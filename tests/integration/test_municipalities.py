@@ -186,7 +186,7 @@ async def test_members_may_not_register_a_join_moderators_may_and_it_is_announce
     [announcement] = await _wait_posts(guest, room, bot, 1)
     body = announcement["content"]["body"]
     assert "Wiesbaden (Hessen) ist dem Netzwerk beigetreten" in body
-    assert "jetzt 1 Mitglieder" in body
+    assert "Es ist das erste Mitglied" in body
     await guest.settle(2)
     assert len(posts(guest, room, bot)) == 1
     listing = (await guest.ask(room, bot, "!kommunen"))["content"]["body"]

@@ -693,7 +693,7 @@ async def test_search_answer_links_without_markup_injection(services, storage):
                                        topics=["Digitalisierung", "OZG"]))
     [reply] = await ask(services, "!experten digital")
     plain = reply.text.plain
-    assert plain.startswith("1 Treffer für digital")
+    assert plain.startswith("Ein Treffer für digital")
     assert "Stadt Wiesbaden · Hessen · Themen: Digitalisierung" in plain
     assert "OZG" not in plain  # only the topics that matched
     html = to_html(reply.text.markdown)
@@ -766,7 +766,7 @@ async def test_search_with_only_filters(services, storage):
     await storage.experts.save(profile(ALICE, display_name="Anna", state="Hessen",
                                        topics=["KI", "OZG"]))
     text = await say(services, "!experten state:hessen")
-    assert "1 Treffer" in text and "Themen: KI, OZG" in text
+    assert "Ein Treffer" in text and "Themen: KI, OZG" in text
 
 
 def test_parse_query():
@@ -792,6 +792,14 @@ async def test_topics_lists_the_most_common(services, storage):
     assert "- KI (3)\n- OZG (2)\n- Cloud (1)" in text
     assert "(Profile im Verzeichnis: 3)" in text
     assert "!experten KI" in text
+    assert "Die 3 häufigsten Themen" in text
+
+
+async def test_one_topic_and_one_hit_are_named_in_the_singular(services, storage):
+    await storage.experts.save(profile(ALICE, topics=["KI"]))
+    assert "Das häufigste Thema" in await say(services, "!themen")
+    assert "The most common topic" in await say(services, "!topics", language="en")
+    assert (await say(services, "!experts KI", language="en")).startswith("One hit for KI:")
 
 
 # -- declaration, catalogs, settings ------------------------------------------------------------
@@ -834,7 +842,7 @@ async def test_configured_synonyms_are_used(services, storage):
     await storage.experts.save(profile(ALICE, topics=["Fahrrad"]))
     assert "Keine Treffer" in await say(services, "!experten Velo")
     services.experts_config = ExpertConfig(synonyms=[["Velo", "Fahrrad"]], bio_max_length=500)
-    assert "1 Treffer" in await say(services, "!experten Velo")
+    assert "Ein Treffer" in await say(services, "!experten Velo")
 
 
 async def test_stopwords_inside_a_synonym_are_kept(storage):

@@ -99,6 +99,29 @@ def test_load_refuses_a_message_defined_in_two_files(tmp_path):
         Catalog.load(tmp_path)
 
 
+def test_a_plural_message_takes_the_form_for_its_count(tmp_path):
+    for lang, one, other in (("de", "eine Woche", "{count} Wochen"),
+                             ("en", "one week", "{count} weeks")):
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "a.toml").write_text(
+            f'[a]\npause.one = "{one}"\npause.other = "{other}"\n', encoding="utf-8")
+    catalog = Catalog.load(tmp_path)
+    forms = {(lang, n): catalog.text(lang, "a.pause", count=n).plain
+             for lang in ("de", "en") for n in (0, 1, 2, 21)}
+    assert forms == {("de", 0): "0 Wochen", ("de", 1): "eine Woche", ("de", 2): "2 Wochen",
+                     ("de", 21): "21 Wochen", ("en", 0): "0 weeks", ("en", 1): "one week",
+                     ("en", 2): "2 weeks", ("en", 21): "21 weeks"}
+    assert catalog.text("fr", "a.pause", count=1).plain == "eine Woche"  # German for others
+
+
+def test_every_plural_message_has_a_form_for_any_count():
+    plural = {key.rsplit(".", 1)[0] for key in CATALOG.keys("de")
+              if key.endswith((".one", ".other"))}
+    assert plural  # the catalogs do use plural forms
+    for key in plural:
+        assert CATALOG.has("de", f"{key}.other") and CATALOG.has("en", f"{key}.other"), key
+
+
 # -- escaping -----------------------------------------------------------------------------------
 
 

@@ -212,6 +212,8 @@ async def test_join_leave_and_pause(storage):
     assert "nicht mit" in await say(services, "!treffen aussetzen")
     assert await storage.meet.participant(ALICE) is None
     assert "Wochen" in await say(services, "!treffen pause viele")
+    assert "Du pausierst eine Woche, bis" in await say(services, "!treffen pause 1")
+    assert "Du pausierst 2 Wochen, bis" in await say(services, "!treffen pause 2")
     assert "kenne ich" in await say(services, "!treffen tanzen")
 
 
@@ -460,7 +462,7 @@ async def test_met_counts_only_in_a_pair_room_and_the_stats_show_the_share(stora
     assert "Admin" in await say(services, "!treffen statistik")
     stats = await say(services, "!treffen statistik", Level.ADMIN)
     assert "4 aktiv, 0 pausiert" in stats
-    assert "12.03.2026: 4 Teilnehmende, 2 Gruppen, 2 geantwortet, 1 getroffen" in stats
+    assert "12.03.2026: Teilnehmende 4, Gruppen 2, geantwortet 2, getroffen 1" in stats
     assert "(50 %)" in stats
     for person in (ALICE, BOB, CAROL, DAVE):
         assert person not in stats

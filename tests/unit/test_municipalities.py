@@ -452,3 +452,13 @@ async def test_an_occurrence_with_its_own_grace_is_posted_late(services, clock):
     assert await make_scheduler(services, clock).deliver(occurrence) == "late"
     late = Occurrence("x", "municipalities", occurrence.due, ROOM, "1")
     assert await make_scheduler(services, clock).deliver(late) == "skipped"
+
+
+@pytest.mark.parametrize(("language", "first", "later"), [
+    ("de", "Es ist das erste Mitglied.", "Damit sind es jetzt 2 Mitglieder."),
+    ("en", "It is the first member.", "That makes 2 members now."),
+])
+def test_the_default_announcement_counts_in_words_that_fit(language, first, later):
+    wiesbaden = Member("Wiesbaden", "Hessen", kind="stadt")
+    assert municipalities.announcement(CATALOG, language, None, wiesbaden, 1).plain.endswith(first)
+    assert municipalities.announcement(CATALOG, language, None, wiesbaden, 2).plain.endswith(later)

@@ -587,6 +587,10 @@ async def test_a_new_time_is_told_to_everyone_signed_up(services, storage):
     replies = await ask(services, "!werkstatt ändern 1 beschreibung=Neu", sender=BOSS,
                         level=Level.MODERATOR)
     assert not [r for r in replies if r.direct]  # nothing to plan around changed
+    await ask(services, "!abmelden 1", sender=BOB)
+    replies = await ask(services, "!werkstatt ändern 1 zeit=15:00-17:00", sender=BOSS,
+                        level=Level.MODERATOR)
+    assert "habe ich der angemeldeten oder wartenden Person" in replies[-1].text.plain
 
 
 async def test_workshops_of_other_rooms_are_their_moderators(services, storage):
