@@ -14,6 +14,10 @@ from storage.outbox import OutboxRepository, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
+# A homeserver's "retry after" is honoured up to this; past it the send is simply tried again
+# (a server still limiting says so once more), so a wild value never stalls a room for days.
+MAX_RATE_LIMIT_WAIT_S = 300.0
+
 
 class Transport(Protocol):
     async def send(self, room_id: str, event_type: str, content: dict[str, Any],
@@ -60,8 +64,9 @@ class Sender:
                 await self._outbox.remove(message.txn_id, room_id)
                 backoff.reset()
             elif result.outcome is SendOutcome.RATE_LIMITED:
-                log.info("room %s: rate limited, waiting %d ms", room_id, result.retry_after_ms)
-                await self._sleep(result.retry_after_ms / 1000)
+                wait = min(result.retry_after_ms / 1000, MAX_RATE_LIMIT_WAIT_S)
+                log.info("room %s: rate limited, waiting %.1f s", room_id, wait)
+                await self._sleep(wait)
             elif result.outcome is SendOutcome.TRANSIENT:
                 delay = backoff.next_delay()
                 log.warning("room %s: send failed (%s), retrying in %.1f s", room_id,

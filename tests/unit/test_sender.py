@@ -3,7 +3,7 @@ import logging
 import pytest
 
 from bot.matrix import SendOutcome, SendResult
-from bot.sender import Sender
+from bot.sender import MAX_RATE_LIMIT_WAIT_S, Sender
 from storage.outbox import OutgoingMessage
 from tests.unit.fakes import OTHER_ROOM, ROOM, FakeTransport, Sleeps, no_jitter_backoff
 
@@ -107,4 +107,14 @@ async def test_a_file_is_uploaded_then_sent_with_its_url(outbox):
     [(_, _, sent, txn_id)] = transport.sent
     assert sent["url"] == "mxc://test/1" and txn_id == "f1"
     assert len(sleeps.calls) == 1
+    assert await outbox.count() == 0
+
+
+async def test_a_wild_retry_after_is_waited_out_only_up_to_the_cap(outbox):
+    await outbox.add([out("t1")], created_at=1)
+    transport = FakeTransport([rate_limited(10 * 24 * 3600 * 1000)])
+    sleeps = Sleeps()
+    await make_sender(transport, outbox, sleeps).drain_room(ROOM)
+    assert sleeps.calls == [MAX_RATE_LIMIT_WAIT_S]
+    assert transport.txn_ids == ["t1", "t1"]
     assert await outbox.count() == 0
