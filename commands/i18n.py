@@ -152,10 +152,9 @@ class Catalog:
             _plain(template).format_map(_Values(values, markdown=False)),
         )
 
-
     def _form(self, language: str, key: str, values: Mapping[str, Any]) -> str:
-        if self.has(language, key) or self.has(DEFAULT_LANGUAGE, key):
-            return key
+        if self.has(language, key) or self.has(DEFAULT_LANGUAGE, key) or "count" not in values:
+            return key  # a plain message (or none: `template` says so)
         form = f"{key}.{_plural_category(language, values['count'])}"
         return form if self.has(language, form) or self.has(DEFAULT_LANGUAGE, form) \
             else f"{key}.other"

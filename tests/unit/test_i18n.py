@@ -78,6 +78,10 @@ def test_unknown_language_falls_back_to_german_and_unknown_key_raises():
     assert CATALOG.template("fr", "ping.pong") == CATALOG.template("de", "ping.pong")
     with pytest.raises(KeyError):
         CATALOG.template("de", "no.such.key")
+    with pytest.raises(KeyError, match=r"no\.such\.key"):
+        CATALOG.text("de", "no.such.key")
+    with pytest.raises(KeyError, match=r"no\.such\.key"):
+        CATALOG.text("de", "no.such.key", count=1)
 
 
 def test_load_merges_every_feature_file_of_a_language(tmp_path):
