@@ -294,7 +294,6 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "move": ("move", "verschieben", "verlegen"),
 }
 ANSWERS = {"yes": ("yes", "ja", "y", "j"), "no": ("no", "nein", "n")}
-RESET_WORDS = ("standard", "default", "reset", "zuruecksetzen")
 WORDS = {
     "de": {"join": "mitmachen", "leave": "aussetzen", "pause": "pause", "stats": "statistik",
            "rule": "regel", "link": "link", "cancel": "absagen", "move": "verschieben",
@@ -452,7 +451,7 @@ async def _rule(ctx: Context, view: View, details: str) -> Text:
                       duration=offset_label(schedule.duration), example=example,
                       reset=view.call("meet", view.word("rule"), view.word("default")))
     current = await storage.override() or ScheduleOverride()
-    if len(words) == 1 and fold(words[0]) in RESET_WORDS:
+    if len(words) == 1 and fold(words[0]) in room_settings.RESET_WORDS:
         await storage.set_override(
             None if current.link is None else ScheduleOverride(link=current.link),
             ctx.sender, _changed_at(ctx))
@@ -484,7 +483,7 @@ async def _link(ctx: Context, view: View, details: str) -> Text:
     if not details:
         raise UserError("meet.link_usage",
                         example=view.call("meet", view.word("link"), "https://meet.example.org/next"))
-    if fold(details) in RESET_WORDS:
+    if fold(details) in room_settings.RESET_WORDS:
         value = None
     elif details == "-":
         value = ""
