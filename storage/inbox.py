@@ -4,19 +4,18 @@ The sync loop adds commands here in the same transaction as the new sync token; 
 each one handled in the same transaction that queues its reply. So a crash loses nothing, and a
 redelivered event is never answered twice.
 
-A room's waiting commands are read from the database once; from then on the repository keeps them
-in memory, in step with every change it commits, so taking the next command costs no query. The
-database stays the truth: after a restart everything is read from it again.
+Each room's waiting commands are kept in memory in step with the commits (`RoomQueues`), so taking
+the next command costs no query.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from storage.database import Database
+from storage.room_queues import RoomQueues
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,8 @@ def _insert_new(conn: sqlite3.Connection, messages: list[InboxMessage],
 class InboxRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-        # room -> its commands not yet handled, oldest first; a room not in here was not read yet
-        self._waiting: dict[str, deque[InboxMessage]] = {}
+        self._waiting: RoomQueues[InboxMessage] = RoomQueues(
+            db, room_of=lambda m: m.room_id, id_of=lambda m: m.event_id)
 
     async def add(self, messages: Iterable[InboxMessage], received_at: int) -> int:
         """Add new commands, skipping any already queued or handled; returns how many were new."""
@@ -63,7 +62,7 @@ class InboxRepository:
 
         async with self._db.transaction():
             new = await self._db.run(lambda conn: _insert_new(conn, messages, received_at))
-            self._db.after_commit(lambda: self._remember(new))
+            self._db.after_commit(lambda: self._waiting.remember(new))
         return new
 
     async def add_on_commit(self, messages: Iterable[InboxMessage],
@@ -79,14 +78,8 @@ class InboxRepository:
         async with self._db.transaction():
             await self._db.run_later(
                 lambda conn: new.extend(_insert_new(conn, messages, received_at)))
-            self._db.after_commit(lambda: self._remember(new))
+            self._db.after_commit(lambda: self._waiting.remember(new))
         return new
-
-    def _remember(self, new: list[InboxMessage]) -> None:
-        for message in new:
-            waiting = self._waiting.get(message.room_id)
-            if waiting is not None:  # rooms not read yet get theirs from the database
-                waiting.append(message)
 
     async def pending_rooms(self) -> list[str]:
         rows = await self._db.fetchall(
@@ -96,18 +89,16 @@ class InboxRepository:
 
     async def next_for_room(self, room_id: str) -> InboxMessage | None:
         """The room's oldest command not handled yet (it stays until `mark_handled`)."""
-        waiting = self._waiting.get(room_id)
-        if waiting is None:
+
+        async def read() -> list[InboxMessage]:
             rows = await self._db.fetchall(
                 "SELECT event_id, room_id, sender, body, origin_ts, seq FROM inbox "
                 "WHERE room_id = ? ORDER BY seq",
                 (room_id,),
             )
-            waiting = deque(InboxMessage(*row) for row in rows)
-            if self._db.in_transaction():  # uncommitted rows: not a state to keep
-                return waiting[0] if waiting else None
-            waiting = self._waiting.setdefault(room_id, waiting)
-        return waiting[0] if waiting else None
+            return [InboxMessage(*row) for row in rows]
+
+        return await self._waiting.first(room_id, read)
 
     async def count(self) -> int:
         row = await self._db.fetchone("SELECT COUNT(*) FROM inbox")
@@ -126,15 +117,7 @@ class InboxRepository:
 
         async with self._db.transaction():
             await self._db.run_later(mark)  # goes out with the COMMIT: one hand-off less
-            self._db.after_commit(lambda: self._forget(message))
-
-    def _forget(self, message: InboxMessage) -> None:
-        waiting = self._waiting.get(message.room_id)
-        if waiting and waiting[0].event_id == message.event_id:
-            waiting.popleft()
-        elif waiting:
-            self._waiting[message.room_id] = deque(
-                m for m in waiting if m.event_id != message.event_id)
+            self._db.after_commit(lambda: self._waiting.forget(message.event_id, message.room_id))
 
     async def is_handled(self, event_id: str) -> bool:
         row = await self._db.fetchone(

@@ -1,19 +1,18 @@
 """Messages waiting to be sent, each with the transaction id that makes its sending idempotent.
 
-A room's waiting messages are read from the database once; from then on the repository keeps them
-in memory, in step with every change it commits, so the send lanes take the next message without
-a query. The database stays the truth: after a restart everything is read from it again.
+Each room's waiting messages are kept in memory in step with the commits (`RoomQueues`), so the
+send lanes take the next message without a query.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database
+from storage.room_queues import RoomQueues
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,8 @@ class OutgoingMessage:
 class OutboxRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-        # room -> its messages not sent yet, in order; a room not in here was not read yet
-        self._waiting: dict[str, deque[OutgoingMessage]] = {}
+        self._waiting: RoomQueues[OutgoingMessage] = RoomQueues(
+            db, room_of=lambda m: m.room_id, id_of=lambda m: m.txn_id)
 
     async def add(self, messages: list[OutgoingMessage], created_at: int) -> None:
         """Queue messages; a transaction id already queued is not queued again."""
@@ -55,13 +54,7 @@ class OutboxRepository:
             # Nobody waits for the insert: it goes out with the transaction's next hand-off
             # (for a command's reply: its COMMIT, together with marking the command handled).
             await self._db.run_later(insert)
-            self._db.after_commit(lambda: self._remember(new))
-
-    def _remember(self, new: list[OutgoingMessage]) -> None:
-        for message in new:
-            waiting = self._waiting.get(message.room_id)
-            if waiting is not None:  # rooms not read yet get theirs from the database
-                waiting.append(message)
+            self._db.after_commit(lambda: self._waiting.remember(new))
 
     async def pending_rooms(self) -> list[str]:
         rows = await self._db.fetchall(
@@ -71,37 +64,22 @@ class OutboxRepository:
 
     async def next_for_room(self, room_id: str) -> OutgoingMessage | None:
         """The room's next message to send (it stays until `remove`)."""
-        waiting = self._waiting.get(room_id)
-        if waiting is None:
+
+        async def read() -> list[OutgoingMessage]:
             rows = await self._db.fetchall(
                 "SELECT txn_id, room_id, content, event_type, seq, file_data FROM outbox "
                 "WHERE room_id = ? ORDER BY seq",
                 (room_id,),
             )
-            waiting = deque(OutgoingMessage(row[0], row[1], json.loads(row[2]), row[3], row[4],
-                                            row[5]) for row in rows)
-            if self._db.in_transaction():  # uncommitted rows: not a state to keep
-                return waiting[0] if waiting else None
-            waiting = self._waiting.setdefault(room_id, waiting)
-        return waiting[0] if waiting else None
+            return [OutgoingMessage(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+                    for row in rows]
+
+        return await self._waiting.first(room_id, read)
 
     async def remove(self, txn_id: str, room_id: str | None = None) -> None:
         """Drop a message (sent, or refused for good); its room, when known, saves a search."""
         await self._db.execute("DELETE FROM outbox WHERE txn_id = ?", (txn_id,))
-        self._db.after_commit(lambda: self._forget(txn_id, room_id))
-
-    def _forget(self, txn_id: str, room_id: str | None) -> None:
-        rooms = [room_id] if room_id is not None else list(self._waiting)
-        for room in rooms:
-            waiting = self._waiting.get(room)
-            if not waiting:
-                continue
-            if waiting[0].txn_id == txn_id:  # the usual case: the one just sent
-                waiting.popleft()
-                return
-            if any(m.txn_id == txn_id for m in waiting):
-                self._waiting[room] = deque(m for m in waiting if m.txn_id != txn_id)
-                return
+        self._db.after_commit(lambda: self._waiting.forget(txn_id, room_id))
 
     async def count(self) -> int:
         row = await self._db.fetchone("SELECT COUNT(*) FROM outbox")
