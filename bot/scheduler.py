@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 HORIZON = timedelta(days=2)  # jobs exist for this far ahead; the rest is planned later
 REPLAN_EVERY = timedelta(minutes=15)
 LATE_AFTER = timedelta(minutes=1)  # fired later than this counts as late
+# Two readings of the same clock a moment apart differ by less than this; a larger difference
+# between our clock and the real one is a clock set elsewhere (a test's), not reading time.
+CLOCK_SKEW_MIN = timedelta(seconds=1)
 PAUSE_FOR_JOBS = 100  # adding this many jobs or more at once pauses APScheduler meanwhile
 
 
@@ -136,12 +139,22 @@ class Scheduler:
             self._aps.pause()
         try:
             for occurrence in new:
-                self._aps.add_job(self.deliver, DateTrigger(run_date=occurrence.due),
+                self._aps.add_job(self.deliver, DateTrigger(run_date=self._alarm(occurrence.due)),
                                   args=[occurrence], id=occurrence.key, replace_existing=True)
         finally:
             if pause:
                 self._aps.resume()
         self._planned[source_name] = wanted
+
+    def _alarm(self, due: datetime) -> datetime:
+        """When APScheduler, which rings on the real clock, must fire for `due` on our clock.
+
+        The same moment in production. A clock set to another day (a test's) fires as far ahead
+        of the real now as `due` is ahead of the clock's now, never at once because the real
+        calendar has moved past the clock's date.
+        """
+        skew = self._clock.now().astimezone(UTC) - datetime.now(UTC)
+        return due if abs(skew) < CLOCK_SKEW_MIN else due.astimezone(UTC) - skew
 
     async def catch_up(self) -> None:
         """Deliver what fell due since the last look (late within the grace, else skipped)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.base import STATE_RUNNING
 
@@ -92,3 +92,18 @@ async def test_a_restarted_scheduler_plans_every_job_again(storage):
         assert scheduler.job_ids() == ["list:1", "scheduler:replan"]
     finally:
         scheduler.stop()
+
+
+async def test_a_clock_set_to_another_day_fires_as_far_ahead_as_on_that_clock(storage):
+    # APScheduler rings on the real clock. A job for one hour after a clock set a year back
+    # (or ahead) must not fire at once (nor a year late): it rings one real hour from now.
+    for skew in (timedelta(days=-365), timedelta(days=365)):
+        clock_now = datetime.now(BERLIN) + skew
+        source = ListSource([item(1, (clock_now.astimezone(UTC) + timedelta(hours=1)))])
+        scheduler, _ = make_scheduler(storage, source, MovableClock(clock_now))
+        await scheduler.start()
+        try:
+            ring = scheduler._aps.get_job("list:1").next_run_time
+            assert abs(ring - (datetime.now(UTC) + timedelta(hours=1))) < timedelta(seconds=5)
+        finally:
+            scheduler.stop()
