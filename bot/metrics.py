@@ -53,6 +53,10 @@ class Metrics:
                                 "When the last sync succeeded (Unix time)", registry=registry)
         Gauge("nextbot_sync_lag_seconds", "Seconds since the last successful sync",
               registry=registry).set_function(self.sync_age)
+        self._set_aside = Counter(
+            "nextbot_events_set_aside", "Events from a sync that could not be read (malformed) "
+            "or stored (unstorable: e.g. a lone surrogate in an id), left out so that the rest of "
+            "their batch is committed", ["reason"], registry=registry)
         self._event_lag = Gauge(
             "nextbot_event_lag_seconds", "Age of the newest event when its sync arrived",
             registry=registry)
@@ -84,6 +88,9 @@ class Metrics:
         self._last_sync.set(now)
         if newest_event_ms is not None:
             self._event_lag.set(max(0.0, now - newest_event_ms / 1000))
+
+    def event_set_aside(self, reason: str) -> None:
+        self._set_aside.labels(reason).inc()
 
     def sync_failed(self) -> None:
         self._syncs.labels("failed").inc()

@@ -4,6 +4,11 @@ Each batch's commands go into the inbox in the same transaction as the new sync 
 rooms' read cursors, so a crash loses none and a redelivered event is recognised. A timeline the
 server cut short (`limited`) is filled by paging back to where the bot last read. History from
 before the bot's first start, or from before it joined a room, is never treated as a command.
+
+An event that cannot be read or stored (JSON allows a lone surrogate such as `"\ud800"`, which
+SQLite cannot take, and in an encrypted room the sender alone decides the decrypted text) is set
+aside: logged by its id, counted, and left out, so that it never holds up the rest of its batch.
+A command's text is the exception: its broken characters become U+FFFD and it is answered.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.backoff import Backoff
@@ -18,6 +24,7 @@ from bot.matrix import Invite, LoginError, RoomEvent, RoomTimeline, SyncBatch, T
 from bot.metrics import Metrics
 from storage import Storage
 from storage.communities import Join
+from storage.database import storable, storable_record, storable_text
 from storage.inbox import InboxMessage
 from storage.rooms import RoomCursor
 from storage.undecrypted import Undecrypted
@@ -32,6 +39,20 @@ UNDECRYPTABLE_GRACE_MS = 5 * 60 * 1000
 # then leaves the homeserver to deliver the replies (see `_let_answers_go_first`).
 ANSWER_FIRST_MAX_S = 0.25
 DELIVERY_PAUSE_S = 0.01
+
+
+@dataclass(frozen=True)
+class _Records:
+    """What a batch stores of one event: how far its room is read, and what it brings."""
+
+    cursor: RoomCursor
+    command: InboxMessage | None = None
+    join: Join | None = None
+    undecrypted: Undecrypted | None = None
+
+    def storable(self) -> bool:
+        return all(storable_record(record) for record in
+                   (self.cursor, self.command, self.join, self.undecrypted) if record is not None)
 
 
 class SyncSource(Protocol):
@@ -120,24 +141,25 @@ class Syncer:
         encrypted: list[Undecrypted] = []
         joins: list[Join] = []
         cursors: list[RoomCursor] = []
-        for room in batch.rooms:
+        for room in self._storable_rooms(batch.rooms):
             events = await self._new_events(room)
-            if events:
-                last = events[-1]
-                cursors.append(RoomCursor(room.room_id, last.event_id, last.origin_ts))
             if any(e.type == "m.room.power_levels" and e.state_key == ""
                    for e in [*room.state, *events]):
                 self._on_power_levels(room.room_id)
+            cursor: RoomCursor | None = None
             for event in events:
-                if event.type == "m.room.encrypted" and event.sender != self._source.user_id:
-                    encrypted.append(Undecrypted(event.event_id, event.room_id, event.sender,
-                                                 event.content, event.origin_ts, now))
-                command = self._as_command(event)
-                if command is not None:
-                    commands.append(command)
-                join = self._as_join(event)
-                if join is not None:
-                    joins.append(join)
+                records = self._records(event, now)
+                if records is None:
+                    continue
+                cursor = records.cursor
+                if records.undecrypted is not None:
+                    encrypted.append(records.undecrypted)
+                if records.command is not None:
+                    commands.append(records.command)
+                if records.join is not None:
+                    joins.append(records.join)
+            if cursor is not None:
+                cursors.append(cursor)
         async with self._storage.db.transaction():
             # Filled at the COMMIT, which the insert goes along with: one hand-off for all.
             added = await self._storage.inbox.add_on_commit(commands, received_at=now)
@@ -200,10 +222,10 @@ class Syncer:
                               "m.room.encrypted", pending.origin_ts, pending.content)
             decrypted = await self._source.decrypt(event)
             if decrypted is not None:
-                resolved.append(pending.event_id)
-                command = self._as_command(decrypted)
-                if command is not None:
-                    commands.append(command)
+                resolved.append(pending.event_id)  # also when set aside: it will not change
+                records = self._records(decrypted, now)
+                if records is not None and records.command is not None:
+                    commands.append(records.command)
             elif now - pending.received_at > UNDECRYPTABLE_GRACE_MS:
                 unreadable.append(pending)
         return commands, resolved, unreadable
@@ -211,11 +233,12 @@ class Syncer:
     async def _commit_first(self, batch: SyncBatch, now: int) -> None:
         """The very first sync: remember where each room stands, answer nothing from before."""
         async with self._storage.db.transaction():
-            for room in batch.rooms:
-                if room.events:
-                    last = room.events[-1]
-                    await self._storage.rooms.set_cursor(
-                        RoomCursor(room.room_id, last.event_id, last.origin_ts))
+            for room in self._storable_rooms(batch.rooms):
+                cursors = (RoomCursor(room.room_id, e.event_id, e.origin_ts)
+                           for e in reversed(room.events))
+                last = next((c for c in cursors if storable_record(c)), None)
+                if last is not None:  # history: an event that cannot be stored is just passed
+                    await self._storage.rooms.set_cursor(last)
             await self._storage.session.set_first_synced_at(now)
             await self._storage.session.set_sync_token(batch.next_batch)
         self._since, self._first_synced_at = batch.next_batch, now
@@ -251,13 +274,45 @@ class Syncer:
                         room.room_id, MAX_GAP_PAGES)
         return older[::-1]
 
+    def _records(self, event: RoomEvent, now: int) -> _Records | None:
+        """What the batch stores of this event; None when it is set aside (logged by its id,
+        counted), so that it holds up nothing else."""
+        try:
+            undecrypted = None
+            if event.type == "m.room.encrypted" and event.sender != self._source.user_id:
+                undecrypted = Undecrypted(event.event_id, event.room_id, event.sender,
+                                          event.content, event.origin_ts, now)
+            records = _Records(RoomCursor(event.room_id, event.event_id, event.origin_ts),
+                               self._as_command(event), self._as_join(event), undecrypted)
+        except Exception as exc:  # reading fields only: the event's shape is at fault
+            self._set_aside(event, "malformed", type(exc).__name__)
+            return None
+        if not records.storable():
+            self._set_aside(event, "unstorable", "a value SQLite cannot hold")
+            return None
+        return records
+
+    def _set_aside(self, event: RoomEvent, reason: str, why: str) -> None:
+        # repr: an id may itself hold what a log file cannot (a lone surrogate, a line break).
+        log.warning("event %r in room %r set aside, %s: %s", event.event_id, event.room_id,
+                    reason, why)
+        self._metrics.event_set_aside(reason)
+
+    def _storable_rooms(self, rooms: list[RoomTimeline]) -> list[RoomTimeline]:
+        """The rooms whose id can be stored (and looked up): any other one is set aside whole."""
+        kept = [room for room in rooms if storable(room.room_id)]
+        for room in rooms:
+            if not storable(room.room_id):
+                for event in room.events:
+                    self._set_aside(event, "unstorable", "the room id")
+        return kept
+
     def _is_own_join(self, event: RoomEvent) -> bool:
         if event.type != "m.room.member" or event.state_key != self._source.user_id:
             return False
         if event.content.get("membership") != "join":
             return False
-        previous = event.unsigned.get("prev_content") or {}
-        return previous.get("membership") != "join"  # a display name change is no join
+        return _previous_membership(event) != "join"  # a display name change is no join
 
     def _after_own_join(self, events: list[RoomEvent]) -> list[RoomEvent]:
         """Everything before the bot's own join is history it must not answer."""
@@ -272,8 +327,7 @@ class Syncer:
                 or event.sender == self._source.user_id
                 or event.content.get("membership") != "join"):
             return None
-        previous = event.unsigned.get("prev_content") or {}
-        if previous.get("membership") == "join":
+        if _previous_membership(event) == "join":
             return None  # a display name or avatar change
         return Join(event.event_id, event.room_id, event.sender, event.origin_ts)
 
@@ -289,7 +343,7 @@ class Syncer:
         body = content.get("body")
         if not isinstance(body, str):
             return None
-        body = strip_reply_fallback(body).strip()
+        body = strip_reply_fallback(storable_text(body)).strip()
         if not body.startswith(self._prefix) or len(body) <= len(self._prefix):
             return None
         return InboxMessage(event.event_id, event.room_id, event.sender,
@@ -297,13 +351,22 @@ class Syncer:
 
     async def _handle_invites(self, invites: list[Invite]) -> None:
         for invite in invites:
-            if self._may_invite(invite.inviter):
+            if not storable(invite.room_id):  # neither URL nor database can take it
+                log.warning("invite to %r set aside: the room id cannot be stored", invite.room_id)
+                self._metrics.event_set_aside("unstorable")
+            elif self._may_invite(invite.inviter):
                 joined = await self._source.join(invite.room_id)
                 log.info("invited to %s by an allowed user: %s", invite.room_id,
                          "joined" if joined else "join failed")
             else:
                 await self._source.reject(invite.room_id)
                 log.info("invite to %s from a server not allowed: rejected", invite.room_id)
+
+
+def _previous_membership(event: RoomEvent) -> object:
+    """The membership before this member event, from `unsigned.prev_content` (any shape)."""
+    previous = event.unsigned.get("prev_content")
+    return previous.get("membership") if isinstance(previous, dict) else None
 
 
 def strip_reply_fallback(body: str) -> str:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +32,37 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000  # an operator's large import may hold the write lock for seconds
 
+# SQLite's integers have 64 bits and its text is UTF-8. JSON, and so what arrives from Matrix, can
+# hold more: any integer, and lone surrogates (`"\ud800"`) that no UTF-8 holds. Binding either
+# raises, and would fail the whole transaction it is part of.
+SQLITE_INTEGERS = range(-(2**63), 2**63)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON makes a valid pair one character: lone ones
+
 T = TypeVar("T")
+
+
+def storable(*values: object) -> bool:
+    """Whether SQLite takes each value as a parameter: text without lone surrogates, integers
+    within 64 bits (other values as they are)."""
+    for value in values:
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                return False
+        elif isinstance(value, int) and value not in SQLITE_INTEGERS:
+            return False
+    return True
+
+
+def storable_record(record: object) -> bool:
+    """`storable` for every field of a dataclass (a field holding a dict or list is left to
+    the repository, which stores it as JSON: escaped, so always storable)."""
+    return storable(*(getattr(record, f.name) for f in dataclasses.fields(record)))
+
+
+def storable_text(text: str) -> str:
+    """The text with each lone surrogate replaced by U+FFFD, as a UTF-8 decoder shows a broken
+    character: the rest of the text stays readable and storable."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 class DatabaseTooNewError(RuntimeError):

@@ -1,11 +1,13 @@
 import asyncio
 import logging
+from urllib.parse import quote
 
 import pytest
 
 from bot import syncer as syncer_module
 from bot.backoff import Backoff
 from bot.matrix import Invite, LoginError, RoomEvent, TransientError
+from bot.metrics import Metrics
 from bot.syncer import MAX_COMMAND_CHARS, Syncer, strip_reply_fallback
 from storage.rooms import RoomCursor
 from tests.unit.fakes import (
@@ -49,10 +51,10 @@ def may_invite(inviter: str | None) -> bool:
     return bool(inviter) and inviter.endswith(":example.org")
 
 
-def make_syncer(storage, source, recorder, backoff=None) -> Syncer:
+def make_syncer(storage, source, recorder, backoff=None, metrics=None) -> Syncer:
     return Syncer(source, storage, prefix="!", may_invite=may_invite,
                   on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
-                  now_ms=lambda: T0, backoff=backoff)
+                  now_ms=lambda: T0, backoff=backoff, metrics=metrics)
 
 
 @pytest.fixture
@@ -445,6 +447,165 @@ async def test_a_very_long_outage_does_not_end_the_loop(synced, source, logged_i
     with pytest.raises(asyncio.CancelledError):
         await syncer.run()
     assert sleeps.calls == [30.0]
+
+
+# -- events that cannot be stored or read ---------------------------------------------------------
+
+LONE = "\ud800"  # valid JSON (`"\ud800"`), but no UTF-8 holds it
+
+
+def set_aside(metrics: Metrics, reason: str) -> float:
+    return metrics.registry.get_sample_value("nextbot_events_set_aside_total",
+                                             {"reason": reason}) or 0
+
+
+async def test_one_unstorable_event_does_not_stop_the_loop(synced, source, logged_in,
+                                                           recorder, caplog):
+    """Through `run()`: before, the batch's commit failed and the loop asked for it forever."""
+    sleeps, metrics = Sleeps(), Metrics()
+    syncer = make_syncer(logged_in, source, recorder, Backoff(sleep=sleeps), metrics)
+    source.script.append(batch("s2", timeline([
+        message("$bad", "!ping", ts=T0 + 1, sender=f"@mallory{LONE}:example.org"),
+        message("$ok", "!ping", ts=T0 + 2),
+    ])))
+    with caplog.at_level(logging.WARNING, logger="bot.syncer"), \
+            pytest.raises(asyncio.CancelledError):  # the script ran out after "s2"
+        await syncer.run()
+    assert sleeps.calls == []  # nothing failed, nothing was retried
+    assert [since for since, _ in source.sync_calls][-2:] == ["s1", "s2"]
+    assert (await logged_in.session.get()).sync_token == "s2"
+    assert await queued_ids(logged_in) == ["$ok"]
+    assert recorder.command_rooms == [ROOM]
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$ok", T0 + 2)
+    assert set_aside(metrics, "unstorable") == 1
+    assert "'$bad'" in caplog.text and "set aside" in caplog.text
+
+
+async def test_a_lone_surrogate_in_a_command_becomes_a_replacement_character(
+        synced, source, logged_in, caplog):
+    source.script.append(batch("s2", timeline([
+        message("$cmd", f"!ping geheim{LONE}", ts=T0 + 1),
+        message("$reply", f"> <@x:example.org> zitat{LONE}\n\n!hilfe{LONE}", ts=T0 + 2),
+        message("$chat", f"hallo{LONE}", ts=T0 + 3),
+        message("$pair", "!ping \U0001f600", ts=T0 + 4),  # a real pair is left alone
+    ])))
+    with caplog.at_level(logging.DEBUG, logger="bot.syncer"):
+        await synced.sync_once()
+    assert await inbox(logged_in) == [("$cmd", ROOM, "!ping geheim\ufffd"),
+                                      ("$reply", ROOM, "!hilfe\ufffd"),
+                                      ("$pair", ROOM, "!ping \U0001f600")]
+    assert (await logged_in.session.get()).sync_token == "s2"
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$pair", T0 + 4)
+    assert "geheim" not in caplog.text
+
+
+async def test_events_that_cannot_be_stored_are_set_aside_the_rest_commits(
+        logged_in, source, recorder, caplog):
+    metrics = Metrics()
+    syncer = make_syncer(logged_in, source, recorder, metrics=metrics)
+    source.script.append(batch("s1"))
+    await syncer.sync_once()
+    woken = []
+    syncer._on_joins = lambda: woken.append(True)
+    source.script.append(batch(
+        "s2",
+        timeline([
+            message("$c1", "!ping", ts=T0 + 1),
+            message(f"$id{LONE}", "!ping", ts=T0 + 2),
+            message("$far", "!ping", ts=2**64),  # beyond SQLite's 64-bit integers
+            member_event(f"$j{LONE}", BOB, "join", ts=T0 + 3),
+            member_event("$mallory", f"@mallory{LONE}:example.org", "join", ts=T0 + 4),
+            member_event("$carol", "@carol:example.org", "join", ts=T0 + 5),
+            RoomEvent(f"$enc{LONE}", ROOM, ALICE, "m.room.encrypted", T0 + 6,
+                      {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA"}),
+            RoomEvent("$enc", ROOM, ALICE, "m.room.encrypted", T0 + 7,
+                      {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": f"Aw{LONE}"}),
+            message("$c2", "!hilfe", ts=T0 + 8),
+            message(f"$last{LONE}", "hallo", ts=T0 + 9),  # the cursor stays on "$c2"
+        ]),
+        timeline([message("$room", "!ping", ts=T0 + 1, room_id=f"!x{LONE}:example.org")],
+                 f"!x{LONE}:example.org"),
+        timeline([message("$o1", "!ping", ts=T0 + 1, room_id=OTHER_ROOM)], OTHER_ROOM),
+    ))
+    with caplog.at_level(logging.WARNING, logger="bot.syncer"):
+        await syncer.sync_once()
+    assert (await logged_in.session.get()).sync_token == "s2"
+    assert await queued_ids(logged_in) == ["$c1", "$c2", "$o1"]
+    assert [j.event_id for j in await logged_in.communities.waiting_joins()] == ["$carol"]
+    assert woken == [True]
+    # The ciphertext itself is stored as JSON, escaped: kept to be decrypted later.
+    assert [u.event_id for u in await logged_in.undecrypted.all()] == ["$enc"]
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$c2", T0 + 8)
+    assert await logged_in.rooms.cursor(OTHER_ROOM) == RoomCursor(OTHER_ROOM, "$o1", T0 + 1)
+    assert set_aside(metrics, "unstorable") == 7
+    assert caplog.text.count("set aside") == 7
+    assert "'$id\\ud800'" in caplog.text  # by its id, escaped for the log
+
+
+async def test_an_event_that_cannot_be_read_is_set_aside(logged_in, source, recorder, caplog):
+    metrics = Metrics()
+    syncer = make_syncer(logged_in, source, recorder, metrics=metrics)
+    source.script += [batch("s1"), batch("s2", timeline([
+        RoomEvent("$odd-prev", ROOM, BOB, "m.room.member", T0 + 1, {"membership": "join"},
+                  state_key=BOB, unsigned={"prev_content": "join"}),
+        # No parser makes this shape; it stands for whatever reading an event could trip on.
+        RoomEvent("$odd", ROOM, ALICE, "m.room.member", T0 + 2, {"membership": "join"},
+                  state_key=ALICE, unsigned=["not", "an", "object"]),
+        message("$ok", "!ping", ts=T0 + 3),
+    ]))]
+    await syncer.sync_once()
+    with caplog.at_level(logging.WARNING, logger="bot.syncer"):
+        await syncer.sync_once()
+    assert await queued_ids(logged_in) == ["$ok"]
+    # A previous membership of no known shape: taken as a new join, like none at all.
+    assert [j.event_id for j in await logged_in.communities.waiting_joins()] == ["$odd-prev"]
+    assert set_aside(metrics, "malformed") == 1
+    assert "'$odd'" in caplog.text and "AttributeError" in caplog.text
+    assert (await logged_in.session.get()).sync_token == "s2"
+
+
+async def test_a_decrypted_command_with_a_lone_surrogate_is_answered(synced, source, logged_in):
+    source.script.append(batch("s2", timeline([encrypted("$enc", ts=T0 + 10)])))
+    await synced.sync_once()
+    source.readable["$enc"] = message("$enc", f"!ping{LONE}", ts=T0 + 10)  # the key came
+    source.script.append(batch("s3", timeline([message("$ok", "!hilfe", ts=T0 + 11)])))
+    await synced.sync_once()
+    assert await inbox(logged_in) == [("$enc", ROOM, "!ping\ufffd"), ("$ok", ROOM, "!hilfe")]
+    assert await logged_in.undecrypted.all() == []
+    assert (await logged_in.session.get()).sync_token == "s3"
+
+
+async def test_the_first_sync_passes_history_that_cannot_be_stored(logged_in, source, recorder):
+    source.script.append(batch(
+        "s1",
+        timeline([message("$a", "!ping", ts=T0 - 10), message(f"$b{LONE}", "x", ts=T0 - 5)]),
+        timeline([message("$c", "!ping", ts=T0 - 1, room_id=f"!x{LONE}:example.org")],
+                 f"!x{LONE}:example.org"),
+        timeline([message("$d", "!ping", ts=T0 - 1, room_id=OTHER_ROOM)], OTHER_ROOM),
+    ))
+    await make_syncer(logged_in, source, recorder).sync_once()
+    assert (await logged_in.session.get()).sync_token == "s1"
+    assert await logged_in.rooms.cursor(ROOM) == RoomCursor(ROOM, "$a", T0 - 10)
+    assert await logged_in.rooms.cursor(OTHER_ROOM) == RoomCursor(OTHER_ROOM, "$d", T0 - 1)
+
+
+class UrlSyncSource(FakeSyncSource):
+    """Joins like nio: the room id goes into a URL path, quoted as UTF-8."""
+
+    async def join(self, room_id: str) -> bool:
+        quote(room_id)
+        return await super().join(room_id)
+
+
+async def test_an_invite_to_a_room_id_that_cannot_be_stored_is_set_aside(logged_in, recorder):
+    source = UrlSyncSource()
+    metrics = Metrics()
+    source.script.append(batch("s1", invites=[Invite(f"!x{LONE}:example.org", ALICE),
+                                              Invite("!in:example.org", ALICE)]))
+    await make_syncer(logged_in, source, recorder, metrics=metrics).sync_once()
+    assert source.joined == ["!in:example.org"]
+    assert (await logged_in.session.get()).sync_token == "s1"
+    assert set_aside(metrics, "unstorable") == 1
 
 
 # -- encrypted events that could not be read -------------------------------------------------------
