@@ -333,7 +333,7 @@ class MatrixConnection:
         """The room's power-levels content and its create event (with sender), read live."""
         response = await self._call(self.client.room_get_state(room_id))
         if not isinstance(response, nio.RoomGetStateResponse):
-            self._raise_for(response, "room state")
+            self._raise_for_refusal(response, "room state")
         power_levels, create = None, None
         for event in response.events:
             if event.get("type") == "m.room.power_levels" and event.get("state_key") == "":
@@ -406,7 +406,7 @@ class MatrixConnection:
                           initial_state: Sequence[dict[str, Any]] = (),
                           alias: str | None = None, encrypted: bool = False) -> str:
         """A new private room (or space) with history visible to its members; `moderators` get
-        power level 50. A direct room makes everyone invited an equal (trusted private chat).
+        power level 50. In a direct room too, only the bot holds power.
         Not idempotent: callers record the room id right away, or give an `alias` (a local
         part) that a second attempt is refused for (RefusedError; `resolve_alias` finds it)."""
         state = [{"type": "m.room.history_visibility", "state_key": "",
@@ -419,8 +419,9 @@ class MatrixConnection:
             self.client.room_create(
                 name=name, topic=topic, invite=list(invite), is_direct=is_direct, space=space,
                 alias=alias,
-                preset=(nio.RoomPreset.trusted_private_chat if is_direct
-                        else nio.RoomPreset.private_chat),
+                # Never `trusted_private_chat`: it gives the invitee power 100, and a member
+                # must hold no power in the bot's direct chat (see bot/permissions.py).
+                preset=nio.RoomPreset.private_chat,
                 initial_state=state, power_level_override=levels,
             )
         )

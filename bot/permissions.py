@@ -1,16 +1,26 @@
-"""Who counts as a moderator in a room, read from the room's live state.
+"""Who may do what: the level of a member for a command written in a room (`Level`).
 
-A moderator is anyone with at least the configured power level (50) in that room. In room
-version 12 the room's creators hold unlimited power outside `m.room.power_levels`, so they count
-too. Bot admins from the config are admins everywhere.
+- Bot admins (`[bot] admins`) are admins everywhere.
+- Network moderators are configured (`[bot] moderators`) or hold at least the moderator power
+  level (50) in one of the network's rooms: `[bot] network_rooms` and the network's space.
+- A room moderator holds that power in the room the command is written in. Anyone can make a
+  room in which they hold power 100, so that power never reaches beyond the room; and in the
+  bot's direct chat with a member, the member's power counts for nothing.
+In room version 12 the room's creators hold unlimited power outside `m.room.power_levels`, so
+they count too. Power levels are read from the rooms' live state and cached until the sync
+shows that they changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from bot.matrix import RefusedError
 from commands.framework import Level
+
+log = logging.getLogger(__name__)
 
 # Room versions in which the creators stand above every power level.
 PRIVILEGED_CREATOR_VERSIONS = {"12", "org.matrix.hydra.11"}
@@ -42,27 +52,81 @@ def power_level(user_id: str, power_levels: dict[str, Any] | None,
         return 0
 
 
+def has_power(user_id: str, moderator_level: int, power_levels: dict[str, Any] | None,
+              create_event: dict[str, Any] | None) -> bool:
+    level = power_level(user_id, power_levels, create_event)
+    return level is None or level >= moderator_level
+
+
 def level_of(user_id: str, *, admins: Iterable[str], moderator_level: int,
              power_levels: dict[str, Any] | None, create_event: dict[str, Any] | None) -> Level:
+    """The level from one room's state alone: admin, room moderator or member."""
     if user_id in set(admins):
         return Level.ADMIN
-    level = power_level(user_id, power_levels, create_event)
-    if level is None or level >= moderator_level:
-        return Level.MODERATOR
+    if has_power(user_id, moderator_level, power_levels, create_event):
+        return Level.ROOM_MODERATOR
     return Level.MEMBER
 
 
-StateFetcher = Callable[[str], Awaitable[tuple[dict[str, Any] | None, dict[str, Any] | None]]]
+RoomState = tuple[dict[str, Any] | None, dict[str, Any] | None]  # power levels, create event
+StateFetcher = Callable[[str], Awaitable[RoomState]]
+
+
+
+class NetworkRooms:
+    """The rooms whose moderators moderate the whole network: the configured ones (ids or
+    aliases) and the network's space (configured, or the one the bot made and remembers)."""
+
+    def __init__(self, configured: Sequence[str],
+                 resolve_alias: Callable[[str], Awaitable[str | None]],
+                 remembered_space: Callable[[], Awaitable[str | None]]) -> None:
+        self._configured = [room for room in configured if room]
+        self._resolve_alias = resolve_alias
+        self._remembered_space = remembered_space
+        self._resolved: dict[str, str] = {}  # alias -> room id, once found
+
+    async def ids(self) -> list[str]:
+        found: list[str] = []
+        for room in self._configured:
+            if not room.startswith("#"):
+                found.append(room)
+            elif room in self._resolved:
+                found.append(self._resolved[room])
+            else:
+                room_id = await self._resolve_alias(room)
+                if room_id is None:
+                    log.warning("network room %s: no such alias", room)
+                    continue
+                found.append(self._resolved.setdefault(room, room_id))
+        space = await self._remembered_space()
+        if space is not None:
+            found.append(space)
+        return list(dict.fromkeys(found))
+
+
+async def _no_rooms() -> list[str]:
+    return []
+
+
+async def _no_direct_room(room_id: str) -> bool:
+    return False
 
 
 class Permissions:
-    """Caches each room's power levels until the sync shows that they changed."""
+    """The level of a member in a room; each room's power levels are cached until the sync
+    shows that they changed."""
 
-    def __init__(self, fetch_state: StateFetcher, admins: Iterable[str], moderator_level: int):
+    def __init__(self, fetch_state: StateFetcher, admins: Iterable[str], moderator_level: int,
+                 *, network_moderators: Iterable[str] = (),
+                 network_rooms: Callable[[], Awaitable[list[str]]] = _no_rooms,
+                 is_direct_room: Callable[[str], Awaitable[bool]] = _no_direct_room) -> None:
         self._fetch = fetch_state  # room_id -> (power levels content, create event)
         self._admins = frozenset(admins)
+        self._network_moderators = frozenset(network_moderators)
         self._moderator_level = moderator_level
-        self._cache: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+        self._network_rooms = network_rooms
+        self._is_direct_room = is_direct_room
+        self._cache: dict[str, RoomState] = {}
         self._generation: dict[str, int] = {}
 
     def forget(self, room_id: str) -> None:
@@ -73,12 +137,30 @@ class Permissions:
     async def level(self, room_id: str, user_id: str) -> Level:
         if user_id in self._admins:
             return Level.ADMIN
+        if user_id in self._network_moderators or await self._moderates_network(user_id):
+            return Level.NETWORK_MODERATOR
+        if await self._is_direct_room(room_id):
+            return Level.MEMBER  # the bot's direct chat: the member's power there is no role
+        if has_power(user_id, self._moderator_level, *await self._state(room_id)):
+            return Level.ROOM_MODERATOR
+        return Level.MEMBER
+
+    async def _moderates_network(self, user_id: str) -> bool:
+        for room_id in await self._network_rooms():
+            try:
+                state = await self._state(room_id)
+            except RefusedError:  # the bot is not (or no longer) in it: it grants nothing
+                log.warning("network room %s: its power levels cannot be read", room_id)
+                continue
+            if has_power(user_id, self._moderator_level, *state):
+                return True
+        return False
+
+    async def _state(self, room_id: str) -> RoomState:
         state = self._cache.get(room_id)
         if state is None:
             generation = self._generation.get(room_id, 0)
             state = await self._fetch(room_id)
             if self._generation.get(room_id, 0) == generation:
                 self._cache[room_id] = state
-        power_levels, create_event = state
-        return level_of(user_id, admins=self._admins, moderator_level=self._moderator_level,
-                        power_levels=power_levels, create_event=create_event)
+        return state

@@ -19,7 +19,7 @@ from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
 from bot.metrics import Metrics, MetricsAddressError, MetricsServer
 from bot.pairing_rooms import PairingRooms, after_rooms_synced
-from bot.permissions import Permissions
+from bot.permissions import NetworkRooms, Permissions
 from bot.rate_limit import MemberRateLimit
 from bot.room_admin import MatrixRoomAdmin
 from bot.scheduler import Scheduler
@@ -119,8 +119,13 @@ class Bot:
                             room_admin=MatrixRoomAdmin(
                                 connection, settings.matrix.encryption
                                 and settings.communities.encrypt_rooms))
+        network_rooms = NetworkRooms([*settings.bot.network_rooms, settings.communities.space],
+                                     connection.resolve_alias, storage.communities.space)
         permissions = Permissions(connection.room_state, settings.bot.admins,
-                                  settings.bot.moderator_level)
+                                  settings.bot.moderator_level,
+                                  network_moderators=settings.bot.moderators,
+                                  network_rooms=network_rooms.ids,
+                                  is_direct_room=storage.rooms.is_direct_room)
         sender = Sender(connection, storage.outbox, metrics=self.metrics)
         send_lanes = RoomLanes("send", storage.outbox.pending_rooms, sender.drain_room)
         direct_rooms = DirectRooms(storage.rooms, connection.create_direct_room)

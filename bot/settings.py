@@ -136,6 +136,10 @@ class BotSettings(_Section):
     language: Literal["de", "en"] = "de"
     timezone: str = "Europe/Berlin"
     admins: list[UserId] = Field(default_factory=list)
+    # Network moderators: these users, and whoever holds `moderator_level` in one of
+    # `network_rooms` (ids or aliases) or in the network's space (`[communities] space`).
+    moderators: list[UserId] = Field(default_factory=list)
+    network_rooms: list[str] = Field(default_factory=list)
     # Server names whose users may invite the bot; see Settings.may_invite().
     allowed_servers: list[ServerName] = Field(default_factory=list)
     # Power level from which a room member counts as moderator.

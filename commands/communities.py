@@ -167,6 +167,9 @@ async def _find(ctx: Context, text: str) -> Community:
 
 
 @router.command("community", "community", aliases=["gemeinschaft"],
+                action_levels=dict.fromkeys(("create", "link", "set", "archive"),
+                                            Level.NETWORK_MODERATOR),
+                action_words=WORDS,
                 args=[Arg("community_action"),
                       Arg("community_details", rest=True, optional=True)])
 async def community(ctx: Context, community_action: str,
@@ -177,7 +180,7 @@ async def community(ctx: Context, community_action: str,
         if details:
             raise ctx.usage_error()
         return await _show(ctx, await _find(ctx, community_action))
-    await ctx.require(Level.MODERATOR, _words(ctx)[action])
+    await ctx.require_action(action)
     slug_text, _, rest = details.partition(" ")
     rest = rest.strip()
     if not slug_text:

@@ -6,7 +6,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 
 from commands import room_settings
-from commands.framework import Arg, Context, Level, Router, UserError, usage
+from commands.framework import Arg, Command, Context, Level, Router, UserError, usage
 from commands.i18n import LANGUAGES, Text
 
 router = Router("core")
@@ -27,6 +27,7 @@ async def help_command(ctx: Context, command: str | None = None) -> Text:
         for c in allowed:
             lines.append(ctx.t("help.line", usage=usage(c, services.catalog, lang, services.prefix),
                                summary=ctx.t(f"commands.{c.name}.summary")))
+            lines.extend(_action_lines(ctx, c, up_to=level))
         sections.append(Text.join(lines))
     help_name = ctx.command.display_name(lang)
     placeholder = services.catalog.template(lang, "args.command")
@@ -54,9 +55,25 @@ def _help_for(ctx: Context, name: str, level: Level) -> Text:
             for line in ctx.t(f"commands.{found.name}.examples").plain.splitlines()
         )),
     ]
+    restricted = _action_lines(ctx, found, up_to=Level.ADMIN)
+    if restricted:
+        parts.append(ctx.t("help.actions", actions=Text.join(restricted)))
     if found.level > level:
         parts.append(ctx.t("help.not_allowed", level=ctx.t(found.level.key)))
     return Text.join(parts, "\n\n")
+
+
+def _action_lines(ctx: Context, command: Command, *, up_to: Level) -> list[Text]:
+    """One line per level above the command's own, up to `up_to`, naming its actions, e.g.
+    `  - Netzwerk-Moderation: !community anlegen, !community archivieren`."""
+    by_level: dict[Level, list[Text]] = {}
+    for action in command.action_levels:
+        needed = command.action_level(action)
+        if command.level < needed <= up_to:
+            by_level.setdefault(needed, []).append(
+                ctx.call(command.name, command.action_word(action, ctx.language)))
+    return [ctx.t("help.action_line", level=ctx.t(needed.key), commands=Text.join(calls, ", "))
+            for needed, calls in sorted(by_level.items())]
 
 
 @router.command("ping", "ping")
@@ -65,7 +82,7 @@ async def ping(ctx: Context) -> Text:
 
 
 @router.command("language", "sprache", args=[Arg("language", choices=LANGUAGES)],
-                level=Level.MODERATOR)
+                level=Level.ROOM_MODERATOR)
 async def language(ctx: Context, language: str) -> Text:
     await room_settings.change(ctx.services, ctx.room_id, "language", language, ctx.sender)
     # Confirm in the new language: that is the language the room will see from now on.

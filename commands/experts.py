@@ -145,6 +145,7 @@ def person_link(user_id: str, name: str | None) -> Text:
 
 
 @router.command("profile", "profil",
+                action_levels={"remove": Level.ADMIN}, action_words=WORDS,
                 args=[Arg("profile_action", optional=True),
                       Arg("profile_details", rest=True, optional=True)])
 async def profile(ctx: Context, profile_action: str | None = None,
@@ -250,7 +251,7 @@ _USER_ID = re.compile(r"^@[^\s:]+:[A-Za-z0-9.\-\[\]:]+$")
 
 
 async def _remove(ctx: Context, details: str) -> Text:
-    await ctx.require(Level.ADMIN, _words(ctx)["remove"])
+    await ctx.require_action("remove")
     if not _USER_ID.match(details):
         raise UserError("profile.remove_usage",
                         example=ctx.call(None, _words(ctx)["remove"], "@name:example.org"))

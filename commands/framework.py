@@ -34,11 +34,21 @@ log = logging.getLogger(__name__)
 
 
 class Level(enum.IntEnum):
-    """Who may run a command. Compared with `>=`: an admin may do what a moderator may."""
+    """Who may run a command (the trust model; README, "Who may do what").
+
+    Compared with `>=`: a network moderator may do what a room moderator may, an admin all.
+    - MEMBER: anyone in the room.
+    - ROOM_MODERATOR: power in the room the command is written in; acts on that room only and
+      what belongs to it (its settings, its own workshops). Never in the bot's direct chats.
+    - NETWORK_MODERATOR: configured (`[bot] moderators`) or with power in one of the network's
+      rooms (`[bot] network_rooms`, the network's space); acts for the whole network.
+    - ADMIN: the operator's `[bot] admins`.
+    """
 
     MEMBER = 0
-    MODERATOR = 1
-    ADMIN = 2
+    ROOM_MODERATOR = 1
+    NETWORK_MODERATOR = 2
+    ADMIN = 3
 
     @property
     def key(self) -> str:
@@ -113,9 +123,20 @@ class Command:
     args: tuple[Arg, ...]
     level: Level
     group: str
+    # The level each action (subcommand) needs, and how its word is written per language;
+    # an action not listed needs `level`.
+    action_levels: dict[str, Level] = field(default_factory=dict)
+    action_words: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((self.name, self.german, *self.aliases)))
+
+    def action_level(self, action: str) -> Level:
+        return max(self.level, self.action_levels.get(action, self.level))
+
+    def action_word(self, action: str, language: str) -> str:
+        words = self.action_words.get(language) or self.action_words.get("en") or {}
+        return words.get(action, action)
 
     def display_name(self, language: str) -> str:
         return self.german if language == "de" else self.name
@@ -136,10 +157,16 @@ class Router:
         aliases: Sequence[str] = (),
         args: Sequence[Arg] = (),
         level: Level = Level.MEMBER,
+        action_levels: dict[str, Level] | None = None,
+        action_words: dict[str, dict[str, str]] | None = None,
     ) -> Callable[[Handler], Handler]:
+        """Declare a command. `action_levels` declares the level of each action (subcommand)
+        above the command's own, with `action_words` (language -> action -> word) to name it
+        in refusals and in !help; the handler checks it with `Context.require_action`."""
         def register(handler: Handler) -> Handler:
             self.commands.append(
-                Command(name, german, tuple(aliases), handler, tuple(args), level, self.group)
+                Command(name, german, tuple(aliases), handler, tuple(args), level, self.group,
+                        dict(action_levels or {}), dict(action_words or {}))
             )
             return handler
 
@@ -251,6 +278,11 @@ class Context:
         if await self.level() < level:
             raise UserError("errors.level", command=self.call(None, *words),
                             level=self.t(level.key))
+
+    async def require_action(self, action: str) -> None:
+        """Refuse this command's `action` below the level its declaration gives it."""
+        await self.require(self.command.action_level(action),
+                           self.command.action_word(action, self.language))
 
 
 def command_line(services: Services, language: str, command: str | Command,

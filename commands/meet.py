@@ -315,6 +315,9 @@ async def _schedule_changed(services: Services) -> None:
 
 
 @router.command("meet", "treffen", aliases=["nexttomeetyou"],
+                action_levels=dict.fromkeys(("rule", "link", "cancel", "move", "stats"),
+                                            Level.NETWORK_MODERATOR),
+                action_words=WORDS,
                 args=[Arg("meet_action", optional=True),
                       Arg("meet_details", rest=True, optional=True)])
 async def meet(ctx: Context, meet_action: str | None = None,
@@ -335,7 +338,7 @@ async def meet(ctx: Context, meet_action: str | None = None,
     if action is None:
         raise UserError("meet.unknown_action", action=Text.code(meet_action),
                         usage=_usage(view))
-    await ctx.require(Level.ADMIN, view.word(action))
+    await ctx.require_action(action)
     if action == "stats":
         return await _stats(ctx, view)
     if action == "rule":

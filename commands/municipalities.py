@@ -202,6 +202,8 @@ def _states() -> Text:
 
 
 @router.command("municipality", "kommune",
+                action_levels={"add": Level.NETWORK_MODERATOR, "remove": Level.ADMIN},
+                action_words=WORDS,
                 args=[Arg("municipality_details", rest=True, optional=True)])
 async def municipality(ctx: Context, municipality_details: str | None = None) -> Text:
     view = View(ctx.services, ctx.language)
@@ -211,10 +213,10 @@ async def municipality(ctx: Context, municipality_details: str | None = None) ->
     first, _, rest = text.partition(" ")
     action = lookup(ACTIONS, first)
     if action == "add":
-        await ctx.require(Level.MODERATOR, view.words["add"])
+        await ctx.require_action("add")
         return await _add(ctx, view, rest.strip())
     if action == "remove":
-        await ctx.require(Level.ADMIN, view.words["remove"])
+        await ctx.require_action("remove")
         return await _remove(ctx, view, rest.strip())
     return await _show(view, text)
 

@@ -132,6 +132,8 @@ ACTIONS: dict[str, tuple[str, ...]] = {
 
 
 @router.command("config", "einstellungen", aliases=["settings", "konfiguration"],
+                action_levels={"set": Level.ROOM_MODERATOR},
+                action_words={"de": {"set": "setzen"}, "en": {"set": "set"}},
                 args=[Arg("config_action", optional=True),
                       Arg("config_details", rest=True, optional=True)])
 async def config(ctx: Context, config_action: str | None = None,
@@ -143,7 +145,7 @@ async def config(ctx: Context, config_action: str | None = None,
     if action == "history" and not details:
         return await _history(ctx)
     if action == "set":
-        await ctx.require(Level.MODERATOR, _word(ctx, "set"))
+        await ctx.require_action("set")
         key_word, _, value = details.partition(" ")
         if not key_word or not value.strip():
             raise UserError("settings.set_usage", example=_example(ctx), keys=_keys(ctx))

@@ -615,8 +615,8 @@ def select(found: list[Workshop], query: str) -> list[Workshop]:
 async def workshops(ctx: Context, workshop_query: str | None = None) -> Text:
     view = View(ctx.services, ctx.language)
     query = one_line(workshop_query or "")
-    found = select(await ctx.services.storage.workshops.upcoming(ctx.services.clock.now()),
-                   query)
+    found = select(await ctx.services.storage.workshops.upcoming(ctx.services.clock.now(),
+                                                                 seen_in=ctx.room_id), query)
     if not found:
         if query:
             return view.t("list_none_for", query=query, all=view.call("workshops"))
@@ -648,6 +648,9 @@ async def workshops(ctx: Context, workshop_query: str | None = None) -> Text:
 
 
 @router.command("workshop", "werkstatt",
+                action_levels=dict.fromkeys(("add", "edit", "cancel", "participants"),
+                                            Level.ROOM_MODERATOR),
+                action_words=WORDS,
                 args=[Arg("workshop_details", rest=True, optional=True)])
 async def workshop(ctx: Context, workshop_details: str | None = None) -> Text | Reply | list[Reply]:
     text = (workshop_details or "").strip()
@@ -841,16 +844,17 @@ def _moved_up(view: View, w: Workshop, promoted: list[Registration]) -> list[Rep
 
 
 async def _require_moderator(ctx: Context, action: str, w: Workshop | None = None) -> None:
-    """Moderators of this room may add; a workshop of another room is its moderators' (or a
-    bot admin's) to change."""
-    view = View(ctx.services, ctx.language)
-    level = await ctx.level()
-    if level < Level.MODERATOR:
-        raise UserError("errors.level", command=view.call("workshop", view.words[action]),
-                        level=ctx.t(Level.MODERATOR.key))
-    if (w is not None and w.room_id and w.room_id != ctx.room_id
-            and level < Level.ADMIN):
-        raise UserError("workshops.other_room", number=w.number)
+    """Room moderators add workshops to their room (listed only there) and manage that room's
+    own; a workshop shown network-wide, or without a room, is the network moderators'."""
+    await ctx.require_action(action)
+    if w is None or (w.room_id == ctx.room_id and not w.network_wide):
+        return
+    if await ctx.level() >= Level.NETWORK_MODERATOR:
+        return
+    if w.network_wide or w.room_id is None:
+        raise UserError("workshops.network_only", number=w.number,
+                        level=ctx.t(Level.NETWORK_MODERATOR.key))
+    raise UserError("workshops.other_room", number=w.number)
 
 
 def _example_add(view: View, now: datetime) -> Text:
@@ -981,19 +985,21 @@ async def _add(ctx: Context, text: str) -> Text:
     if not title:
         raise UserError("workshops.no_title", example=example)
     _value(view, "title", "title", title)  # length
+    network_wide = await ctx.level() >= Level.NETWORK_MODERATOR
     new = Workshop(title=title, starts_at=start, ends_at=end, created_by=ctx.sender,
-                   room_id=ctx.room_id, **changes.values)
+                   room_id=ctx.room_id, network_wide=network_wide, **changes.values)
     stored = await ctx.services.storage.workshops.add(new, now)
     await _schedule_changed(ctx.services)
     number = str(stored.number)
-    return view.t("added", name=view.name(stored), when=view.when(stored),
-                  where=view.where(stored),
-                  places=view.places(stored, Counts()) or view.t("places_unlimited"),
-                  rsvp=view.call("rsvp", number),
-                  ics=view.call("workshop", number, view.words["ics"]),
-                  edit=view.call("workshop", view.words["edit"], number,
-                                 f"{view.words['capacity']}=30"),
-                  cancel=view.call("workshop", view.words["cancel"], number))
+    added = view.t("added" if network_wide else "added_room_only", name=view.name(stored),
+                   when=view.when(stored), where=view.where(stored),
+                   places=view.places(stored, Counts()) or view.t("places_unlimited"),
+                   rsvp=view.call("rsvp", number),
+                   ics=view.call("workshop", number, view.words["ics"]),
+                   edit=view.call("workshop", view.words["edit"], number,
+                                  f"{view.words['capacity']}=30"),
+                   cancel=view.call("workshop", view.words["cancel"], number))
+    return added
 
 
 async def _edit(ctx: Context, number: int, text: str) -> Text | list[Reply]:

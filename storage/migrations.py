@@ -370,4 +370,30 @@ MIGRATIONS: list[Migration] = [
         )
         """,
     ),
+    Migration(
+        12,
+        "trust model: workshops shown network-wide or only in their room; direct chats by room",
+        """
+        -- 1: listed everywhere (added by a network moderator, imported, or from before);
+        -- 0: a room moderator's, listed only in its room
+        ALTER TABLE workshops ADD COLUMN network_wide INTEGER NOT NULL DEFAULT 1;
+        -- every permission check asks whether a room is the bot's direct chat
+        CREATE INDEX direct_rooms_by_room ON direct_rooms (room_id)
+        """,
+    ),
+    Migration(
+        13,
+        "outbox: messages refused for good are set aside; the key of the bot's room aliases",
+        """
+        -- set when the homeserver refused the message for good (403, 413 …): no longer sent,
+        -- kept a while for the operator
+        ALTER TABLE outbox ADD COLUMN failed_at INTEGER;
+        ALTER TABLE outbox ADD COLUMN failed_errcode TEXT;
+        -- random keys the bot made itself, e.g. for aliases no member can guess
+        CREATE TABLE bot_secrets (
+            name TEXT PRIMARY KEY,
+            value BLOB NOT NULL
+        )
+        """,
+    ),
 ]

@@ -97,6 +97,11 @@ class RoomRepository:
         )
         return row[0] if row else None
 
+    async def is_direct_room(self, room_id: str) -> bool:
+        """Whether `room_id` is the bot's direct chat with some member."""
+        row = await self._db.fetchone("SELECT 1 FROM direct_rooms WHERE room_id = ?", (room_id,))
+        return row is not None
+
     async def set_direct_room(self, user_id: str, room_id: str) -> None:
         await self._db.execute(
             "INSERT INTO direct_rooms (user_id, room_id) VALUES (?, ?) "

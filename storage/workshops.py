@@ -93,6 +93,7 @@ class Workshop:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     sequence: int = 0
+    network_wide: bool = True  # False: a room moderator's, listed only in `room_id`
 
     @property
     def cancelled(self) -> bool:
@@ -138,7 +139,8 @@ class Withdrawal:
 
 
 _COLUMNS = ("number, title, community, room_id, starts_at, ends_at, timezone, location, url, "
-            "description, capacity, status, created_by, created_at, updated_at, sequence")
+            "description, capacity, status, created_by, created_at, updated_at, sequence, "
+            "network_wide")
 
 
 def _workshop(row) -> Workshop:
@@ -150,6 +152,7 @@ def _workshop(row) -> Workshop:
         description=row["description"], capacity=row["capacity"], status=row["status"],
         created_by=row["created_by"], created_at=_moment(row["created_at"], tz),
         updated_at=_moment(row["updated_at"], tz), sequence=row["sequence"],
+        network_wide=bool(row["network_wide"]),
     )
 
 
@@ -172,11 +175,12 @@ class WorkshopRepository:
         number = await self._db.execute_returning_id(
             "INSERT INTO workshops (number, title, community, room_id, starts_at, ends_at, "
             "timezone, location, url, description, capacity, status, created_by, created_at, "
-            "updated_at, sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            "updated_at, sequence, network_wide) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
             (workshop.number or None, workshop.title, workshop.community, workshop.room_id,
              utc_ms(workshop.starts_at), utc_ms(workshop.ends_at), tz, workshop.location,
              workshop.url, workshop.description, workshop.capacity, workshop.status,
-             workshop.created_by, utc_ms(at), utc_ms(at)),
+             workshop.created_by, utc_ms(at), utc_ms(at), int(workshop.network_wide)),
         )
         found = await self.get(number)
         assert found is not None
@@ -212,12 +216,14 @@ class WorkshopRepository:
             )
             return await self.registrations(number) if changed else []
 
-    async def upcoming(self, now: datetime, limit: int | None = None) -> list[Workshop]:
-        """Planned workshops that have not ended, soonest first."""
+    async def upcoming(self, now: datetime, limit: int | None = None, *,
+                       seen_in: str | None = None) -> list[Workshop]:
+        """Planned workshops that have not ended, soonest first: those shown network-wide and,
+        with `seen_in`, that room's own."""
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM workshops WHERE status = ? AND ends_at > ? "
-            "ORDER BY starts_at, number LIMIT ?",
-            (PLANNED, utc_ms(now), -1 if limit is None else limit),
+            "AND (network_wide = 1 OR room_id = ?) ORDER BY starts_at, number LIMIT ?",
+            (PLANNED, utc_ms(now), seen_in, -1 if limit is None else limit),
         )
         return [_workshop(row) for row in rows]
 

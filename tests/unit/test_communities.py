@@ -17,6 +17,8 @@ from storage.communities import Join
 from storage.outbox import OutgoingMessage
 from tests.unit.fakes import ALICE, BOB, OTHER_ROOM, make_services, request, say
 
+NETWORK_MOD = Level.NETWORK_MODERATOR  # creating communities, the member register
+
 CAROL = "@carol:example.org"
 
 
@@ -98,7 +100,7 @@ def services(storage, admin):
 
 
 async def create(services, slug="ki-verwaltung", title="KI in der Verwaltung") -> str:
-    return await say(services, f"!community anlegen {slug} {title}", level=Level.MODERATOR)
+    return await say(services, f"!community anlegen {slug} {title}", level=NETWORK_MOD)
 
 
 # -- create, link, archive ----------------------------------------------------------------------
@@ -134,10 +136,14 @@ async def test_a_configured_space_is_used_and_a_missing_one_is_reported(services
     assert await services.storage.communities.get("cloud") is None
 
 
-async def test_only_moderators_manage_communities(services, admin):
-    answer = await say(services, "!community anlegen ki KI")
-    assert answer == ("Den Befehl !community anlegen dürfen nur Personen mit der Rolle "
-                      "Moderation ausführen.")
+@pytest.mark.parametrize("level", [Level.MEMBER, Level.ROOM_MODERATOR])
+@pytest.mark.parametrize("body", ["!community anlegen ki KI", "!community verknüpfen ki #x:y",
+                                  "!community setzen ki thema T", "!community archivieren ki"])
+async def test_only_network_moderators_manage_communities(services, admin, level, body):
+    # Power in the room a command is written in (anyone's own room) is no network role.
+    answer = await say(services, body, level=level)
+    assert answer == (f"Den Befehl {' '.join(body.split()[:2])} dürfen nur Personen mit der "
+                      "Rolle Netzwerk-Moderation ausführen.")
     assert admin.rooms == {}
 
 
@@ -149,7 +155,7 @@ async def test_only_moderators_manage_communities(services, admin):
     ("!community anlegen ki " + "T" * 101, "Der Text für „titel“ ist zu lang: höchstens 100"),
 ])
 async def test_bad_create_input_is_answered_and_makes_nothing(services, admin, body, expected):
-    assert (await say(services, body, level=Level.MODERATOR)).startswith(expected)
+    assert (await say(services, body, level=NETWORK_MOD)).startswith(expected)
     assert admin.rooms == {}
 
 
@@ -164,12 +170,12 @@ async def test_a_transient_failure_after_the_room_was_made_never_makes_a_second_
                                                                                    admin):
     admin.fail_next = "add_to_space"
     with pytest.raises(RetryLater):
-        await dispatch(request("!community anlegen ki KI", Level.MODERATOR), services)
+        await dispatch(request("!community anlegen ki KI", Level.NETWORK_MODERATOR), services)
     found = await services.storage.communities.get("ki")
     assert found is not None  # remembered before the failing step
     # The command is retried: it finds the slug taken; linking the same room repairs the space.
     assert (await create(services, "ki", "KI")).startswith("Eine Community ki gibt es schon")
-    await say(services, f"!community verknüpfen ki {found.room_id}", level=Level.MODERATOR)
+    await say(services, f"!community verknüpfen ki {found.room_id}", level=NETWORK_MOD)
     space = await services.storage.communities.space()
     assert admin.children[space] == {found.room_id}
     assert len([r for r in admin.rooms.values() if not r["space"]]) == 1
@@ -178,7 +184,7 @@ async def test_a_transient_failure_after_the_room_was_made_never_makes_a_second_
 async def test_link_registers_an_existing_room_by_alias(services, admin):
     room_id = admin.add_room("#cloud:example.org", members=[BOB])
     answer = await say(services, "!community link cloud #cloud:example.org Cloud-Werkstatt",
-                       level=Level.MODERATOR, language="en")
+                       level=NETWORK_MOD, language="en")
     assert answer == ("The room now belongs to the communities as Cloud-Werkstatt (cloud) and "
                       "is listed in the network's space.")
     found = await services.storage.communities.get("cloud")
@@ -186,25 +192,25 @@ async def test_link_registers_an_existing_room_by_alias(services, admin):
     assert "@nextbot:example.org" in admin.rooms[room_id]["members"]
     # Another slug for the same room, or an unknown room, is refused.
     assert (await say(services, f"!community verknüpfen wolke {room_id}",
-                      level=Level.MODERATOR)) == "Dieser Raum gehört schon zur Community cloud."
+                      level=NETWORK_MOD)) == "Dieser Raum gehört schon zur Community cloud."
     assert (await say(services, "!community verknüpfen x1 #nope:example.org",
-                      level=Level.MODERATOR)).startswith("Den Raum #nope:example.org finde ich")
+                      level=NETWORK_MOD)).startswith("Den Raum #nope:example.org finde ich")
     assert (await say(services, "!community verknüpfen x1 !missing:example.org",
-                      level=Level.MODERATOR)).startswith("Ich komme nicht in den Raum")
+                      level=NETWORK_MOD)).startswith("Ich komme nicht in den Raum")
 
 
 async def test_archive_removes_from_list_and_space_and_the_slug_can_return(services, admin):
     await create(services)
     found = await services.storage.communities.get("ki-verwaltung")
     space = await services.storage.communities.space()
-    answer = await say(services, "!community archivieren ki-verwaltung", level=Level.MODERATOR)
+    answer = await say(services, "!community archivieren ki-verwaltung", level=NETWORK_MOD)
     assert answer.startswith("Die Community KI in der Verwaltung (ki-verwaltung) ist archiviert")
     assert admin.children[space] == set()
     assert await services.storage.communities.active() == []
     assert (await say(services, "!beitreten ki-verwaltung")).startswith(
         "Eine Community ki-verwaltung kenne ich nicht")
     await say(services, f"!community verknüpfen ki-verwaltung {found.room_id}",
-              level=Level.MODERATOR)
+              level=NETWORK_MOD)
     assert [c.slug for c in await services.storage.communities.active()] == ["ki-verwaltung"]
 
 
@@ -212,17 +218,17 @@ async def test_set_changes_topic_in_the_room_too_and_description_keeps_lines(ser
     await create(services)
     found = await services.storage.communities.get("ki-verwaltung")
     answer = await say(services, "!community setzen ki-verwaltung thema Chatbots & AI Act",
-                       level=Level.MODERATOR)
+                       level=NETWORK_MOD)
     assert answer == "Gespeichert: thema der Community ki-verwaltung ist geändert."
     assert admin.rooms[found.room_id]["topic"] == "Chatbots & AI Act"
     await say(services, "!community set ki-verwaltung description Line 1\nLine 2",
-              level=Level.MODERATOR, language="en")
+              level=NETWORK_MOD, language="en")
     updated = await services.storage.communities.get("ki-verwaltung")
     assert (updated.topic, updated.description) == ("Chatbots & AI Act", "Line 1\nLine 2")
     shown = await say(services, "!community ki-verwaltung")
     assert "Line 1\nLine 2" in shown and "Chatbots & AI Act" in shown
     assert (await say(services, "!community setzen ki-verwaltung farbe rot",
-                      level=Level.MODERATOR)).startswith("So änderst du eine Community")
+                      level=NETWORK_MOD)).startswith("So änderst du eine Community")
 
 
 # -- members ------------------------------------------------------------------------------------

@@ -211,12 +211,12 @@ async def test_level_refused_names_the_level(services):
 
     reply = await answer(Request("$e", ROOM, ALICE, "!sprache en", "de", level), services)
     assert asked
-    assert reply.plain == ("Den Befehl !sprache dürfen nur Personen mit der Rolle Moderation "
+    assert reply.plain == ("Den Befehl !sprache dürfen nur Personen mit der Rolle Raum-Moderation "
                            "ausführen.")
-    assert "<strong>Moderation</strong>" in md(reply)
+    assert "<strong>Raum-Moderation</strong>" in md(reply)
     assert await services.storage.rooms.language(ROOM) is None
 
-    reply = await answer(request("!status", Level.MODERATOR, "en"), services)
+    reply = await answer(request("!status", Level.ROOM_MODERATOR, "en"), services)
     assert reply.plain == "Only people with the role bot administrator may use !status."
 
 
@@ -233,7 +233,7 @@ async def test_the_level_is_looked_up_only_for_restricted_commands(services):
 
 
 async def test_moderator_may_change_the_language(services):
-    reply = await answer(request("!sprache EN", Level.MODERATOR), services)
+    reply = await answer(request("!sprache EN", Level.ROOM_MODERATOR), services)
     assert await services.storage.rooms.language(ROOM) == "en"
     assert reply.plain == "Got it: in this room I will answer in English from now on."
 
@@ -303,7 +303,7 @@ async def test_help_for_a_member_lists_only_member_commands(core_services):
 
 
 async def test_help_for_a_moderator_and_an_admin(core_services):
-    moderator = (await answer(request("!hilfe", Level.MODERATOR), core_services)).plain
+    moderator = (await answer(request("!hilfe", Level.ROOM_MODERATOR), core_services)).plain
     assert "!sprache <de|en>" in moderator and "!status" not in moderator
     admin = (await answer(request("!?", Level.ADMIN), core_services)).plain
     for name in ("!hilfe", "!ping", "!sprache", "!status"):
@@ -326,14 +326,14 @@ async def test_help_for_one_command_shows_usage_and_examples(core_services):
     assert text.startswith("!sprache <de|en>\n\nStellt die Sprache")
     assert "Aufrufbar als: !language, !sprache" in text
     assert "Beispiele:\n- !sprache de\n- !sprache en" in text
-    assert "Hinweis: Dafür brauchst du die Rolle Moderation." in text  # asked by a member
-    moderator = (await answer(request("!hilfe !sprache", Level.MODERATOR), core_services))
+    assert "Hinweis: Dafür brauchst du die Rolle Raum-Moderation." in text  # asked by a member
+    moderator = (await answer(request("!hilfe !sprache", Level.ROOM_MODERATOR), core_services))
     assert "Hinweis" not in moderator.plain
 
 
 async def test_help_for_one_command_in_english_with_another_prefix(storage):
     services = make_services(storage, prefix="?")
-    reply = await answer(request("?help language", Level.MODERATOR, "en"), services)
+    reply = await answer(request("?help language", Level.ROOM_MODERATOR, "en"), services)
     assert "Examples:\n- ?language de\n- ?language en" in reply.plain
     assert reply.plain.startswith("?language <de|en>")
 
@@ -350,3 +350,24 @@ async def test_status_for_an_admin(core_services):
     reply = await answer(request("!status", Level.ADMIN), core_services)
     assert reply.plain.startswith("Status\n- Version: ")
     assert "- Offene Befehle: 0" in reply.plain and "- Bekannte Befehle: 4" in reply.plain
+
+
+async def test_help_shows_each_person_the_subcommands_of_their_role(storage):
+    from commands import communities, municipalities
+
+    services = make_services(storage, [core.router, communities.router, municipalities.router])
+    member = (await answer(request("!hilfe"), services)).plain
+    assert "!community <" in member
+    assert "!community anlegen" not in member and "!kommune neu" not in member
+    room_moderator = (await answer(request("!hilfe", Level.ROOM_MODERATOR), services)).plain
+    assert "!sprache" in room_moderator and "!community anlegen" not in room_moderator
+    network = (await answer(request("!hilfe", Level.NETWORK_MODERATOR), services)).plain
+    assert ("Netzwerk-Moderation: !community anlegen, !community verknüpfen, "
+            "!community setzen, !community archivieren") in network
+    assert "Netzwerk-Moderation: !kommune neu" in network and "!kommune entfernen" not in network
+    admin = (await answer(request("!hilfe", Level.ADMIN), services)).plain
+    assert "Bot-Administration: !kommune entfernen" in admin
+    detail = (await answer(request("!hilfe kommune"), services)).plain
+    assert ("Teile davon nur für bestimmte Rollen:\n"
+            "  - Netzwerk-Moderation: !kommune neu\n"
+            "  - Bot-Administration: !kommune entfernen") in detail

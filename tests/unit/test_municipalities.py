@@ -29,6 +29,8 @@ from storage.municipalities import (
 )
 from tests.unit.fakes import ALICE, BOSS, CATALOG, OTHER_ROOM, ROOM, make_services, say
 
+NETWORK_MOD = Level.NETWORK_MODERATOR  # creating communities, the member register
+
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
@@ -189,11 +191,11 @@ def test_a_template_is_filled_literally():
 
 async def test_moderators_set_a_template_and_unknown_placeholders_are_refused(services):
     refused = await say(services, "!einstellungen setzen ankündigung Hallo {name} {email}",
-                        level=Level.MODERATOR)
+                        level=NETWORK_MOD)
     assert "nur diese Platzhalter" in refused
     assert await room_settings.setting(services, ROOM, "announcement") is None
     saved = await say(services, "!einstellungen setzen ankündigung Neu: {name} aus {land}!",
-                      level=Level.MODERATOR)
+                      level=NETWORK_MOD)
     assert "Gespeichert" in saved
     assert await room_settings.setting(services, ROOM, "announcement") == \
         "Neu: {name} aus {land}!"
@@ -202,12 +204,14 @@ async def test_moderators_set_a_template_and_unknown_placeholders_are_refused(se
 # -- commands -----------------------------------------------------------------------------------
 
 
-async def test_members_may_not_add_moderators_may(services, changed):
-    refused = await say(services, "!kommune neu Wiesbaden land=Hessen")
-    assert "Moderation" in refused
+async def test_members_and_room_moderators_may_not_add_network_moderators_may(services,
+                                                                              changed):
+    for level in (Level.MEMBER, Level.ROOM_MODERATOR):
+        refused = await say(services, "!kommune neu Wiesbaden land=Hessen", level=level)
+        assert "Netzwerk-Moderation" in refused
     assert await services.storage.municipalities.count() == 0
     added = await say(services, "!kommune neu Wiesbaden land=Hessen ags=06414000 art=Stadt",
-                      level=Level.MODERATOR)
+                      level=NETWORK_MOD)
     assert "Eingetragen: Wiesbaden (Stadt, Hessen)" in added
     assert "Mitglieder des Netzwerks jetzt: 1" in added
     assert "Räume mit Ankündigungen: 1" in added
@@ -219,7 +223,7 @@ async def test_members_may_not_add_moderators_may(services, changed):
 
 async def test_adding_checks_every_value(services):
     async def add(line: str, language: str = "de") -> str:
-        return await say(services, f"!kommune neu {line}", level=Level.MODERATOR,
+        return await say(services, f"!kommune neu {line}", level=NETWORK_MOD,
                          language=language)
 
     assert "Bundesland an" in await add("Wiesbaden")
@@ -238,30 +242,30 @@ async def test_adding_checks_every_value(services):
 
 
 async def test_a_duplicate_is_refused(services):
-    await say(services, "!kommune neu Wiesbaden land=Hessen ags=06414000", level=Level.MODERATOR)
+    await say(services, "!kommune neu Wiesbaden land=Hessen ags=06414000", level=NETWORK_MOD)
     again = await say(services, "!kommune neu Landeshauptstadt Wiesbaden land=Hessen "
-                                "ags=06414000", level=Level.MODERATOR)
+                                "ags=06414000", level=NETWORK_MOD)
     assert "Wiesbaden (Hessen) steht schon im Verzeichnis" in again
-    again = await say(services, "!kommune neu WIESBADEN land=he", level=Level.MODERATOR)
+    again = await say(services, "!kommune neu WIESBADEN land=he", level=NETWORK_MOD)
     assert "steht schon" in again
     assert await services.storage.municipalities.count() == 1
 
 
 async def test_only_admins_remove_and_a_removed_member_can_be_added_again(services, changed):
-    await say(services, "!kommune neu Kassel land=Hessen", level=Level.MODERATOR)
-    refused = await say(services, "!kommune entfernen Kassel", level=Level.MODERATOR)
+    await say(services, "!kommune neu Kassel land=Hessen", level=NETWORK_MOD)
+    refused = await say(services, "!kommune entfernen Kassel", level=NETWORK_MOD)
     assert "Bot-Administration" in refused
     removed = await say(services, "!kommune entfernen kassel", level=Level.ADMIN, sender=BOSS)
     assert "Entfernt: Kassel (Hessen)" in removed and "jetzt: 0" in removed
     assert "nicht im Verzeichnis" in await say(services, "!kommune Kassel")
-    back = await say(services, "!kommune neu Kassel land=Hessen", level=Level.MODERATOR)
+    back = await say(services, "!kommune neu Kassel land=Hessen", level=NETWORK_MOD)
     assert "Wieder eingetragen" in back
     assert await services.storage.municipalities.count() == 1
 
 
 async def test_the_same_name_in_two_states_is_asked_back(services):
-    await say(services, "!kommune neu Neustadt land=Hessen", level=Level.MODERATOR)
-    await say(services, "!kommune neu Neustadt land=Sachsen", level=Level.MODERATOR)
+    await say(services, "!kommune neu Neustadt land=Hessen", level=NETWORK_MOD)
+    await say(services, "!kommune neu Neustadt land=Sachsen", level=NETWORK_MOD)
     asked = await say(services, "!kommune entfernen Neustadt", level=Level.ADMIN)
     assert "mehrmals" in asked and "land=Hessen" in asked
     removed = await say(services, "!kommune entfernen Neustadt land=Sachsen", level=Level.ADMIN)
@@ -272,7 +276,7 @@ async def test_listing_latest_by_state_and_details(services, clock):
     for line in ("Wiesbaden land=Hessen ags=06414000 art=Stadt seit=01.10.2026",
                  "Kassel land=Hessen seit=2026-11-01 web=www.kassel.de",
                  "Ulm land=BW art=Stadt seit=15.11.2026"):
-        await say(services, f"!kommune neu {line}", level=Level.MODERATOR)
+        await say(services, f"!kommune neu {line}", level=NETWORK_MOD)
     listing = await say(services, "!kommunen")
     assert "Mitglieder des Netzwerks: 3" in listing
     assert listing.index("Ulm") < listing.index("Kassel") < listing.index("Wiesbaden")
@@ -437,7 +441,7 @@ async def test_a_moderators_add_is_planned_by_the_running_scheduler(services, cl
     services.schedule_changed = scheduler.schedule_changed
     await scheduler.start()
     try:
-        await say(services, "!kommune neu Wiesbaden land=Hessen", level=Level.MODERATOR)
+        await say(services, "!kommune neu Wiesbaden land=Hessen", level=NETWORK_MOD)
         [job] = [j for j in scheduler.job_ids() if j.startswith("municipalities:")]
         assert job.endswith(ROOM)
     finally:

@@ -1,6 +1,7 @@
 import pytest
 
-from bot.permissions import Permissions, level_of, power_level, room_creators
+from bot.matrix import RefusedError
+from bot.permissions import NetworkRooms, Permissions, level_of, power_level, room_creators
 from commands.framework import Level
 from tests.unit.fakes import ALICE, BOB, BOSS, OTHER_ROOM, ROOM
 
@@ -24,8 +25,8 @@ def level(user_id: str, power_levels: dict | None, create_event: dict | None = N
 
 
 @pytest.mark.parametrize(("pl", "expected"), [
-    (0, Level.MEMBER), (49, Level.MEMBER), (50, Level.MODERATOR), (100, Level.MODERATOR),
-    ("50", Level.MODERATOR), ("viel", Level.MEMBER), (None, Level.MEMBER),
+    (0, Level.MEMBER), (49, Level.MEMBER), (50, Level.ROOM_MODERATOR), (100, Level.ROOM_MODERATOR),
+    ("50", Level.ROOM_MODERATOR), ("viel", Level.MEMBER), (None, Level.MEMBER),
 ])
 def test_power_level_thresholds(pl, expected):
     assert level(BOB, levels({BOB: pl}), create()) is expected
@@ -33,13 +34,13 @@ def test_power_level_thresholds(pl, expected):
 
 def test_custom_moderator_level():
     pls = levels({BOB: 30, CAROL: 20})
-    assert level(BOB, pls, create(), moderator_level=30) is Level.MODERATOR
+    assert level(BOB, pls, create(), moderator_level=30) is Level.ROOM_MODERATOR
     assert level(CAROL, pls, create(), moderator_level=30) is Level.MEMBER
-    assert level(CAROL, pls, create(), moderator_level=0) is Level.MODERATOR
+    assert level(CAROL, pls, create(), moderator_level=0) is Level.ROOM_MODERATOR
 
 
 def test_users_default_applies_to_unlisted_users():
-    assert level(CAROL, levels({BOB: 0}, users_default=50), create()) is Level.MODERATOR
+    assert level(CAROL, levels({BOB: 0}, users_default=50), create()) is Level.ROOM_MODERATOR
     assert level(BOB, levels({BOB: 0}, users_default=50), create()) is Level.MEMBER
     assert level(CAROL, levels({BOB: 100}), create()) is Level.MEMBER
 
@@ -55,10 +56,10 @@ def test_v12_creators_are_moderators_even_with_power_level_zero(version):
     pls = levels({ALICE: 0, BOB: 0, CAROL: 0}, users_default=0)
     assert room_creators(create_event) == {ALICE, BOB}
     assert power_level(ALICE, pls, create_event) is None  # unlimited
-    assert level(ALICE, pls, create_event) is Level.MODERATOR
-    assert level(BOB, pls, create_event) is Level.MODERATOR
+    assert level(ALICE, pls, create_event) is Level.ROOM_MODERATOR
+    assert level(BOB, pls, create_event) is Level.ROOM_MODERATOR
     assert level(CAROL, pls, create_event) is Level.MEMBER
-    assert level(ALICE, pls, create_event, moderator_level=100) is Level.MODERATOR
+    assert level(ALICE, pls, create_event, moderator_level=100) is Level.ROOM_MODERATOR
 
 
 @pytest.mark.parametrize("version", ["1", "10", "11", None])
@@ -73,7 +74,7 @@ def test_creators_of_older_rooms_have_no_special_power(version):
 def test_without_power_levels_the_creator_has_100():
     assert power_level(ALICE, None, create("10", ALICE)) == 100
     assert power_level(BOB, None, create("10", ALICE)) == 0
-    assert level(ALICE, None, create("10", ALICE)) is Level.MODERATOR
+    assert level(ALICE, None, create("10", ALICE)) is Level.ROOM_MODERATOR
     assert level(BOB, None, create("10", ALICE)) is Level.MEMBER
     assert level(BOB, None, None) is Level.MEMBER
 
@@ -91,13 +92,13 @@ class FakeState:
 async def test_permissions_cache_per_room_and_forget_refetches():
     state = FakeState()
     permissions = Permissions(state, admins=[BOSS], moderator_level=50)
-    assert await permissions.level(ROOM, BOB) is Level.MODERATOR
+    assert await permissions.level(ROOM, BOB) is Level.ROOM_MODERATOR
     assert await permissions.level(ROOM, CAROL) is Level.MEMBER
     assert await permissions.level(OTHER_ROOM, BOB) is Level.MEMBER
     assert state.calls == [ROOM, OTHER_ROOM]
 
     state.state[ROOM] = (levels({BOB: 0}), create())
-    assert await permissions.level(ROOM, BOB) is Level.MODERATOR  # still cached
+    assert await permissions.level(ROOM, BOB) is Level.ROOM_MODERATOR  # still cached
     permissions.forget(ROOM)
     permissions.forget("!unknown:example.org")  # harmless
     assert await permissions.level(ROOM, BOB) is Level.MEMBER
@@ -123,4 +124,88 @@ async def test_a_failed_fetch_is_not_cached():
     permissions = Permissions(flaky, admins=[], moderator_level=50)
     with pytest.raises(ConnectionError):
         await permissions.level(ROOM, BOB)
-    assert await permissions.level(ROOM, BOB) is Level.MODERATOR
+    assert await permissions.level(ROOM, BOB) is Level.ROOM_MODERATOR
+
+
+# -- the three scopes: room, network, direct chats -------------------------------------------
+
+SPACE = "!space:example.org"
+NETWORK_ROOM = "!team:example.org"
+DIRECT = "!dm-carol:example.org"
+
+
+def network_permissions(state: FakeState, moderators=(), rooms=(SPACE, NETWORK_ROOM),
+                        direct=(DIRECT,)) -> Permissions:
+    async def network_rooms():
+        return list(rooms)
+
+    async def is_direct_room(room_id):
+        return room_id in direct
+
+    return Permissions(state, admins=[BOSS], moderator_level=50, network_moderators=moderators,
+                       network_rooms=network_rooms, is_direct_room=is_direct_room)
+
+
+async def test_power_in_a_room_of_ones_own_is_no_network_role():
+    state = FakeState()
+    state.state["!mine:example.org"] = (levels({CAROL: 100}), create("12", CAROL))
+    state.state[SPACE] = (levels({BOB: 50}), create())
+    state.state[NETWORK_ROOM] = (levels(), create())
+    permissions = network_permissions(state)
+    assert await permissions.level("!mine:example.org", CAROL) is Level.ROOM_MODERATOR
+    assert await permissions.level(ROOM, CAROL) is Level.MEMBER
+    # Power in the network's space (or a configured network room) moderates the network.
+    assert await permissions.level(OTHER_ROOM, BOB) is Level.NETWORK_MODERATOR
+    state.state[NETWORK_ROOM] = (levels({CAROL: 50}), create())
+    permissions.forget(NETWORK_ROOM)
+    assert await permissions.level(OTHER_ROOM, CAROL) is Level.NETWORK_MODERATOR
+
+
+async def test_configured_network_moderators_and_admins():
+    state = FakeState()
+    permissions = network_permissions(state, moderators=[CAROL], rooms=())
+    assert await permissions.level(OTHER_ROOM, CAROL) is Level.NETWORK_MODERATOR
+    assert await permissions.level(OTHER_ROOM, BOSS) is Level.ADMIN
+    assert state.calls == []  # neither needs any room's state
+
+
+async def test_the_bots_direct_chat_gives_the_member_no_power():
+    state = FakeState()
+    # The invitee of a `trusted_private_chat` holds power 100 in it.
+    state.state[DIRECT] = (levels({CAROL: 100}), create("10", "@nextbot:example.org"))
+    permissions = network_permissions(state, rooms=())
+    assert await permissions.level(DIRECT, CAROL) is Level.MEMBER
+    assert await permissions.level(DIRECT, BOSS) is Level.ADMIN
+
+
+async def test_a_network_room_the_bot_cannot_read_grants_nothing():
+    state = FakeState()
+
+    async def fetch(room_id):
+        if room_id == SPACE:
+            raise RefusedError("room state: M_FORBIDDEN")
+        return await state(room_id)
+
+    state.state[NETWORK_ROOM] = (levels(), create())
+    permissions = network_permissions(fetch)
+    assert await permissions.level(ROOM, BOB) is Level.ROOM_MODERATOR
+    assert await permissions.level(ROOM, CAROL) is Level.MEMBER
+
+
+async def test_network_rooms_resolve_aliases_once_and_include_the_remembered_space():
+    resolved: list[str] = []
+    space: list[str | None] = [None]
+
+    async def resolve(alias):
+        resolved.append(alias)
+        return {"#team:example.org": NETWORK_ROOM}.get(alias)
+
+    async def remembered():
+        return space[0]
+
+    rooms = NetworkRooms(["#team:example.org", "", "!x:example.org", "#gone:example.org"],
+                         resolve, remembered)
+    assert await rooms.ids() == [NETWORK_ROOM, "!x:example.org"]
+    space[0] = SPACE
+    assert await rooms.ids() == [NETWORK_ROOM, "!x:example.org", SPACE]
+    assert resolved == ["#team:example.org", "#gone:example.org", "#gone:example.org"]

@@ -36,14 +36,14 @@ async def test_show_lists_every_setting_with_its_default(services):
 async def test_members_may_look_but_not_change(services, storage):
     refused = await say(services, "!einstellungen setzen sprache en")
     assert refused == ("Den Befehl !einstellungen setzen dürfen nur Personen mit der Rolle "
-                       "Moderation ausführen.")
+                       "Raum-Moderation ausführen.")
     assert await storage.rooms.settings(ROOM) == {}
     assert await storage.rooms.setting_changes(ROOM) == []
 
 
 async def test_a_moderator_changes_the_language_and_is_answered_in_the_new_one(services,
                                                                                storage):
-    answer = await say(services, "!einstellungen setzen sprache en", level=Level.MODERATOR)
+    answer = await say(services, "!einstellungen setzen sprache en", level=Level.ROOM_MODERATOR)
     assert answer == "Saved: language is now English."
     assert await storage.rooms.language(ROOM) == "en"
     assert await storage.rooms.language(OTHER_ROOM) is None
@@ -61,14 +61,14 @@ async def test_a_moderator_changes_the_language_and_is_answered_in_the_new_one(s
 ])
 async def test_values_in_either_language_are_stored_canonically(services, storage, body, key,
                                                                  stored):
-    await say(services, body, level=Level.MODERATOR)
+    await say(services, body, level=Level.ROOM_MODERATOR)
     assert (await storage.rooms.settings(ROOM))[key] == stored
 
 
 async def test_standard_resets_to_the_default(services, storage):
-    await say(services, "!config set announcements on", level=Level.MODERATOR)
+    await say(services, "!config set announcements on", level=Level.ROOM_MODERATOR)
     answer = await say(services, "!einstellungen setzen ankündigungen standard",
-                       level=Level.MODERATOR)
+                       level=Level.ROOM_MODERATOR)
     assert answer == "Gespeichert: ankündigungen ist jetzt aus."
     assert await storage.rooms.settings(ROOM) == {}
     [latest, _] = await storage.rooms.setting_changes(ROOM)
@@ -91,12 +91,12 @@ async def test_standard_resets_to_the_default(services, storage):
      "[schlüssel wert]\nMehr dazu: !hilfe einstellungen"),
 ])
 async def test_bad_input_is_answered_with_what_is_allowed(services, storage, body, expected):
-    assert await say(services, body, level=Level.MODERATOR) == expected
+    assert await say(services, body, level=Level.ROOM_MODERATOR) == expected
     assert await storage.rooms.settings(ROOM) == {}
 
 
 async def test_a_too_long_text_is_refused(services, storage):
-    answer = await say(services, "!config set welcome " + "x" * 1001, level=Level.MODERATOR,
+    answer = await say(services, "!config set welcome " + "x" * 1001, level=Level.ROOM_MODERATOR,
                        language="en")
     assert answer == "The text for welcome is too long: at most 1000 characters."
     assert await storage.rooms.settings(ROOM) == {}
@@ -104,7 +104,7 @@ async def test_a_too_long_text_is_refused(services, storage):
 
 async def test_hostile_welcome_text_is_kept_literally_and_shown_escaped(services, storage):
     text = "<b>Hi</b> @room [x](https://evil.example)"
-    await say(services, f"!config set welcome {text}", level=Level.MODERATOR)
+    await say(services, f"!config set welcome {text}", level=Level.ROOM_MODERATOR)
     assert (await storage.rooms.settings(ROOM))["welcome"] == text
     replies = await dispatch(request("!einstellungen"), services)
     assert "<b>" not in replies[0].text.markdown
@@ -114,8 +114,8 @@ async def test_hostile_welcome_text_is_kept_literally_and_shown_escaped(services
 async def test_every_change_is_recorded_and_listed_newest_first(services, storage):
     assert await say(services, "!einstellungen verlauf") == (
         "In diesem Raum wurde noch keine Einstellung geändert.")
-    await say(services, "!einstellungen setzen ankündigungen an", level=Level.MODERATOR)
-    await say(services, "!einstellungen setzen sprache en", level=Level.MODERATOR, sender=BOB)
+    await say(services, "!einstellungen setzen ankündigungen an", level=Level.ROOM_MODERATOR)
+    await say(services, "!einstellungen setzen sprache en", level=Level.ROOM_MODERATOR, sender=BOB)
     history = await say(services, "!einstellungen verlauf")
     lines = history.splitlines()
     assert lines[0] == "Letzte Änderungen der Einstellungen"
@@ -129,7 +129,7 @@ async def test_every_change_is_recorded_and_listed_newest_first(services, storag
 
 
 async def test_the_language_shortcut_records_its_change_too(services, storage):
-    await say(services, "!sprache en", level=Level.MODERATOR)
+    await say(services, "!sprache en", level=Level.ROOM_MODERATOR)
     [change] = await storage.rooms.setting_changes(ROOM)
     assert (change.key, change.new_value, change.changed_by) == ("language", "en", ALICE)
 

@@ -105,12 +105,14 @@ async def say(services, body, **kwargs) -> str:
 
 
 async def add(services, line: str, **kwargs) -> str:
-    return await say(services, f"!werkstatt neu {line}", level=Level.MODERATOR, **kwargs)
+    return await say(services, f"!werkstatt neu {line}", level=Level.ROOM_MODERATOR, **kwargs)
 
 
 async def stored(storage, title: str, start: datetime, hours: int = 2, **fields) -> Workshop:
-    """A workshop straight into the database (created a week before the test's now)."""
+    """A workshop straight into the database (created a week before the test's now); one with
+    a room is that room's own (as a room moderator adds it) unless `network_wide` is given."""
     fields.setdefault("room_id", ROOM)
+    fields.setdefault("network_wide", fields["room_id"] is None)
     new = Workshop(title=title, starts_at=start, ends_at=start + timedelta(hours=hours),
                    created_by=BOSS, **fields)
     return await storage.workshops.add(new, berlin(2026, 1, 1, 0, 0))
@@ -306,7 +308,7 @@ async def test_members_may_not_add_edit_or_cancel(services, storage):
     for body in ("!werkstatt neu 03.12.2026 10:00-12:00 x", "!werkstatt ändern 1 plätze=3",
                  "!werkstatt absagen 1", "!werkstatt 1 teilnehmende"):
         text = await say(services, body)
-        assert "dürfen nur Personen mit der Rolle Moderation" in text, body
+        assert "dürfen nur Personen mit der Rolle Raum-Moderation" in text, body
     assert (await storage.workshops.get(1)).capacity is None
     assert await storage.workshops.get(2) is None
 
@@ -416,7 +418,7 @@ async def test_calendar_file(services, storage, clock):
     assert str(event["STATUS"]) == "CONFIRMED"
     uid, sequence = str(event["UID"]), int(event["SEQUENCE"])
     # The same UID after a change, a higher SEQUENCE, the new time.
-    await say(services, "!werkstatt ändern 1 zeit=14:00-16:00", level=Level.MODERATOR)
+    await say(services, "!werkstatt ändern 1 zeit=14:00-16:00", level=Level.ROOM_MODERATOR)
     clock.at += timedelta(hours=1)
     [event] = Calendar.from_ical((await ask(services, "!werkstatt 1 ics"))[0]
                                  .attachment.data).walk("VEVENT")
@@ -529,28 +531,28 @@ async def test_repository_orders_the_waiting_list(storage):
 
 async def test_edit_keeps_what_was_not_typed(services, storage, changed):
     await stored(storage, "KI", berlin(2026, 12, 3, 10), capacity=20, location="Rathaus")
-    text = await say(services, "!werkstatt ändern 1 datum=10.12.", level=Level.MODERATOR)
+    text = await say(services, "!werkstatt ändern 1 datum=10.12.", level=Level.ROOM_MODERATOR)
     assert "Gespeichert: KI (Nr. 1)" in text
     assert "Do., 10.12.2026, 10:00–12:00 Uhr" in text
-    await ask(services, "!werkstatt 1 ändern start=11:00", level=Level.MODERATOR)
+    await ask(services, "!werkstatt 1 ändern start=11:00", level=Level.ROOM_MODERATOR)
     found = await storage.workshops.get(1)
     assert (found.starts_at, found.ends_at) == (berlin(2026, 12, 10, 11), berlin(2026, 12, 10, 13))
     await ask(services, "!werkstatt ändern 1 ende=15:30 ort=- beschreibung=Mit Kaffee",
-              level=Level.MODERATOR)
+              level=Level.ROOM_MODERATOR)
     found = await storage.workshops.get(1)
     assert found.ends_at == berlin(2026, 12, 10, 15, 30)
     assert (found.location, found.description, found.capacity) == (None, "Mit Kaffee", 20)
-    await ask(services, "!werkstatt ändern 1 11.12.2026 09:00-17:00", level=Level.MODERATOR)
+    await ask(services, "!werkstatt ändern 1 11.12.2026 09:00-17:00", level=Level.ROOM_MODERATOR)
     found = await storage.workshops.get(1)
     assert (found.starts_at, found.ends_at) == (berlin(2026, 12, 11, 9), berlin(2026, 12, 11, 17))
     assert changed == ["workshops"] * 4
     assert "Keine Änderung" in await say(services, "!werkstatt ändern 1 plätze=20",
-                                         level=Level.MODERATOR)
+                                         level=Level.ROOM_MODERATOR)
 
 
 async def test_edit_errors(services, storage, clock):
     await stored(storage, "KI", berlin(2026, 12, 3, 10))
-    mod = {"level": Level.MODERATOR}
+    mod = {"level": Level.ROOM_MODERATOR}
     assert "Was soll ich ändern?" in await say(services, "!werkstatt ändern 1", **mod)
     assert "in der Vergangenheit" in await say(services, "!werkstatt ändern 1 datum=01.11.2026",
                                                **mod)
@@ -565,12 +567,12 @@ async def test_more_places_move_the_waiting_up(services, storage):
     for user in (ALICE, BOB, CAROL):
         await ask(services, "!anmelden 1", sender=user)
     replies = await ask(services, "!werkstatt ändern 1 plätze=2", sender=BOSS,
-                        level=Level.MODERATOR)
+                        level=Level.ROOM_MODERATOR)
     dms = [r for r in replies if r.direct]
     assert [r.recipient for r in dms] == [BOB]
     assert "Von der Warteliste nachgerückt: 1" in replies[-1].text.plain
     replies = await ask(services, "!werkstatt ändern 1 plätze=-", sender=BOSS,
-                        level=Level.MODERATOR)
+                        level=Level.ROOM_MODERATOR)
     assert [r.recipient for r in replies if r.direct] == [CAROL]
 
 
@@ -579,23 +581,23 @@ async def test_a_new_time_is_told_to_everyone_signed_up(services, storage):
     for user in (ALICE, BOB):
         await ask(services, "!anmelden 1", sender=user)
     replies = await ask(services, "!werkstatt ändern 1 zeit=14:00-16:00", sender=BOSS,
-                        level=Level.MODERATOR)
+                        level=Level.ROOM_MODERATOR)
     dms = [r for r in replies if r.direct]
     assert [r.recipient for r in dms] == [ALICE, BOB]
     assert all("jetzt Do., 03.12.2026, 14:00–16:00 Uhr" in r.text.plain for r in dms)
     assert "2 angemeldeten und wartenden Personen" in replies[-1].text.plain
     replies = await ask(services, "!werkstatt ändern 1 beschreibung=Neu", sender=BOSS,
-                        level=Level.MODERATOR)
+                        level=Level.ROOM_MODERATOR)
     assert not [r for r in replies if r.direct]  # nothing to plan around changed
     await ask(services, "!abmelden 1", sender=BOB)
     replies = await ask(services, "!werkstatt ändern 1 zeit=15:00-17:00", sender=BOSS,
-                        level=Level.MODERATOR)
+                        level=Level.ROOM_MODERATOR)
     assert "habe ich der angemeldeten oder wartenden Person" in replies[-1].text.plain
 
 
 async def test_workshops_of_other_rooms_are_their_moderators(services, storage):
     await stored(storage, "KI", berlin(2026, 12, 3, 10), room_id=OTHER_ROOM)
-    text = await say(services, "!werkstatt absagen 1", level=Level.MODERATOR)
+    text = await say(services, "!werkstatt absagen 1", level=Level.ROOM_MODERATOR)
     assert "gehört zu einem anderen Raum" in text
     assert not (await storage.workshops.get(1)).cancelled
     await ask(services, "!werkstatt absagen 1", level=Level.ADMIN)
@@ -607,7 +609,7 @@ async def test_cancel_tells_everyone_by_direct_message(services, storage, change
     for user in (ALICE, BOB):
         await ask(services, "!anmelden 1", sender=user)
     replies = await ask(services, "!werkstatt absagen 1 Referentin erkrankt", sender=BOSS,
-                        level=Level.MODERATOR)
+                        level=Level.ROOM_MODERATOR)
     confirm, *dms = replies
     assert not confirm.direct
     assert "Abgesagt: KI (Nr. 1) am Do., 03.12.2026, 10:00–12:00 Uhr" in confirm.text.plain
@@ -617,7 +619,7 @@ async def test_cancel_tells_everyone_by_direct_message(services, storage, change
                in r.text.plain for r in dms)
     assert changed == ["workshops"]
     assert "bereits abgesagt" in await say(services, "!werkstatt absagen 1",
-                                           level=Level.MODERATOR)
+                                           level=Level.ROOM_MODERATOR)
     assert "Zurzeit ist keine Werkstatt geplant." == await say(services, "!werkstätten")
     assert "abgesagt" in await say(services, "!werkstatt 1")
     assert "ist abgesagt" in await say(services, "!anmelden 1", sender=CAROL)
@@ -625,7 +627,7 @@ async def test_cancel_tells_everyone_by_direct_message(services, storage, change
 
 async def test_cancel_without_sign_ups(services, storage):
     await stored(storage, "KI", berlin(2026, 12, 3, 10))
-    replies = await ask(services, "!workshop cancel 1", level=Level.MODERATOR, language="en")
+    replies = await ask(services, "!workshop cancel 1", level=Level.ROOM_MODERATOR, language="en")
     assert [r.text.plain for r in replies] == [
         "Cancelled: KI (no. 1) on Thu, 3 Dec 2026, 10:00–12:00. Nobody had signed up yet."]
 
@@ -635,7 +637,7 @@ async def test_participants_go_to_the_moderator_by_direct_message(services, stor
     for user in (ALICE, BOB):
         await ask(services, "!anmelden 1", sender=user)
     dm, confirm = await ask(services, "!werkstatt 1 teilnehmende", sender=BOSS,
-                            level=Level.MODERATOR)
+                            level=Level.ROOM_MODERATOR)
     assert dm.direct and dm.recipient is None and not dm.mentions
     assert "1 angemeldet, 1 auf der Warteliste" in dm.text.plain
     assert ALICE in dm.text.plain and BOB in dm.text.plain
@@ -804,7 +806,7 @@ async def test_every_example_works(services, storage, lang):
         await stored(storage, "Platzhalter", berlin(2026, 12, 4, 10))
     for command in workshops.router.commands:
         for line in CATALOG.template(lang, f"commands.{command.name}.examples").splitlines():
-            for reply in await ask(services, line, level=Level.MODERATOR, language=lang):
+            for reply in await ask(services, line, level=Level.ROOM_MODERATOR, language=lang):
                 assert "So geht es" not in reply.text.plain, line
                 assert "How workshops work" not in reply.text.plain, line
 
@@ -822,3 +824,35 @@ async def test_a_moved_workshop_gets_its_reminders_again_under_new_keys(services
     assert "20261203T1000" in before_move.key and "20261210T1000" in after_move.key
     assert after_move.key != before_move.key  # the delivery record of the first does not block
     assert after_move.due == berlin(2026, 12, 9, 10)
+
+
+# -- who may do what (README, "Who may do what") -------------------------------------------------
+
+
+async def test_a_room_moderators_workshop_is_listed_in_that_room_only(services, storage):
+    await add(services, "03.12.2026 10:00-12:00 Nur hier")
+    assert "Nur hier" in await say(services, "!werkstätten")
+    assert "Nur hier" not in await say(services, "!werkstätten", room_id=OTHER_ROOM)
+    assert not (await storage.workshops.get(1)).network_wide
+    await say(services, "!werkstatt neu 04.12.2026 10:00-12:00 Für alle",
+              level=Level.NETWORK_MODERATOR)
+    assert "Für alle" in await say(services, "!werkstätten", room_id=OTHER_ROOM)
+    assert (await storage.workshops.get(2)).network_wide
+
+
+@pytest.mark.parametrize("room_id", [ROOM, None])
+async def test_a_network_wide_or_roomless_workshop_is_the_network_moderators(services, storage,
+                                                                             room_id):
+    await stored(storage, "KI", berlin(2026, 12, 3, 10), room_id=room_id, network_wide=True)
+    await ask(services, "!anmelden 1", sender=BOB)
+    for body in ("!werkstatt ändern 1 ort=Irgendwo", "!werkstatt absagen 1 Grund",
+                 "!werkstatt 1 teilnehmende"):
+        replies = await ask(services, body, level=Level.ROOM_MODERATOR)
+        assert [r.direct for r in replies] == [False], body  # no DM to anyone
+        assert "Rolle Netzwerk-Moderation" in replies[0].text.plain, body
+    assert (await storage.workshops.get(1)).location is None
+    assert not (await storage.workshops.get(1)).cancelled
+    replies = await ask(services, "!werkstatt absagen 1 Grund", level=Level.NETWORK_MODERATOR,
+                        room_id=OTHER_ROOM)
+    assert (await storage.workshops.get(1)).cancelled
+    assert [r.recipient for r in replies if r.direct] == [BOB]
