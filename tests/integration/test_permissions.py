@@ -14,7 +14,8 @@ from tests.integration.harness import BotAccount, Member
 
 pytestmark = pytest.mark.synapse
 
-REFUSED = "Den Befehl !sprache dürfen nur Personen mit der Rolle Moderation ausführen."
+REFUSED = "Den Befehl !sprache dürfen nur Personen mit der Rolle Raum-Moderation ausführen."
+NETWORK_ONLY = "dürfen nur Personen mit der Rolle Netzwerk-Moderation ausführen."
 
 
 async def test_demotion_during_a_level_lookup_is_not_forgotten(
@@ -65,5 +66,46 @@ async def test_demotion_during_a_level_lookup_is_not_forgotten(
     await moderator.wait_for_replies(room, bot, [first])
 
     after = (await moderator.ask(room, bot, "!sprache de"))["content"]["body"]
-    assert "Only people with the role moderator" in after or after == REFUSED, (
+    assert "Only people with the role room moderator" in after or after == REFUSED, (
         f"a demoted member still counts as moderator: {after!r}")
+
+
+async def test_power_in_a_room_of_ones_own_or_the_bots_direct_chat_acts_for_nobody_else(
+    bot_account: BotAccount, member: Member, make_member: MakeMember,
+) -> None:
+    """A member holds power 100 in a room they made and (before) in the bot's direct chat: that
+    is no right to register communities or members for the whole network. A configured network
+    moderator may, from any room."""
+    network_moderator = await make_member("netmod")
+    bot_account.bot_settings["moderators"] = [network_moderator.user_id]
+    bot = bot_account.user_id
+    await bot_account.start()
+    await bot_account.wait_synced()
+    own_room = await member.create_room(invite=[bot])  # the member holds power 100 here
+    assert await member.wait_joined(own_room, bot)
+    for command in ("!community anlegen hack Hackhausen", "!kommune neu Hackhausen land=Hessen"):
+        answer = (await member.ask(own_room, bot, command))["content"]["body"]
+        assert answer.endswith(NETWORK_ONLY), answer
+    # The room's own settings are the member's to change there.
+    assert "antworte ich ab jetzt auf" in (
+        await member.ask(own_room, bot, "!sprache de"))["content"]["body"]
+
+    # The bot's direct chat (made for the export) gives the member no power at all.
+    await member.ask(own_room, bot, "!profil zustimmen")
+    invites_before = len(member.invites)
+    await member.ask(own_room, bot, "!profil export")
+    if len(member.invites) == invites_before:
+        await member.wait_for_invite()
+    direct_room = member.invites[invites_before]
+    await member.join(direct_room)
+    for command in ("!kommune neu Hackhausen land=Hessen", "!sprache en"):
+        answer = (await member.ask(direct_room, bot, command))["content"]["body"]
+        assert "dürfen nur Personen mit der Rolle" in answer, answer
+
+    shared = await network_moderator.create_room(invite=[bot, member.user_id])
+    assert await network_moderator.wait_joined(shared, bot)
+    added = (await network_moderator.ask(shared, bot, "!kommune neu Wiesbaden land=Hessen"))
+    assert "Eingetragen: Wiesbaden" in added["content"]["body"]
+    await member.join(shared)
+    listing = (await member.ask(shared, bot, "!kommunen"))["content"]["body"]
+    assert "Wiesbaden" in listing and "Hackhausen" not in listing
