@@ -18,8 +18,10 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -59,6 +61,36 @@ def storable_record(record: object) -> bool:
     return storable(*(getattr(record, f.name) for f in dataclasses.fields(record)))
 
 
+def owner_only(path: Path) -> None:
+    """Take every access of group and others away from one of the bot's files or directories
+    (they hold secrets); nothing if it does not exist."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # not the bot's own file: the operator has to see to it
+        log.warning("%s: cannot make it readable by its owner only (%s)", path, exc.strerror)
+
+
+def create_owner_only(path: Path) -> None:
+    """Create the database file readable and writable by the owner only (0600), whatever the
+    umask, and tighten an existing one with its -wal and -shm files. It holds the access token
+    and every profile. SQLite gives the -wal and -shm files it creates the database's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # only one made here is 0700
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            owner_only(file)
+    else:
+        try:
+            os.fchmod(descriptor, 0o600)  # the umask may have taken the owner's bits too
+        finally:
+            os.close(descriptor)
+
+
 def storable_text(text: str) -> str:
     """The text with each lone surrogate replaced by U+FFFD, as a UTF-8 decoder shows a broken
     character: the rest of the text stays readable and storable."""
@@ -93,7 +125,7 @@ class Database:
     async def open(cls, path: str | Path, migrations: Sequence[Migration]) -> Database:
         """Open (creating if needed) and migrate the database. `:memory:` is fine for tests."""
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            create_owner_only(Path(path))
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         conn.row_factory = aiosqlite.Row
         db = cls(conn)

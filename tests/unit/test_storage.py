@@ -1,5 +1,7 @@
 import asyncio
+import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -265,6 +267,50 @@ async def test_session_save_and_restore_across_restarts(tmp_path):
         assert "tok-1" not in repr(session)
     finally:
         await store.close()
+
+
+# -- who may read the database's files -----------------------------------------------------------
+
+
+@pytest.fixture
+def permissive_umask():
+    """Files made now are readable (and writable) by everyone unless the bot says otherwise."""
+    before = os.umask(0o000)
+    yield
+    os.umask(before)
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def database_files(path: Path) -> list[Path]:
+    return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+
+
+async def test_the_database_is_made_owner_only_whatever_the_umask(tmp_path, permissive_umask):
+    path = tmp_path / "data" / "bot.db"
+    store = await Storage.open(path)
+    try:
+        await store.session.save_login(BOT, "DEV1", "tok-1")  # the access token
+        assert [mode(file) for file in database_files(path)] == [0o600] * 3
+        assert mode(path.parent) == 0o700
+    finally:
+        await store.close()
+
+
+async def test_an_existing_database_readable_by_others_is_tightened(tmp_path):
+    path = tmp_path / "bot.db"
+    first = await Storage.open(path)
+    try:
+        await first.session.save_login(BOT, "DEV1", "tok-1")  # keeps -wal and -shm open
+        for file in database_files(path):
+            file.chmod(0o644)  # as an earlier version left them
+        second = await Storage.open(path)
+        await second.close()
+        assert [mode(file) for file in database_files(path)] == [0o600] * 3
+    finally:
+        await first.close()
 
 
 async def test_new_login_of_the_same_account_keeps_the_sync_history(storage):
