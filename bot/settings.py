@@ -44,7 +44,7 @@ ENV_PREFIX = "NEXTBOT_"
 ENV_NESTED_DELIMITER = "__"
 
 # Field names whose values must never be echoed back, not even in error messages.
-SECRET_FIELDS = frozenset({"password", "access_token"})
+SECRET_FIELDS = frozenset({"password", "access_token", "store_pickle_key"})
 
 # A Matrix server name: DNS name or IP literal, optional port.
 _SERVER_NAME = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
@@ -108,6 +108,8 @@ class MatrixSettings(_Section):
     device_name: str = "NExT-Bot"
     # Directory for the end-to-end encryption store (olm/megolm keys).
     store_path: Path = Path("./data/store")
+    # Key the store's secrets are encrypted with; unset: a key file made in the store.
+    store_pickle_key: SecretStr | None = None
     encryption: bool = True
 
     @field_validator("homeserver")
@@ -117,7 +119,7 @@ class MatrixSettings(_Section):
         _check_http_url(value)
         return value.rstrip("/")
 
-    @field_validator("password", "access_token")
+    @field_validator("password", "access_token", "store_pickle_key")
     @classmethod
     def _empty_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():
