@@ -65,6 +65,18 @@ async def make_member(homeserver: Homeserver) -> AsyncIterator[MakeMember]:
 @pytest.fixture
 async def room(bot_account: BotAccount, member: Member) -> str:
     """A room the member created, with the bot invited, running and joined."""
+    return await _room_with_the_bot(bot_account, member)
+
+
+@pytest.fixture
+async def network_room(bot_account: BotAccount, member: Member) -> str:
+    """The same, with the member a network moderator (`[bot] moderators`): one who may act for
+    the whole network (communities, the member register)."""
+    bot_account.bot_settings["moderators"] = [member.user_id]
+    return await _room_with_the_bot(bot_account, member)
+
+
+async def _room_with_the_bot(bot_account: BotAccount, member: Member) -> str:
     await bot_account.start()
     await bot_account.wait_synced()
     room_id = await member.create_room(invite=[bot_account.user_id], name="Testraum")

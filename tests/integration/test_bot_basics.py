@@ -211,8 +211,8 @@ async def test_language_is_for_moderators_and_switches_the_replies(
     # Power level 0: refused, in German, naming the role.
     refused = (await other.ask(room, bot, "!sprache en"))["content"]
     assert refused["body"] == (
-        "Den Befehl !sprache dürfen nur Personen mit der Rolle Moderation ausführen.")
-    assert "<strong>Moderation</strong>" in refused["formatted_body"]
+        "Den Befehl !sprache dürfen nur Personen mit der Rolle Raum-Moderation ausführen.")
+    assert "<strong>Raum-Moderation</strong>" in refused["formatted_body"]
     assert "das kann ich" in (await other.ask(room, bot, "!hilfe"))["content"]["body"]
 
     # The creator (not in m.room.power_levels at all) may.
@@ -236,7 +236,7 @@ async def test_language_is_for_moderators_and_switches_the_replies(
     # Demoted again: refused again (the bot saw the power levels change), now in English.
     await creator.set_power_level(room, other.user_id, 0)
     again = (await other.ask(room, bot, "!sprache de"))["content"]
-    assert again["body"] == "Only people with the role moderator may use !sprache."
+    assert again["body"] == "Only people with the role room moderator may use !sprache."
     await other.settle(0.5)
     bot_messages = other.messages_from(room, bot)
     assert len(bot_messages) == 10

@@ -28,6 +28,7 @@ async def test_create_join_and_welcome_once_combined_for_joins_close_together(
     bot = bot_account.user_id
     # This member's client reads plain rooms; encrypted community rooms: test_encryption.py.
     bot_account.sections = {"communities": {"welcome_delay_seconds": 2, "encrypt_rooms": False}}
+    bot_account.bot_settings["moderators"] = [member.user_id]  # communities are the network's
     await bot_account.start()
     await bot_account.wait_synced()
     lobby = await member.create_room(invite=[bot])  # its creator moderates it (room v12)
@@ -97,8 +98,9 @@ async def _wait_for_greetings(member: Member, room: str, bot: str, count: int) -
 
 
 async def test_link_and_archive_an_existing_room(
-    bot_account: BotAccount, member: Member, room: str
+    bot_account: BotAccount, member: Member, network_room: str
 ) -> None:
+    room = network_room
     bot = bot_account.user_id
     alias = unique("cloud")
     cloud = await member.create_room(invite=[bot], alias=alias, name="Cloud")
@@ -130,7 +132,7 @@ async def test_config_is_for_moderators_recorded_and_switches_the_language(
 
     refused = (await other.ask(room, bot, "!einstellungen setzen sprache en"))["content"]
     assert refused["body"] == ("Den Befehl !einstellungen setzen dürfen nur Personen mit der "
-                               "Rolle Moderation ausführen.")
+                               "Rolle Raum-Moderation ausführen.")
     shown = (await other.ask(room, bot, "!einstellungen"))["content"]["body"]
     assert "Sprache des Bots (sprache): Deutsch" in shown
 

@@ -159,9 +159,10 @@ async def test_a_community_room_is_made_encrypted_and_its_welcome_arrives_encryp
     homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
 ) -> None:
     bot_account.sections = {"communities": {"welcome_delay_seconds": 1}}
+    member = await EncryptingMember.create(homeserver, tmp_path / "member-store")
+    bot_account.bot_settings["moderators"] = [member.client.user_id]  # communities: the network's
     await bot_account.start()
     await bot_account.wait_synced()
-    member = await EncryptingMember.create(homeserver, tmp_path / "member-store")
     try:
         created = await member.client.room_create(
             invite=[bot_account.user_id], initial_state=[ENCRYPTION])

@@ -168,9 +168,10 @@ async def _wait_posts(member: Member, room: str, bot: str, count: int,
     return posts(member, room, bot)
 
 
-async def test_members_may_not_register_a_join_moderators_may_and_it_is_announced(
-    bot_account: BotAccount, member: Member, room: str, make_member: MakeMember
+async def test_members_may_not_register_a_join_network_moderators_may_and_it_is_announced(
+    bot_account: BotAccount, member: Member, network_room: str, make_member: MakeMember
 ) -> None:
+    room = network_room
     bot = bot_account.user_id
     await member.ask(room, bot, "!einstellungen setzen ankündigungen an")
     guest = await make_member("gast")
@@ -178,7 +179,7 @@ async def test_members_may_not_register_a_join_moderators_may_and_it_is_announce
     await guest.join(room)
 
     refused = (await guest.ask(room, bot, "!kommune neu Wiesbaden land=Hessen"))["content"]
-    assert "Moderation" in refused["body"], refused["body"]
+    assert "Netzwerk-Moderation" in refused["body"], refused["body"]
     added = (await member.ask(room, bot, "!kommune neu Wiesbaden land=Hessen ags=06414000 "
                                          "art=Stadt"))["content"]["body"]
     assert "Eingetragen: Wiesbaden (Stadt, Hessen)" in added, added
