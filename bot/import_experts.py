@@ -24,6 +24,12 @@ transaction, or none of them if any row is bad (unless the operator asks to skip
   set a name), so an export of any directory imports again unchanged.
 - Text is cleaned as the bot cleans members' input: one line, control characters dropped,
   spaces collapsed; then the length limits apply.
+- A spreadsheet runs a cell that begins with `=`, `+`, `-`, `@`, a tab or a carriage return as a
+  formula ("CSV injection"). The export writes such a value with an apostrophe in front
+  (`'=HYPERLINK(…)`, also every `'@matrix:id`), which spreadsheets show as text; the import
+  takes exactly that apostrophe off again (`plain`), so an export imports again unchanged. A
+  value that itself begins with apostrophes before such a character gets one more, so it too
+  comes back as it was; any other apostrophe is left alone.
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ COLUMNS = ("matrix_id", "name", "organisation", "topics", "level", "municipality
 REQUIRED = ("matrix_id", "name")
 TOPIC_SEPARATOR = ";"
 DEFAULT_BIO_MAX_LENGTH = 500
+# What makes a spreadsheet run a cell as a formula (OWASP, "CSV injection"), and what it shows
+# as text instead.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+TEXT_MARK = "'"
 
 # CSV column -> Profile attribute, for the free-text columns.
 _TEXT_FIELDS = {"name": "display_name", "organisation": "organisation",
@@ -121,6 +131,18 @@ class ImportResult:
 # -- cleaning and checking one row (pure) -------------------------------------------------------
 
 
+def neutralised(value: str) -> str:
+    """`value` as the export writes it: a spreadsheet shows it, never runs it (see above)."""
+    return TEXT_MARK + value if value.lstrip(TEXT_MARK).startswith(FORMULA_STARTS) else value
+
+
+def plain(cell: str) -> str:
+    """A cell's value without the apostrophe `neutralised` put in front of it."""
+    if cell.startswith(TEXT_MARK) and cell.lstrip(TEXT_MARK).startswith(FORMULA_STARTS):
+        return cell[1:]
+    return cell
+
+
 @lru_cache(maxsize=65536)
 def _topic(raw: str) -> tuple[str, str, str | None]:
     """(cleaned topic, its key, why it is bad or None); topics repeat a lot, hence the cache."""
@@ -157,11 +179,13 @@ def _topics(cell: str, line: int, problems: list[RowProblem]) -> list[str]:
 
 def check_row(cells: Mapping[str, str], line: int, *, bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
               known_ids: Container[str] = frozenset()) -> tuple[Profile | None, list[RowProblem]]:
-    """The profile a row describes, or None and why not. `cells` maps column to raw text.
+    """The profile a row describes, or None and why not. `cells` maps column to the text as
+    in the file (a `neutralised` value is read back as it was).
 
     Columns missing from `cells` stay at the Profile's defaults. `known_ids` are the user ids
     that already have a profile (only they may go without a name).
     """
+    cells = {column: plain(cell) for column, cell in cells.items()}
     problems: list[RowProblem] = []
     user_id = cells.get("matrix_id", "").strip()
     if not user_id:
@@ -216,7 +240,7 @@ def parse_experts(text: str, *, name: str = "file",
             continue
         profile, problems = check_row(cells, start, bio_max_length=bio_max_length,
                                       known_ids=known_ids)
-        user_id = cells["matrix_id"].strip()
+        user_id = plain(cells["matrix_id"]).strip()
         if user_id and _USER_ID_RE.match(user_id):
             if (earlier := first_line.setdefault(user_id, start)) != start:
                 problems.append(RowProblem(start, "matrix_id",
@@ -301,11 +325,11 @@ async def run_cli(storage: Storage, path: Path | str, *, skip_invalid: bool = Fa
 
 
 def row_of(profile: Profile) -> list[str]:
-    """A profile as a CSV row, in COLUMNS order."""
-    return [profile.user_id, profile.display_name or "", profile.organisation or "",
-            TOPIC_SEPARATOR.join(profile.topics), profile.level or "",
-            profile.municipality or "", profile.state or "", profile.role or "",
-            profile.bio or ""]
+    """A profile as a CSV row, in COLUMNS order, each value `neutralised`."""
+    return [neutralised(value) for value in (
+        profile.user_id, profile.display_name or "", profile.organisation or "",
+        TOPIC_SEPARATOR.join(profile.topics), profile.level or "", profile.municipality or "",
+        profile.state or "", profile.role or "", profile.bio or "")]
 
 
 _COMPARED = ("display_name", "organisation", "topics", "level", "municipality", "state", "role",

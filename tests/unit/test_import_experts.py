@@ -1,5 +1,6 @@
 """`nextbot import experts` / `export experts`: checking, all-or-nothing, round trip, CLI."""
 
+import csv
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,10 +11,13 @@ from bot.cli import main
 from bot.csv_import import ImportFileError
 from bot.import_experts import (
     COLUMNS,
+    FORMULA_STARTS,
     ExportError,
     export_experts,
     import_experts,
+    neutralised,
     parse_experts,
+    plain,
 )
 from storage import Storage
 from storage.experts import Profile
@@ -321,6 +325,56 @@ async def test_export_then_import_changes_nothing(storage, tmp_path):
     assert (result.created, result.updated, result.unchanged, result.skipped,
             result.problems) == (0, 0, 3, 0, [])
     assert [fields(p) for p in await all_of(storage)] == before
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    ("=HYPERLINK(\"https://evil.example\";\"Klick\")",
+     "'=HYPERLINK(\"https://evil.example\";\"Klick\")"),
+    ("+49 611 123", "'+49 611 123"), ("-1+1", "'-1+1"), ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+    ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
+    ("'=1", "''=1"), ("''@x", "'''@x"),  # apostrophes of its own: one more, so both come back
+    ("'Ja'", "'Ja'"), ("Stadt Köln", "Stadt Köln"), ("", ""), ("'", "'"), ("a=b", "a=b"),
+])
+def test_a_value_a_spreadsheet_would_run_is_written_as_text(value, written):
+    assert neutralised(value) == written
+    assert plain(written) == value
+
+
+async def test_an_export_never_starts_a_cell_with_a_formula_and_imports_unchanged(storage,
+                                                                                  tmp_path):
+    stored = [
+        Profile("@anna:example.org", display_name="=HYPERLINK(\"https://evil.example\")",
+                organisation="+49 Amt", municipality="'=schon markiert", role="-",
+                topics=["-Minus", "KI"], bio="@room Hallo", consent_at=EARLIER),
+        Profile("@bert:example.org", display_name="'Bert'", consent_at=EARLIER),
+    ]
+    await storage.experts.upsert_many(stored)
+    before = [fields(p) for p in await all_of(storage)]
+    path = tmp_path / "out.csv"
+    assert await export_experts(storage, path) == 2
+
+    with path.open(encoding="utf-8", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == list(COLUMNS)
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    assert rows[0] == ["'@anna:example.org", "'=HYPERLINK(\"https://evil.example\")",
+                       "'+49 Amt", "'-Minus;KI", "", "''=schon markiert", "", "'-",
+                       "'@room Hallo"]
+    assert rows[1][:2] == ["'@bert:example.org", "'Bert'"]
+
+    result = await import_experts(storage, path, now=NOW)
+    assert (result.unchanged, result.problems) == (2, [])
+    assert [fields(p) for p in await all_of(storage)] == before
+
+
+async def test_an_import_takes_off_the_mark_a_spreadsheet_needs(storage, tmp_path):
+    await import_experts(storage, csv_file(tmp_path, f"""{HEADER}
+'@anna:example.org,'=Anna,'Stadt,,,,,'-,
+'@anna:example.org,Anna,,,,,,,
+"""), skip_invalid=True, now=NOW)
+    [anna] = await all_of(storage)
+    assert (anna.display_name, anna.organisation, anna.role) == ("=Anna", "'Stadt", "-")
 
 
 async def test_export_refuses_what_would_not_import_unchanged(storage, tmp_path):
