@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(device)
     device.set_defaults(func=_cmd_device)
 
+    reset = sub.add_parser(
+        "reset-identity",
+        help="replace the bot's cross-signing identity (after its store was lost)",
+        description="Make a new cross-signing identity for the bot and publish it, replacing the "
+        "one the homeserver has; the bot's password proves the account. Needed when the bot "
+        "refuses to start because the homeserver has an identity its store does not (the store "
+        "was lost). Stop the bot first. Moderators who verified the bot verify it again.")
+    _add_config_option(reset)
+    reset.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input (default: "
+                       "matrix.password, else asked for)")
+    reset.set_defaults(func=_cmd_reset_identity)
+
     imp = sub.add_parser("import", help="import data from a CSV file (see: import experts -h)")
     _add_import_parsers(imp.add_subparsers(dest="what", metavar="WHAT", required=True))
 
@@ -245,12 +258,75 @@ def _cmd_device(args: argparse.Namespace) -> int:
         except LookupError as exc:
             _report([str(exc)])
             return 1
-        spaced = " ".join(key[i:i + 4] for i in range(0, len(key), 4))
-        print(f"user:   {session.user_id}\ndevice: {session.device_id}\nkey:    {spaced}\n"
+        from bot.cross_signing import IdentityError, load_identity, spaced
+
+        try:
+            identity = load_identity(settings.matrix.store_path, session.user_id)
+        except IdentityError as exc:
+            _report([str(exc)])
+            return 1
+        master = (spaced(identity.master_public) if identity
+                  else "none yet (the bot makes it at its next start)")
+        print(f"user:   {session.user_id}\ndevice: {session.device_id}\nkey:    {spaced(key)}\n"
+              f"master: {master}\n"
               f"In Element: /verify {session.user_id} {session.device_id} {key}")
         return 0
 
     return _with_storage(settings, work, must_exist=True)
+
+
+def _cmd_reset_identity(args: argparse.Namespace) -> int:
+    settings = _load_or_report(args.config)
+    if settings is None:
+        return 1
+    if not settings.matrix.encryption:
+        _report(["matrix.encryption is off: the bot has no cross-signing identity"])
+        return 1
+    password = _password(args, settings)
+    if not password:
+        _report(["no password: give it in matrix.password, on standard input "
+                 "(--password-stdin) or when asked"])
+        return 1
+
+    async def work(storage: Storage) -> int:
+        from bot.cross_signing import IdentityError, spaced
+        from bot.matrix import LoginError, MatrixConnection, TransientError
+
+        session = await storage.session.get()
+        if session is None or session.user_id != settings.matrix.user_id:
+            _report(["the bot has not logged in yet: start it once with run (it makes its "
+                     "identity itself then)"])
+            return 1
+        connection = MatrixConnection(settings.matrix)
+        try:
+            identity, deleted = await connection.reset_identity(storage.session, password)
+        except (IdentityError, LoginError, TransientError) as exc:
+            _report([f"the identity was not replaced: {exc}"])
+            return 1
+        finally:
+            await connection.close()
+        if deleted:
+            print(f"device {deleted} had lost its keys: deleted; the bot logged in as a new "
+                  "device, which it signs at its next start")
+        print(f"new cross-signing identity for {session.user_id}\n"
+              f"master: {spaced(identity.master_public)}\n"
+              "Start the bot again. Moderators who had verified it are told in Element that "
+              "its identity changed: they verify it again (README, 'Encrypted rooms').")
+        return 0
+
+    return _with_storage(settings, work, must_exist=True)
+
+
+def _password(args: argparse.Namespace, settings: Settings) -> str | None:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n") or None
+    if settings.matrix.password is not None:
+        return settings.matrix.password.get_secret_value()
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"password of {settings.matrix.user_id}: ") or None
+    return None
 
 
 def _report(lines: list[str]) -> None:

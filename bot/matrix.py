@@ -8,8 +8,10 @@ nio's own retry loops are switched off so that one back-off policy governs every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import io
+import json
 import logging
 import os
 import secrets
@@ -22,6 +24,7 @@ from typing import Any
 import aiohttp
 import nio
 
+from bot import cross_signing
 from bot.backoff import Backoff
 from bot.settings import MatrixSettings
 from storage.database import owner_only
@@ -134,6 +137,77 @@ class _Client(nio.AsyncClient):
         if dropped:
             log.warning("%d malformed event(s) from the homeserver dropped", dropped)
         return body
+
+    # MSC4153, the bot's side: no room keys for a device its owner's cross-signing does not
+    # vouch for. nio drops the cross-signing keys of a /keys/query answer: keep them, and mark
+    # such devices as blacklisted (nio shares no room key with those), the others not.
+    exclude_unsigned_devices = False
+
+    async def create_matrix_response(self, response_class: type, transport_response: Any,
+                                     data: Any = None, save_to: Any = None) -> Any:
+        if response_class is nio.KeysQueryResponse:
+            response_class = _KeysQueryResponse
+        return await super().create_matrix_response(response_class, transport_response, data,
+                                                    save_to)
+
+    async def receive_response(self, response: Any) -> None:
+        await super().receive_response(response)
+        if isinstance(response, _KeysQueryResponse) and self.olm:
+            self.trust_by_cross_signing(response)
+
+    def trust_by_cross_signing(self, response: _KeysQueryResponse) -> None:
+        """Blacklist the queried users' devices their cross-signing leaves out, lift it from the
+        others; where that changed, the rooms' next message gets a new room key (so a device
+        just left out does not read on with the old one, one just vouched for reads along)."""
+        changed: set[str] = set()
+        for user_id, devices in response.device_keys.items():
+            unsigned = cross_signing.unsigned_devices(
+                user_id, devices if isinstance(devices, dict) else {},
+                response.master_keys, response.self_signing_keys) or set()
+            if self.exclude_unsigned_devices and unsigned:
+                log.info("no room keys for %d device(s) of %s: not cross-signed by their owner",
+                         len(unsigned), user_id)
+            for device in self.device_store.active_user_devices(user_id):
+                if self._exclude(device, self.exclude_unsigned_devices
+                                 and device.id in unsigned):
+                    changed.add(user_id)
+        for room in self.rooms.values():
+            if room.encrypted and not changed.isdisjoint(room.users):
+                self.invalidate_outbound_session(room.room_id)
+
+    def include_all_devices(self) -> None:
+        """Lift every exclusion (the setting was turned off): the bot blacklists for no other
+        reason."""
+        for device in self.device_store:
+            self._exclude(device, False)
+
+    def _exclude(self, device: Any, exclude: bool) -> bool:
+        """Mark one device; True if that changed its mark."""
+        assert self.olm is not None
+        if exclude == self.olm.is_device_blacklisted(device):
+            return False
+        if exclude:
+            self.blacklist_device(device)
+        else:
+            self.unblacklist_device(device)
+        return True
+
+
+@dataclass
+class _KeysQueryResponse(nio.KeysQueryResponse):
+    """nio's answer to /keys/query, with the cross-signing keys nio leaves out."""
+
+    master_keys: dict[str, Any] = field(default_factory=dict)
+    self_signing_keys: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, parsed_dict: dict[Any, Any]) -> Any:
+        response = super().from_dict(parsed_dict)
+        if isinstance(response, cls):
+            for name in ("master_keys", "self_signing_keys"):
+                keys = parsed_dict.get(name)
+                setattr(response, name, keys if isinstance(keys, dict) else {})
+        return response
 
 
 PICKLE_KEY_FILE = "pickle-key"
@@ -298,9 +372,12 @@ class MatrixConnection:
         encryption on, publish the device's keys and learn every joined room's state."""
         await self._log_in(sessions)
         if self.client.olm:
+            identity = await self._cross_signing_identity()  # before any key is uploaded
             session = await sessions.get()
             await self._load_rooms(session.sync_token if session else None)
             await self._crypto_housekeeping()
+            await self._until_answered(
+                lambda: cross_signing.sign_device(self, identity, self.client.device_id))
             log.info("end-to-end encryption ready (device %s, key %s)", self.client.device_id,
                      self.client.olm.account.identity_keys["ed25519"])
 
@@ -315,6 +392,71 @@ class MatrixConnection:
         if not isinstance(response, nio.SyncResponse):
             self._raise_for(response, "initial state")
         self.client.next_batch = None  # the sync token is ours, not nio's
+
+    async def _cross_signing_identity(self) -> cross_signing.Identity:
+        """The bot's cross-signing identity (made and uploaded at the first start); refuses to
+        start, saying what to do, when the homeserver has another one or other device keys
+        (the store was lost)."""
+        assert self.client.olm is not None
+        self.client.exclude_unsigned_devices = self._settings.exclude_unsigned_devices
+        if not self._settings.exclude_unsigned_devices:
+            self.client.include_all_devices()
+        password = self._settings.password
+        try:
+            return await self._until_answered(lambda: cross_signing.ensure_identity(
+                self, self._settings.store_path, self.user_id, self.client.device_id,
+                self.client.olm.account.identity_keys["ed25519"],
+                password.get_secret_value() if password else None))
+        except cross_signing.IdentityError as exc:
+            raise LoginError(f"cross-signing: {exc}") from None
+
+    async def reset_identity(self, sessions: SessionRepository,
+                             password: str) -> tuple[cross_signing.Identity, str | None]:
+        """`nextbot reset-identity`, the bot stopped: a new cross-signing identity replaces the
+        homeserver's. If the store lost the device's keys too, that device is deleted and a new
+        one logged in (the next start uploads its keys and signs it). Returns the identity and
+        the device deleted, if one was."""
+        stored = await sessions.get()
+        if stored is None:
+            raise LoginError("the bot has not logged in yet")
+        self.client.restore_login(stored.user_id, stored.device_id, stored.access_token)
+        assert self.client.olm is not None
+        keys = await cross_signing.query_own_keys(self, stored.user_id)
+        published = cross_signing.published_device_key(keys, stored.user_id, stored.device_id)
+        deleted = None
+        if published not in (None, self.client.olm.account.identity_keys["ed25519"]):
+            self.client.device_id = None  # else nio logs in to the same device again
+            response = await self._call(
+                self.client.login(password, device_name=self._settings.device_name))
+            if not isinstance(response, nio.LoginResponse):
+                raise LoginError(f"login failed: {getattr(response, 'status_code', '')}")
+            await sessions.save_login(response.user_id, response.device_id,
+                                      response.access_token)
+            await cross_signing.delete_device(self, stored.user_id, stored.device_id, password)
+            deleted = stored.device_id
+        identity = await cross_signing.reset_identity(self, self._settings.store_path,
+                                                      stored.user_id, password)
+        with contextlib.suppress(cross_signing.IdentityError):  # a new device: at the next start
+            await cross_signing.sign_device(self, identity, self.client.device_id)
+        return identity, deleted
+
+    async def json_request(self, method: str, path: str,
+                           body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        """A client-server API request nio has no method for (cross-signing): the status and
+        the JSON answer. Unreachable, 5xx and 429 raise TransientError."""
+        headers = {"Authorization": f"Bearer {self.client.access_token}",
+                   "Content-Type": "application/json"}
+        response = await self._call(self.client.send(
+            method, path, json.dumps(body) if body is not None else None, headers=headers))
+        try:
+            answer = await self._call(response.json(content_type=None))
+        except (TransientError, ValueError):
+            answer = {}
+        finally:
+            response.release()
+        if response.status >= 500 or response.status == 429:
+            raise TransientError(f"HTTP {response.status}")
+        return response.status, answer if isinstance(answer, dict) else {}
 
     async def _crypto_housekeeping(self) -> None:
         """What nio's sync_forever does between syncs: keys up, keys down, to-device out."""

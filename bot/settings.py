@@ -111,6 +111,9 @@ class MatrixSettings(_Section):
     # Key the store's secrets are encrypted with; unset: a key file made in the store.
     store_pickle_key: SecretStr | None = None
     encryption: bool = True
+    # Room keys only for devices their owner has cross-signed (people without cross-signing
+    # keep getting them), as current Element does (MSC4153).
+    exclude_unsigned_devices: bool = True
 
     @field_validator("homeserver")
     @classmethod

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nio
 import pytest
+from signedjson.key import decode_verify_key_base64
+from signedjson.sign import verify_signed_json
 
+from bot import cli
+from bot.cross_signing import KEYS_FILE, spaced
+from bot.matrix import LoginError
 from bot.testserver import Homeserver
-from tests.integration.harness import PASSWORD, BotAccount, unique
+from tests.integration.harness import PASSWORD, BotAccount, register_with_token, unique
 
 pytestmark = pytest.mark.synapse
 
@@ -227,3 +234,104 @@ async def test_an_unreadable_message_gets_one_explanation_and_the_loop_goes_on(
     assert await running.storage.undecrypted.all() == []
     assert await running.storage.undecrypted.notified_at(room, member.user_id) is not None
     assert first in {e["event_id"] for e in member.timeline[room]}
+
+
+# -- the bot's cross-signing identity ---------------------------------------------------------
+
+async def published_keys(homeserver: Homeserver, token: str, user_id: str) -> dict[str, Any]:
+    """What `/keys/query` tells anyone about `user_id`: devices and cross-signing keys."""
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{homeserver.url}/_matrix/client/v3/keys/query",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"device_keys": {user_id: []}}) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+def only_key(key_object: dict[str, Any]) -> str:
+    [key] = key_object["keys"].values()
+    return key
+
+
+def assert_signed(signed: dict[str, Any], user_id: str, key: str) -> None:
+    """Raises unless `signed` carries `user_id`'s valid signature by Ed25519 key `key`."""
+    verify_signed_json(signed, user_id, decode_verify_key_base64("ed25519", key, key))
+
+
+async def test_the_bot_cross_signs_its_one_device_and_keeps_both_across_restarts(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    # The admin API's registration logs in once: that device is not the bot's.
+    user_id, registration_device, token = await register_with_token(homeserver, unique("bot"))
+    account = BotAccount(homeserver, tmp_path, user_id)
+    try:
+        await account.start()
+        device = await account.device_id()
+        keys = await published_keys(homeserver, token, user_id)
+        master = only_key(keys["master_keys"][user_id])
+        self_signing = keys["self_signing_keys"][user_id]
+        assert self_signing["usage"] == ["self_signing"]
+        assert_signed(self_signing, user_id, master)
+        assert_signed(keys["device_keys"][user_id][device], user_id, only_key(self_signing))
+        kept = tmp_path / "store" / KEYS_FILE
+        assert kept.stat().st_mode & 0o777 == 0o600
+
+        for _ in range(2):
+            await account.stop()
+            await account.start()
+        assert await account.device_id() == device
+        again = await published_keys(homeserver, token, user_id)
+        assert only_key(again["master_keys"][user_id]) == master
+        assert list(again["device_keys"][user_id]) == [device]
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{homeserver.url}/_matrix/client/v3/devices",
+                headers={"Authorization": f"Bearer {token}"}) as response:
+            devices = {d["device_id"] for d in (await response.json())["devices"]}
+        assert devices - {registration_device} == {device}
+    finally:
+        await account.stop()
+
+
+async def test_a_lost_store_is_refused_until_the_identity_is_reset_then_all_works(
+    homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
+) -> None:
+    await bot_account.start()
+    await bot_account.wait_synced()
+    await bot_account.stop()
+    asker = await EncryptingMember.create(homeserver, tmp_path / "member-store")
+    try:
+        token = asker.client.access_token
+        before = only_key((await published_keys(homeserver, token, bot_account.user_id))
+                          ["master_keys"][bot_account.user_id])
+        shutil.rmtree(tmp_path / "store")
+
+        with pytest.raises(LoginError) as refused:
+            await bot_account.start()
+        message = str(refused.value)
+        assert "nextbot reset-identity" in message and spaced(before) in message
+        assert not (tmp_path / "store" / KEYS_FILE).exists()  # no second identity made
+
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[matrix]\nhomeserver = "{homeserver.url}"\nuser_id = "{bot_account.user_id}"\n'
+            f'password = "{PASSWORD}"\nstore_path = "{tmp_path / "store"}"\n'
+            f'[storage]\ndatabase = "{tmp_path / "bot.db"}"\n', encoding="utf-8")
+        assert await asyncio.to_thread(cli.main, ["reset-identity", "--config", str(config)]) == 0
+        after = only_key((await published_keys(homeserver, token, bot_account.user_id))
+                         ["master_keys"][bot_account.user_id])
+        assert after != before
+
+        await bot_account.start()
+        await bot_account.wait_synced()
+        keys = await published_keys(homeserver, token, bot_account.user_id)
+        device = await bot_account.device_id()
+        assert_signed(keys["device_keys"][bot_account.user_id][device], bot_account.user_id,
+                      only_key(keys["self_signing_keys"][bot_account.user_id]))
+        created = await asker.client.room_create(
+            invite=[bot_account.user_id], initial_state=[ENCRYPTION])
+        assert isinstance(created, nio.RoomCreateResponse), created
+        asked = await asker.send(created.room_id, "!ping")
+        reply = await asker.reply_to(asked, bot_account.user_id)
+        assert reply.decrypted and reply.body == "Pong! Ich bin da."
+    finally:
+        await asker.client.close()
