@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-dates faketime lint install clean bench bench-quick
+.PHONY: demo test test-dates faketime lint install clean bench bench-quick element-client
 
 # The unit tests run again at other dates (libfaketime), so none depends on today: a minute
 # before the spring and the autumn clock change in Europe/Berlin, and a leap day, years ahead.
@@ -23,10 +23,23 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m bot.demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed element-client
 	$(VENV)/bin/ruff check bot commands storage tests bench
 	$(MAKE) --no-print-directory test-dates
 	$(PY) -m pytest -q
+
+# The integration tests' Element-crypto client: matrix-js-sdk with its Rust crypto, the version
+# pinned in tests/integration/element/package-lock.json, installed from the npm registry once
+# (again only when the lock file changes). Without npm its tests are skipped; in CI that is an error.
+ELEMENT_CLIENT := .cache/element-client
+element-client: $(ELEMENT_CLIENT)/node_modules/.installed
+
+$(ELEMENT_CLIENT)/node_modules/.installed: tests/integration/element/package.json tests/integration/element/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  if [ -n "$${CI:-}" ]; then echo "npm is missing: the Element client cannot be installed"; exit 1; fi; \
+	  echo "npm is not installed: the tests with the Element client will be SKIPPED"; \
+	else mkdir -p $(ELEMENT_CLIENT) && cp $^ $(ELEMENT_CLIENT)/ \
+	  && (cd $(ELEMENT_CLIENT) && npm ci --no-audit --no-fund --loglevel=error) && touch $@; fi
 
 faketime:
 	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
