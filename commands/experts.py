@@ -1,9 +1,10 @@
 """The expert directory: opt-in profiles (`!profil`), search (`!experten`), topics (`!themen`).
 
-Members own their data: nothing is stored before `!profil zustimmen`, `!profil löschen` removes
-every row about the asker (search index included), `!profil export` sends it all as JSON in a
-direct message. Bot admins may remove a profile with `!profil entfernen <nutzer-id>`; the
-removal is logged without the profile's content.
+Members own their data: nothing is stored before `!profil zustimmen`; `!profil löschen` deletes
+everything the bot holds about the asker, not only the profile (`storage.member_data`: workshop
+registrations, NExT-to-meet-you, …; records others rely on keep a pseudonym), `!profil export`
+sends all of it as JSON in a direct message. Bot admins may remove the same for someone with
+`!profil entfernen <nutzer-id>`; the removal is logged without content.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import groupby
 from urllib.parse import quote
 
 from rapidfuzz import fuzz, process
@@ -28,6 +30,8 @@ from commands.framework import (
     lookup,
 )
 from commands.i18n import Text, escape_markdown
+from commands.workshops import View as WorkshopView
+from commands.workshops import _moved_up  # the one text for "you moved up", as on !abmelden
 from storage.experts import (
     COUNT_LIMIT,
     DEFAULT_SYNONYMS,
@@ -46,6 +50,7 @@ from storage.experts import (
     normalize_state,
     topic_key,
 )
+from storage.workshops import Registration
 
 router = Router("experts")
 
@@ -220,23 +225,37 @@ async def _consented(ctx: Context) -> Profile:
     return found
 
 
-async def _delete(ctx: Context) -> Text:
-    if await ctx.services.storage.experts.delete_all_of(ctx.sender):
-        return ctx.t("profile.deleted")
-    return ctx.t("profile.nothing_stored")
+async def _delete(ctx: Context) -> Text | list[Reply]:
+    erasure = await ctx.services.storage.member_data.delete(ctx.sender, ctx.services.clock.now())
+    if not erasure.found:
+        return ctx.t("profile.nothing_stored")
+    return [Reply(ctx.t("profile.deleted")), *await _tell_moved_up(ctx, erasure.promoted)]
+
+
+async def _tell_moved_up(ctx: Context, promoted: list[Registration]) -> list[Reply]:
+    """Whoever moved up into a place the deleted member left is told, as after `!abmelden`."""
+    view = WorkshopView(ctx.services, ctx.language)
+    replies: list[Reply] = []
+    for number, moved in groupby(promoted, key=lambda r: r.workshop):
+        workshop = await ctx.services.storage.workshops.get(number)
+        if workshop is not None:
+            replies += _moved_up(view, workshop, list(moved))
+    return replies
 
 
 async def _export(ctx: Context) -> Text | list[Reply]:
-    experts = ctx.services.storage.experts
-    found = await experts.get(ctx.sender)
-    removals = await experts.removals(ctx.sender)
-    if found is None and not removals:
+    records = await ctx.services.storage.member_data.export(ctx.sender)
+    if not records:
         return ctx.t("profile.nothing_stored")
+    [found] = records.pop("profiles.user_id", [None])
+    removals = records.pop("profile_removals.user_id", [])
     data = {
         "user_id": ctx.sender,
         "exported_at": ctx.services.clock.now().isoformat(),
-        "profile": found.to_json() if found is not None else None,
-        "removals_by_admins": [{"removed_at": r.removed_at.isoformat()} for r in removals],
+        "profile": found,
+        "removals_by_admins": [{"removed_at": r["removed_at"]} for r in removals],
+        # every other row that names the member, as "table.column": [rows]; times in UTC
+        "records": records,
     }
     payload = json.dumps(data, ensure_ascii=False, indent=2).encode()
     filename = ctx.services.catalog.template(ctx.language, "profile.export_filename")
@@ -250,15 +269,17 @@ async def _export(ctx: Context) -> Text | list[Reply]:
 _USER_ID = re.compile(r"^@[^\s:]+:[A-Za-z0-9.\-\[\]:]+$")
 
 
-async def _remove(ctx: Context, details: str) -> Text:
-    await ctx.require_action("remove")
+async def _remove(ctx: Context, details: str) -> Text | list[Reply]:
+    await ctx.require(Level.ADMIN, _words(ctx)["remove"])
     if not _USER_ID.match(details):
         raise UserError("profile.remove_usage",
                         example=ctx.call(None, _words(ctx)["remove"], "@name:example.org"))
-    if await ctx.services.storage.experts.remove_by_admin(details, ctx.sender,
-                                                          ctx.services.clock.now()):
-        return ctx.t("profile.removed", user=Text.code(details))
-    return ctx.t("profile.remove_none", user=Text.code(details))
+    erasure = await ctx.services.storage.member_data.delete(
+        details, ctx.services.clock.now(), removed_by=ctx.sender)
+    if not erasure.found:
+        return ctx.t("profile.remove_none", user=Text.code(details))
+    return [Reply(ctx.t("profile.removed", user=Text.code(details))),
+            *await _tell_moved_up(ctx, erasure.promoted)]
 
 
 # -- setting fields -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from storage.deliveries import DeliveryRepository
 from storage.experts import ExpertRepository
 from storage.inbox import InboxRepository
 from storage.meet import MeetRepository
+from storage.member_data import MemberData
 from storage.migrations import MIGRATIONS
 from storage.municipalities import MunicipalityRepository
 from storage.outbox import OutboxRepository
@@ -36,23 +37,27 @@ class Storage:
     municipalities: MunicipalityRepository
     communities: CommunityRepository
     meet: MeetRepository
+    member_data: MemberData  # everything about one member: export, deletion
 
     @classmethod
     async def open(cls, path: str | Path) -> Storage:
         db = await Database.open(path, MIGRATIONS)
+        experts, workshops = ExpertRepository(db), WorkshopRepository(db)
+        outbox = OutboxRepository(db)
         return cls(
             db=db,
             session=SessionRepository(db),
             inbox=InboxRepository(db),
-            outbox=OutboxRepository(db),
+            outbox=outbox,
             rooms=RoomRepository(db),
-            experts=ExpertRepository(db),
-            workshops=WorkshopRepository(db),
+            experts=experts,
+            workshops=workshops,
             deliveries=DeliveryRepository(db),
             undecrypted=UndecryptedRepository(db),
             municipalities=MunicipalityRepository(db),
             communities=CommunityRepository(db),
             meet=MeetRepository(db),
+            member_data=MemberData(db, experts, workshops, outbox),
         )
 
     async def close(self) -> None:

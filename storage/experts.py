@@ -807,29 +807,19 @@ class ExpertRepository:
             await self._count_topics({k: t for k, t in new.items() if k not in old_keys},
                                      old_keys - new.keys())
 
-    async def delete_all_of(self, user_id: str) -> bool:
-        """Remove every row about `user_id`: profile, topics, search entry, removal records.
-
-        True if there was anything to remove.
-        """
+    async def delete_profile(self, user_id: str) -> bool:
+        """Remove the profile of `user_id` with its topics and search entry (joins the caller's
+        transaction; the rest of a member's data: `storage.member_data`). False if there was
+        none."""
         async with self._db.transaction():
-            removals = await self._db.execute("DELETE FROM profile_removals WHERE user_id = ?",
-                                              (user_id,))
-            return await self._delete_profile(user_id) or removals > 0
+            return await self._delete_profile(user_id)
 
-    async def remove_by_admin(self, user_id: str, admin: str, at: datetime | None = None) -> bool:
-        """An admin removes a profile; the log keeps whose, by whom and when, nothing else.
-
-        False (and nothing recorded) if `user_id` has no profile.
-        """
-        async with self._db.transaction():
-            if not await self._delete_profile(user_id):
-                return False
-            await self._db.execute(
-                "INSERT INTO profile_removals (user_id, removed_by, removed_at) VALUES (?, ?, ?)",
-                (user_id, admin, _ms(at or _now())),
-            )
-            return True
+    async def record_removal(self, user_id: str, admin: str, at: datetime | None = None) -> None:
+        """Log that a bot admin removed what was stored about `user_id`: whose, by whom, when."""
+        await self._db.execute(
+            "INSERT INTO profile_removals (user_id, removed_by, removed_at) VALUES (?, ?, ?)",
+            (user_id, admin, _ms(at or _now())),
+        )
 
     async def upsert_many(self, profiles: list[Profile]) -> tuple[int, int, int]:
         """Insert or replace many profiles in ONE transaction: (created, updated, unchanged).

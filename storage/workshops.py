@@ -323,15 +323,23 @@ class WorkshopRepository:
             found[row[0]] = Counts(int(row[1] or 0), int(row[2] or 0))
         return found
 
-    async def delete_all_of(self, user_id: str) -> list[Registration]:
-        """Remove every registration of a member (e.g. when they delete their data); returns
-        who moved up from waiting lists because of it."""
+    async def delete_all_of(self, user_id: str, now: datetime | None = None) -> list[Registration]:
+        """Remove every registration of a member (e.g. when they delete their data), each as
+        a withdrawal; returns who moved up from waiting lists because of it. With `now`, nobody
+        moves up into a workshop that has begun by then: its row just goes."""
         async with self._db.transaction():
             rows = await self._db.fetchall(
-                "SELECT workshop FROM workshop_registrations WHERE user_id = ?", (user_id,))
+                "SELECT r.workshop, w.starts_at FROM workshop_registrations r "
+                "JOIN workshops w ON w.number = r.workshop WHERE r.user_id = ? ORDER BY r.id",
+                (user_id,))
             promoted: list[Registration] = []
-            for row in rows:
-                promoted += (await self.withdraw(row[0], user_id)).promoted
+            for number, starts_at in rows:
+                if now is not None and starts_at <= utc_ms(now):
+                    await self._db.execute(
+                        "DELETE FROM workshop_registrations WHERE workshop = ? AND user_id = ?",
+                        (number, user_id))
+                else:
+                    promoted += (await self.withdraw(number, user_id)).promoted
             return promoted
 
     async def _fill(self, number: int) -> list[Registration]:
