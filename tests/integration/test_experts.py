@@ -71,5 +71,9 @@ async def test_profile_export_arrives_as_a_json_file_in_a_direct_message(
     assert "Künstliche Intelligenz" in profile["topics"]
 
     reply = await member.ask(room, bot_account.user_id, "!profil löschen")
+    assert "ist gelöscht" in reply["content"]["body"]
     reply = await member.ask(room, bot_account.user_id, "!experten Wiesbaden")
     assert "Petra Beispiel" not in reply["content"]["body"]
+    # The direct chat's record went too; the command being answered is no stored data.
+    reply = await member.ask(room, bot_account.user_id, "!profil export")
+    assert "nichts gespeichert" in reply["content"]["body"]
