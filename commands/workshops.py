@@ -169,36 +169,41 @@ def parse_number(text: str) -> int | None:
 
 _MONTHS = {"jan": 1, "feb": 2, "mar": 3, "mae": 3, "apr": 4, "mai": 5, "may": 5, "jun": 6,
            "jul": 7, "aug": 8, "sep": 9, "okt": 10, "oct": 10, "nov": 11, "dez": 12, "dec": 12}
-_WEEKDAY = r"(?:(?:mo|di|mi|do|fr|sa|so|mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s*)?"
-_SEP = r"(?:\s*T\s*|\s*,?\s*(?:(?:um|at|ab|von|from)\s+)?)"
-_RANGE = r"\s*(?:[-–—/]|\bbis\b|\bto\b|\buntil\b)\s*"
+# Every open-ended run (spaces, letters, digits) is matched possessively (`*+`, `++`): it never
+# gives back what it took, so a long run followed by a mismatch costs one pass, not the
+# quadratic or cubic number of ways to split it between neighbouring `\s*`. Nothing that
+# follows such a run can start with what the run consumes, so the same texts match.
+_WEEKDAY = r"(?:(?:mo|di|mi|do|fr|sa|so|mon|tue|wed|thu|fri|sat|sun)[a-z]*+\.?,?\s*+)?"
+_SEP = r"(?:\s*+T\s*+|\s*+,?\s*+(?:(?:um|at|ab|von|from)\s++)?)"
+_RANGE = r"\s*+(?:[-–—/]|\bbis\b|\bto\b|\buntil\b)\s*+"
 
 
 def _date_re(p: str) -> str:
     return (rf"(?:(?P<{p}iy>\d{{4}})-(?P<{p}im>\d{{1,2}})-(?P<{p}id>\d{{1,2}})"
             rf"|(?P<{p}d>\d{{1,2}})\.(?P<{p}m>\d{{1,2}})\."
             rf"(?P<{p}y>\d{{4}}(?!\d)|\d{{2}}(?![\d:]))?"
-            rf"|(?P<{p}nd>\d{{1,2}})\.?\s*(?P<{p}mn>[^\W\d_]{{3,}})\.?"
-            rf"(?:\s+(?P<{p}ny>\d{{4}})(?![\d:]))?)")
+            rf"|(?P<{p}nd>\d{{1,2}})\.?\s*+(?P<{p}mn>[^\W\d_]{{3,}}+)\.?"
+            rf"(?:\s++(?P<{p}ny>\d{{4}})(?![\d:]))?)")
 
 
 def _time_re(p: str) -> str:
     return (rf"(?P<{p}h>\d{{1,2}})(?:[:.h](?P<{p}mi>\d{{2}}))?(?::\d{{2}})?"
-            rf"(?P<{p}u>\s*(?:uhr\b|h\b))?")
+            rf"(?P<{p}u>\s*+(?:uhr\b|h\b))?")
 
 
-_END = rf"(?:{_RANGE}(?:{_WEEKDAY}{_date_re('e')}{_SEP})?{_time_re('e')}(?:\s*uhr\b)?)?"
+_END = rf"(?:{_RANGE}(?:{_WEEKDAY}{_date_re('e')}{_SEP})?{_time_re('e')}(?:\s*+uhr\b)?)?"
 # At the start of a line: a date, optionally a time and an end; the title follows.
 _HEAD_WHEN = re.compile(
-    rf"^\s*{_WEEKDAY}{_date_re('s')}(?:{_SEP}{_time_re('s')})?{_END}(?=$|[\s,;:|\-–—])",
+    rf"^\s*+{_WEEKDAY}{_date_re('s')}(?:{_SEP}{_time_re('s')})?{_END}(?=$|[\s,;:|\-–—])",
     re.IGNORECASE)
 # A whole value: a date and/or a time, optionally an end.
 _VALUE_WHEN = re.compile(
-    rf"^\s*(?:{_WEEKDAY}{_date_re('s')})?(?:{_SEP}{_time_re('s')})?{_END}\s*$", re.IGNORECASE)
+    rf"^\s*+(?:{_WEEKDAY}{_date_re('s')})?(?:{_SEP}{_time_re('s')})?{_END}\s*+$",
+    re.IGNORECASE)
 _SLASH_DATE = re.compile(r"\b\d{1,4}/\d{1,2}/\d{1,4}\b")
 _DURATION = re.compile(
-    r"^\s*(?:(?P<h>\d{1,3}(?:[.,]\d+)?)\s*(?:h|std|stunden?|hours?)\.?)?\s*"
-    r"(?:(?P<m>\d{1,4})\s*(?:m|min|minuten?|minutes?)\.?)?\s*$", re.IGNORECASE)
+    r"^\s*+(?:(?P<h>\d{1,3}(?:[.,]\d++)?)\s*+(?:h|std|stunden?|hours?)\.?)?\s*+"
+    r"(?:(?P<m>\d{1,4})\s*+(?:m|min|minuten?|minutes?)\.?)?\s*+$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -418,8 +423,11 @@ def split_fields(text: str) -> Spec:
     """`03.12. 10-12 Titel ort=Rathaus Wiesbaden | plätze=20` → head and fields. A value runs
     to the next key; a key inside quotes is none. An unknown key raises UnknownKeyError."""
     cuts: list[tuple[int, int, str]] = []
+    quotes, counted_to = 0, 0  # quotes before `counted_to`: counted once, not once per key
     for found in _KEY.finditer(text):
-        if sum(text.count(q, 0, found.start()) for q in _QUOTES) % 2:
+        quotes += sum(text.count(q, counted_to, found.start()) for q in _QUOTES)
+        counted_to = found.start()
+        if quotes % 2:
             continue  # inside quotes
         cuts.append((found.start(), found.end(), found.group(1)))
     head = text[:cuts[0][0]] if cuts else text
