@@ -50,6 +50,10 @@ class RefusedError(Exception):
     retrying will not help. The message is the Matrix error code, never content."""
 
 
+    def __init__(self, message: str, errcode: str | None = None) -> None:
+        super().__init__(message)
+        self.errcode = errcode or message
+
 class LoginError(Exception):
     """The bot cannot log in; retrying will not help (wrong password, unknown user)."""
 
@@ -652,8 +656,18 @@ class MatrixConnection:
             return {"file": {**keys, "url": response.content_uri}}
         return {"url": response.content_uri}
 
-    async def create_direct_room(self, user_id: str) -> str:
-        return await self.create_room(invite=[user_id], is_direct=True)
+    async def create_direct_room(self, user_id: str, *, alias: str | None = None,
+                                 initial_state: Sequence[dict[str, Any]] = ()) -> str:
+        return await self.create_room(invite=[user_id], is_direct=True, alias=alias,
+                                      initial_state=initial_state)
+
+    async def state_events(self, room_id: str) -> list[dict[str, Any]]:
+        """Every state event of a room (type, state_key, sender, content), read live; a room
+        the bot is not in is refused (RefusedError)."""
+        response = await self._call(self.client.room_get_state(room_id))
+        if not isinstance(response, nio.RoomGetStateResponse):
+            self._raise_for_refusal(response, "room state")
+        return [event for event in response.events if isinstance(event, dict)]
 
     async def create_room(self, *, name: str | None = None, topic: str | None = None,
                           invite: Sequence[str] = (), is_direct: bool = False,
@@ -760,7 +774,8 @@ class MatrixConnection:
         errcode = getattr(response, "status_code", None)
         if errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
             raise LoginError(f"{what}: the access token is no longer valid ({errcode})")
-        raise RefusedError(f"{what}: {errcode or 'refused'}")
+        raise RefusedError(f"{what}: {errcode or 'refused'}",
+                           errcode or f"HTTP {_http_status(response)}")
 
     def _raise_for(self, response: Any, what: str) -> None:
         errcode = getattr(response, "status_code", None)

@@ -6,15 +6,17 @@ transaction, once. Then each group without a room gets one, exactly once, also a
 or restart at any point:
 
 1. the group is marked as "room requested" before anything is sent to the homeserver;
-2. the room is created with an alias derived from the group's key (and a state event
-   `org.nextnetz.pairing` naming the group), the members invited;
+2. the room is created with an alias keyed from the group's key (`own_rooms.keyed_alias`) and a
+   state event `org.nextnetz.pairing` naming the group, the members invited;
 3. its id is recorded in the same transaction that queues the introduction under transaction
    ids derived from the group's key (for encrypted rooms only after the bot's client learnt
    the invited members' devices: `after_rooms_synced`).
 
 If the bot dies between 1 and 3, the next attempt finds the room by its alias (a second
-creation with the same alias is refused by the server) instead of making another. Should
-the homeserver refuse aliases altogether, the room is made without one.
+creation with the same alias is refused by the server) instead of making another. The
+introduction names the pair, their organisations and roles: a room an alias leads to is used
+only if the bot made it for this very group (`own_rooms`); any other room is left alone and the
+group's room made without the alias, as when the homeserver refuses aliases altogether.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from bot.matrix import RefusedError, TransientError
+from bot.own_rooms import create_own_room, find_own_room, full_alias, keyed_alias
 from bot.render import page_labels, paginate
 from commands import meet
 from commands.framework import Services
@@ -47,6 +50,8 @@ class RoomMaker(Protocol):
 
     async def resolve_alias(self, alias: str) -> str | None: ...
 
+    async def state_events(self, room_id: str) -> list[dict[str, Any]]: ...
+
 
 def intro_txn_id(group_key: str, page: int) -> str:
     return f"meet-intro-{hashlib.sha256(group_key.encode()).hexdigest()[:32]}-{page}"
@@ -60,7 +65,6 @@ class PairingRooms:
         self._services = services
         self._rooms = rooms
         self._bot = bot_user_id
-        self._server = bot_user_id.split(":", 1)[1]
         self._language = default_language
         self._on_queued = on_queued
         self._interval = interval_s
@@ -114,15 +118,15 @@ class PairingRooms:
     async def room_for(self, group: GroupRow) -> str:
         """The group's room: found by its alias if an attempt before made it, else made."""
         storage = self._services.storage
-        alias = meet.room_alias(group.key, self._bot)
-        full_alias = f"#{alias}:{self._server}"
+        alias = keyed_alias(await storage.rooms.alias_key(), "meet", group.key)
         if group.room_requested_at is not None:  # an attempt before may have made it
-            room_id = await self._rooms.resolve_alias(full_alias)
+            room_id = await find_own_room(self._rooms, full_alias(alias, self._bot), self._bot,
+                                          meet.STATE_EVENT, self._marker(group))
             if room_id is not None:
                 return room_id
         name = meet.room_name(self._services, group.round, self._language)
         await storage.meet.mark_room_requested(group.key, utc_ms(self._services.clock.now()))
-        return await self._create(group, name, alias, full_alias)
+        return await self._create(group, name, alias)
 
     async def introduce(self, group: GroupRow, room_id: str) -> None:
         """Record the room and queue the introduction, in one transaction (once)."""
@@ -138,22 +142,23 @@ class PairingRooms:
         log.info("pairing: room %s for group %s", room_id, group.key)
         self._on_queued(room_id)
 
-    async def _create(self, group: GroupRow, name: str, alias: str, full_alias: str) -> str:
-        state = [{"type": meet.STATE_EVENT, "state_key": "", "content": {"group": group.key}}]
+    @staticmethod
+    def _marker(group: GroupRow) -> dict[str, Any]:
+        return {"group": group.key}
+
+    async def _create(self, group: GroupRow, name: str, alias: str) -> str:
+        state = [{"type": meet.STATE_EVENT, "state_key": "", "content": self._marker(group)}]
         invite = [u for u in group.members if u != self._bot]
-        try:
+
+        async def create(alias: str | None) -> str:
             return await self._rooms.create_room(name=name, invite=invite, is_direct=True,
                                                  initial_state=state, alias=alias,
                                                  encrypted=self._encrypt)
-        except RefusedError:
-            existing = await self._rooms.resolve_alias(full_alias)
-            if existing is not None:
-                return existing  # made by an attempt whose answer never arrived
-            log.warning("pairing: the homeserver refused the room's alias; creating the room "
-                        "for group %s without one", group.key)
-            return await self._rooms.create_room(name=name, invite=invite, is_direct=True,
-                                                 initial_state=state, encrypted=self._encrypt)
 
+        room_id, _ = await create_own_room(self._rooms, create, alias=alias,
+                                           bot_user_id=self._bot, marker_type=meet.STATE_EVENT,
+                                           marker=self._marker(group))
+        return room_id
 
 
 async def after_rooms_synced(rooms: RoomRepository, room_ids: Sequence[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from storage.database import Database
@@ -27,6 +28,7 @@ class RoomRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._settings: dict[str, dict[str, str]] = {}  # read for every command: kept in memory
+        self._alias_key: bytes | None = None
 
     async def cursor(self, room_id: str) -> RoomCursor | None:
         row = await self._db.fetchone(
@@ -101,6 +103,18 @@ class RoomRepository:
         """Whether `room_id` is the bot's direct chat with some member."""
         row = await self._db.fetchone("SELECT 1 FROM direct_rooms WHERE room_id = ?", (room_id,))
         return row is not None
+
+    async def alias_key(self) -> bytes:
+        """The bot's random key for the aliases of the rooms it makes (`bot/own_rooms.py`):
+        made on first use and kept, so that no member can work out such an alias."""
+        if self._alias_key is None:
+            await self._db.execute(
+                "INSERT INTO bot_secrets (name, value) VALUES ('room_aliases', ?) "
+                "ON CONFLICT (name) DO NOTHING", (secrets.token_bytes(32),))
+            row = await self._db.fetchone(
+                "SELECT value FROM bot_secrets WHERE name = 'room_aliases'")
+            self._alias_key = bytes(row[0])
+        return self._alias_key
 
     async def set_direct_room(self, user_id: str, room_id: str) -> None:
         await self._db.execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from bot.backoff import Backoff
 from bot.matrix import (
     Invite,
+    RefusedError,
     RoomEvent,
     RoomTimeline,
     SendOutcome,
@@ -198,6 +199,88 @@ class FakeTransport:
     @property
     def txn_ids(self) -> list[str]:
         return [txn for _, _, _, txn in self.sent]
+
+
+class FakeHomeserver(FakeTransport):
+    """Rooms as Synapse keeps them, made by the bot (`BOT`) or by members: each room's creator,
+    state events (with their senders), members and aliases (each taken once); the bot's sends
+    into a room it is not in are refused. Faults: `fail_creations` (a 502 before anything is
+    made), `lose_creations` (made, but the answer never arrives)."""
+
+    def __init__(self, results: Iterable[SendResult] = ()) -> None:
+        super().__init__(results)
+        self.rooms: dict[str, dict[str, Any]] = {}
+        self.aliases: dict[str, str] = {}
+        self.fail_creations = 0
+        self.lose_creations = 0
+
+    def make_room(self, creator: str, *, alias: str | None = None,
+                  state: Iterable[dict[str, Any]] = (), invite: Iterable[str] = ()) -> str:
+        """A room made by `creator`; `alias` is a local part (`#alias:example.org`)."""
+        full = f"#{alias}:example.org" if alias is not None else None
+        if full in self.aliases:
+            raise RefusedError("create room: M_ROOM_IN_USE", "M_ROOM_IN_USE")
+        room_id = f"!made{len(self.rooms) + 1}:example.org"
+        create = {"type": "m.room.create", "state_key": "", "sender": creator, "content": {}}
+        self.rooms[room_id] = {"creator": creator, "joined": {creator}, "invited": set(invite),
+                               "state": [create, *({**e, "sender": creator} for e in state)]}
+        if full is not None:
+            self.aliases[full] = room_id
+        return room_id
+
+    def put_state(self, room_id: str, sender: str, event_type: str,
+                  content: dict[str, Any]) -> None:
+        state = [e for e in self.rooms[room_id]["state"]
+                 if (e["type"], e["state_key"]) != (event_type, "")]
+        self.rooms[room_id]["state"] = [*state, {"type": event_type, "state_key": "",
+                                                 "sender": sender, "content": content}]
+
+    def made_by_bot(self) -> list[str]:
+        return [room_id for room_id, room in self.rooms.items() if room["creator"] == BOT]
+
+    def sent_to(self, room_id: str) -> list[dict[str, Any]]:
+        return [content for room, _, content, _ in self.sent if room == room_id]
+
+    async def create_room(self, *, name: str | None = None, topic: str | None = None,
+                          invite: Sequence[str] = (), is_direct: bool = False,
+                          initial_state: Sequence[dict[str, Any]] = (),
+                          alias: str | None = None, encrypted: bool = False) -> str:
+        if self.fail_creations:
+            self.fail_creations -= 1
+            raise TransientError("create room: HTTP 502")
+        room_id = self.make_room(BOT, alias=alias, state=initial_state, invite=invite)
+        if self.lose_creations:
+            self.lose_creations -= 1
+            raise TransientError("ServerDisconnectedError")
+        return room_id
+
+    async def create_direct_room(self, user_id: str, *, alias: str | None = None,
+                                 initial_state: Sequence[dict[str, Any]] = ()) -> str:
+        return await self.create_room(invite=[user_id], is_direct=True, alias=alias,
+                                      initial_state=initial_state)
+
+    async def resolve_alias(self, alias: str) -> str | None:
+        return self.aliases.get(alias)
+
+    async def state_events(self, room_id: str) -> list[dict[str, Any]]:
+        room = self.rooms.get(room_id)
+        if room is None or BOT not in room["joined"]:
+            raise RefusedError("room state: M_FORBIDDEN", "M_FORBIDDEN")
+        return list(room["state"])
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        room = self.rooms[room_id]
+        if user_id in room["joined"] | room["invited"]:
+            raise RefusedError("invite: M_FORBIDDEN", "M_FORBIDDEN")
+        room["invited"].add(user_id)
+
+    async def send(self, room_id: str, event_type: str, content: dict[str, Any],
+                   txn_id: str) -> SendResult:
+        room = self.rooms.get(room_id)
+        if room is not None and BOT not in room["joined"]:
+            self.sent.append((room_id, event_type, content, txn_id))
+            return SendResult(SendOutcome.REFUSED, errcode="M_FORBIDDEN")
+        return await super().send(room_id, event_type, content, txn_id)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 1.0) -> None:

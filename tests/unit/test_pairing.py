@@ -1,14 +1,26 @@
-"""The pairing algorithm: properties over many random inputs (Hypothesis), determinism, speed."""
+"""The pairing algorithm: properties over many random inputs (Hypothesis), determinism, speed;
+and the pair rooms: the bot writes only into rooms it made itself."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.matrix import TransientError
+from bot.own_rooms import keyed_alias
+from bot.pairing_rooms import PairingRooms
+from commands import core, meet
+from commands.framework import Services
 from commands.pairing import PERFECT, Group, Participant, pair, score
+from storage import Storage
+from storage.meet import GroupRow
+from tests.unit.fakes import BOT, FakeHomeserver, make_services
 
 ORGS = ["Stadt Ulm", "Stadt Wiesbaden", "Land Hessen", "BMI", "Kreis Kassel", None]
 LEVELS = ["kommune", "land", "bund", None]
@@ -140,3 +152,120 @@ def test_two_thousand_participants_are_all_paired_without_repeats():
     assert sorted(m for g in groups for m in g.members) == sorted(p.user_id for p in participants)
     assert all(len(g.members) == 2 for g in groups)
     assert not any(b in recent.get(a, ()) for g in groups for a in g.members for b in g.members)
+
+
+# -- a pair's room is the bot's own (bot/pairing_rooms.py, bot/own_rooms.py) ----------------------
+
+SQUATTER = "@mallory:example.org"
+PAIR = ("@alice:example.org", "@bob:example.org")
+
+
+class MeetClock:
+    def now(self) -> datetime:
+        return datetime(2026, 3, 9, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+
+
+async def paired(storage) -> tuple[Services, GroupRow]:
+    """A round of one pair, stored (3 days before the meeting of 12 March 2026)."""
+    services = make_services(storage, [core.router, meet.router])
+    services.clock = MeetClock()
+    services.meet_config = meet.MeetConfig.create(link="https://meet.example.org/next")
+    for person in PAIR:
+        await storage.meet.join(person, 0)
+    assert await meet.pair_due_round(services) is not None
+    [group] = await storage.meet.groups(without_room=True)
+    return services, group
+
+
+async def alias_of(storage, group: GroupRow) -> str:
+    """The local part of the group room's alias, as if a member had found it out."""
+    return keyed_alias(await storage.rooms.alias_key(), "meet", group.key)
+
+
+def pairing(services, homeserver) -> PairingRooms:
+    return PairingRooms(services, homeserver, BOT, "de", on_queued=lambda room: None)
+
+
+async def introductions(storage) -> list[str]:
+    rows = await storage.db.fetchall("SELECT room_id FROM outbox")
+    return [row[0] for row in rows]
+
+
+async def test_a_pair_room_alias_cannot_be_worked_out_from_the_pair(storage):
+    _, group = await paired(storage)
+    alias = await alias_of(storage, group)
+    assert alias.startswith("next-meet-")
+    assert alias != meet.room_alias(group.key, BOT)  # the old one: bot id and group key alone
+    other_bot = await Storage.open(":memory:")
+    try:
+        assert keyed_alias(await other_bot.rooms.alias_key(), "meet", group.key) != alias
+    finally:
+        await other_bot.close()
+
+
+class Squatted(FakeHomeserver):
+    """Every alias the bot uses is already held by `squat` (its maker found the alias out)."""
+
+    squat = ""
+
+    def _claim(self, alias: str) -> None:
+        self.aliases.setdefault(alias, self.squat)
+
+    async def create_room(self, *, alias=None, **kwargs) -> str:
+        if alias is not None:
+            self._claim(f"#{alias}:example.org")
+        return await super().create_room(alias=alias, **kwargs)
+
+    async def resolve_alias(self, alias: str) -> str | None:
+        self._claim(alias)
+        return await super().resolve_alias(alias)
+
+
+def marker(group: GroupRow) -> dict:
+    return {"type": meet.STATE_EVENT, "state_key": "", "content": {"group": group.key}}
+
+
+async def test_a_room_squatting_the_alias_gets_nothing_and_the_pair_gets_its_own(storage):
+    services, group = await paired(storage)
+    homeserver = Squatted()
+    # A member made a room under the alias, marked it as the pair's and let the bot in.
+    homeserver.squat = squat = homeserver.make_room(SQUATTER, state=[marker(group)])
+    homeserver.rooms[squat]["joined"].add(BOT)
+    assert await pairing(services, homeserver).tick() == 1
+    [own] = homeserver.made_by_bot()
+    [group] = await storage.meet.groups()
+    assert group.room_id == own != squat
+    assert sorted(homeserver.rooms[own]["invited"]) == sorted(PAIR)
+    assert await introductions(storage) == [own]  # nothing queued for the squatter's room
+
+
+async def test_after_a_crash_an_alias_leading_elsewhere_is_not_taken_for_the_pair_room(storage):
+    services, group = await paired(storage)
+    await storage.meet.mark_room_requested(group.key, 1)  # an attempt before died
+    [group] = await storage.meet.groups(without_room=True)
+    homeserver = Squatted()
+    # Each is refused: a member's room; a room the bot made for another group; a room the bot
+    # made for this group but whose mark a member (with power there) has overwritten.
+    rooms = [homeserver.make_room(SQUATTER, state=[marker(group)]),
+             homeserver.make_room(BOT, state=[{**marker(group), "content": {"group": "other"}}]),
+             homeserver.make_room(BOT, state=[marker(group)])]
+    homeserver.put_state(rooms[2], SQUATTER, meet.STATE_EVENT, {"group": group.key})
+    for room_id in rooms:
+        homeserver.rooms[room_id]["joined"].add(BOT)
+        homeserver.aliases.clear()
+        homeserver.squat = room_id
+        assert await pairing(services, homeserver).room_for(group) not in rooms
+    assert len(homeserver.made_by_bot()) == 2 + 3
+
+
+async def test_a_pair_room_whose_answer_was_lost_is_found_again_by_its_alias(storage):
+    services, group = await paired(storage)
+    homeserver = FakeHomeserver()
+    homeserver.lose_creations = 1
+    with pytest.raises(TransientError):
+        await pairing(services, homeserver).tick()
+    assert await pairing(services, homeserver).tick() == 1  # as after a restart
+    [own] = homeserver.made_by_bot()
+    [group] = await storage.meet.groups()
+    assert group.room_id == own
+    assert await introductions(storage) == [own]
