@@ -49,10 +49,10 @@ class RefusedError(Exception):
     """The homeserver refused the request for good (no permission, unknown room or alias):
     retrying will not help. The message is the Matrix error code, never content."""
 
-
     def __init__(self, message: str, errcode: str | None = None) -> None:
         super().__init__(message)
         self.errcode = errcode or message
+
 
 class LoginError(Exception):
     """The bot cannot log in; retrying will not help (wrong password, unknown user)."""
@@ -618,15 +618,9 @@ class MatrixConnection:
             return SendResult(SendOutcome.TRANSIENT, errcode=f"not ready: {exc}")
         if isinstance(response, nio.RoomSendResponse):
             return SendResult(SendOutcome.SENT, event_id=response.event_id)
-        status = _http_status(response)
-        errcode = getattr(response, "status_code", None)
-        if status == 429 or errcode == "M_LIMIT_EXCEEDED":
-            return SendResult(SendOutcome.RATE_LIMITED,
-                              retry_after_ms=int(getattr(response, "retry_after_ms", 0) or 1000),
-                              errcode=errcode)
-        if status is None or status >= 500 or not str(errcode or "").startswith("M_"):
-            return SendResult(SendOutcome.TRANSIENT, errcode=errcode)
-        return SendResult(SendOutcome.REFUSED, errcode=errcode)
+        return send_result_of_error(_http_status(response),
+                                    getattr(response, "status_code", None),
+                                    getattr(response, "retry_after_ms", 0))
 
     async def _know_devices(self, room_id: str) -> None:
         """Query the devices of people new to an encrypted room before writing there: a reply
@@ -833,6 +827,26 @@ def _events(room_id: str, events: list[Any]) -> list[RoomEvent]:
 def _source(event: Any) -> dict[str, Any]:
     source = getattr(event, "source", None)
     return source if isinstance(source, dict) else {}
+
+
+def send_result_of_error(status: int | None, errcode: str | None,
+                         retry_after_ms: int | None) -> SendResult:
+    """What a send's error answer means: wait (429), try again (5xx, no answer, the access token
+    gone: nothing wrong with the message), or refused for good: not in the room (403), too large
+    (413), or any other 4xx with a Matrix error code. A 4xx without one comes from something in
+    between (a proxy being reconfigured), not from the homeserver: tried again."""
+    if status == 429 or errcode == "M_LIMIT_EXCEEDED":
+        return SendResult(SendOutcome.RATE_LIMITED, retry_after_ms=int(retry_after_ms or 1000),
+                          errcode=errcode)
+    if status is not None and status >= 500:
+        return SendResult(SendOutcome.TRANSIENT, errcode=errcode)
+    if status == 401 or errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+        return SendResult(SendOutcome.TRANSIENT, errcode=errcode)  # the sync loop stops the bot
+    if status in (403, 413) or errcode in ("M_FORBIDDEN", "M_TOO_LARGE"):
+        return SendResult(SendOutcome.REFUSED, errcode=errcode or f"HTTP {status}")
+    if status is None or not str(errcode or "").startswith("M_"):
+        return SendResult(SendOutcome.TRANSIENT, errcode=errcode)
+    return SendResult(SendOutcome.REFUSED, errcode=errcode)
 
 
 def _http_status(response: Any) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -64,6 +65,13 @@ class Metrics:
                               "transient, refused)", ["outcome"], registry=registry)
         self.send_queue = Gauge("nextbot_send_queue_messages", "Messages waiting to be sent "
                                 "(outbox rows)", registry=registry)
+        self._sends_refused = Counter(
+            "nextbot_sends_refused", "Messages the homeserver refused for good (not in the room, "
+            "too large …), set aside so that their room's queue goes on, by Matrix error code",
+            ["errcode"], registry=registry)
+        self.refused_kept = Gauge("nextbot_sends_refused_kept_messages", "Messages set aside "
+                                  "after a refusal, still kept in the outbox for the operator",
+                                  registry=registry)
         self.command_queue = Gauge("nextbot_command_queue_messages", "Commands waiting to be "
                                    "handled (inbox rows)", registry=registry)
         self.scheduled_jobs = Gauge("nextbot_scheduled_jobs", "Jobs planned in the scheduler",
@@ -98,9 +106,15 @@ class Metrics:
     def send_result(self, outcome: str) -> None:
         self._sends.labels(outcome).inc()
 
+    def send_refused(self, errcode: str) -> None:
+        """A message set aside; the label is a Matrix error code (or `HTTP 403`) or `other`."""
+        known = re.fullmatch(r"M_[A-Z_]{1,40}|HTTP \d{3}", errcode or "")
+        self._sends_refused.labels(errcode if known else "other").inc()
+
     async def refresh(self, storage: Storage, scheduled_jobs: int, limited_members: int) -> None:
         """Read what lives in the database, just before Prometheus gets the numbers."""
         self.send_queue.set(await storage.outbox.count())
+        self.refused_kept.set(await storage.outbox.count_failed())
         self.command_queue.set(await storage.inbox.count())
         for status in STATUSES:
             self.deliveries.labels(status).set(await storage.deliveries.count(status))

@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.feed import MemberFeed
-from bot.handling import CommandHandler, DirectRooms
+from bot.handling import CommandHandler
 from bot.lanes import RoomLanes
 from bot.matrix import LoginError, MatrixConnection
 from bot.metrics import Metrics, MetricsAddressError, MetricsServer
+from bot.own_rooms import DirectRooms
 from bot.pairing_rooms import PairingRooms, after_rooms_synced
 from bot.permissions import NetworkRooms, Permissions
 from bot.rate_limit import MemberRateLimit
@@ -40,6 +41,7 @@ from commands.framework import Registry, Router, Services
 from commands.i18n import Catalog
 from storage import Storage
 from storage.database import DatabaseTooNewError
+from storage.outbox import FAILED_KEPT_MS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class Bot:
         settings = self.settings
         self.storage = storage = await Storage.open(settings.storage.database)
         await storage.inbox.forget_handled_before(now_ms() - HANDLED_EVENTS_KEPT_MS)
+        await storage.outbox.forget_failed_before(now_ms() - FAILED_KEPT_MS)
         self.connection = connection = MatrixConnection(settings.matrix)
         await connection.start_session(storage.session)
         services = Services(storage=storage, catalog=Catalog.load(),
@@ -126,15 +129,16 @@ class Bot:
                                   network_moderators=settings.bot.moderators,
                                   network_rooms=network_rooms.ids,
                                   is_direct_room=storage.rooms.is_direct_room)
-        sender = Sender(connection, storage.outbox, metrics=self.metrics)
+        direct_rooms = DirectRooms(storage.rooms, connection, self.user_id)
+        sender = Sender(connection, storage.outbox, metrics=self.metrics,
+                        direct_rooms=direct_rooms.room_for, now_ms=now_ms)
         send_lanes = RoomLanes("send", storage.outbox.pending_rooms, sender.drain_room)
-        direct_rooms = DirectRooms(storage.rooms, connection.create_direct_room)
         rate_limit = MemberRateLimit(settings.bot.member_rate_limit,
                                      settings.bot.member_rate_window_seconds * 1000,
                                      exempt=settings.bot.admins)
         self._handler = handler = CommandHandler(
             services, permissions, settings.bot.language, now_ms, on_reply=send_lanes.wake,
-            direct_rooms=direct_rooms.room_for, rate_limit=rate_limit, metrics=self.metrics)
+            rate_limit=rate_limit, metrics=self.metrics)
         command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
         self.scheduler = Scheduler(
             storage, [workshops.WorkshopReminders(services),

@@ -1,16 +1,22 @@
-"""Sending the outbox: per room in order, rate limits honoured, retries idempotent."""
+"""Sending the outbox: per room in order, rate limits honoured, retries idempotent.
+
+A direct message waits under the member's user id; its room is found (or made, once) when it is
+sent, so a command's state change and its direct messages are committed together, before any
+network call. A message refused for good is set aside and the room's next one goes on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from bot.backoff import Backoff
-from bot.matrix import SendOutcome, SendResult, TransientError
+from bot.matrix import RefusedError, SendOutcome, SendResult, TransientError
 from bot.metrics import Metrics
-from storage.outbox import OutboxRepository, OutgoingMessage
+from storage.outbox import OutboxRepository, OutgoingMessage, is_member_address
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,14 @@ class Transport(Protocol):
                      filename: str) -> dict[str, Any]: ...
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def _no_direct_rooms(user_id: str) -> str:
+    raise RuntimeError("no direct-message rooms configured")
+
+
 class Sender:
     def __init__(
         self,
@@ -35,25 +49,37 @@ class Sender:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_factory: Callable[[], Backoff] = Backoff,
         metrics: Metrics | None = None,
+        direct_rooms: Callable[[str], Awaitable[str]] | None = None,
+        now_ms: Callable[[], int] = _now_ms,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._transport = transport
         self._outbox = outbox
         self._sleep = sleep
         self._backoff_factory = backoff_factory
+        # user id -> the bot's direct room with them, made on first use (`own_rooms.DirectRooms`)
+        self._direct_rooms = direct_rooms or _no_direct_rooms
+        self._now_ms = now_ms
 
     async def _send(self, message: OutgoingMessage) -> SendResult:
+        room_id = message.room_id
+        if is_member_address(room_id):
+            try:
+                room_id = await self._direct_rooms(room_id)
+            except TransientError:
+                return SendResult(SendOutcome.TRANSIENT, errcode="direct room")
+            except RefusedError as exc:  # e.g. no such member: no room can ever be made
+                return SendResult(SendOutcome.REFUSED, errcode=exc.errcode)
         content = message.content
         if message.file_data is not None:
             mimetype = content.get("info", {}).get("mimetype", "application/octet-stream")
             try:
-                media = await self._transport.upload(message.room_id, message.file_data,
+                media = await self._transport.upload(room_id, message.file_data,
                                                      mimetype, content.get("filename", "file"))
             except TransientError:
                 return SendResult(SendOutcome.TRANSIENT, errcode="upload")
             content = {**content, **media}
-        return await self._transport.send(message.room_id, message.event_type, content,
-                                          message.txn_id)
+        return await self._transport.send(room_id, message.event_type, content, message.txn_id)
 
     async def drain_room(self, room_id: str) -> None:
         backoff = self._backoff_factory()
@@ -73,7 +99,11 @@ class Sender:
                             result.errcode or "network", delay)
                 await self._sleep(delay)
             else:
-                # The server will never take it (not in the room, too large, …): drop, not block.
-                log.error("room %s: message %s refused (%s), dropped", room_id, message.txn_id,
-                          result.errcode)
-                await self._outbox.remove(message.txn_id, room_id)
+                # The server will never take it (not in the room, too large, …): set aside, so
+                # that it neither blocks the room's queue nor is tried again forever.
+                errcode = result.errcode or "refused"
+                log.error("room %s: message %s refused for good (%s); set aside, the room's "
+                          "queue goes on", room_id, message.txn_id, errcode)
+                await self._outbox.set_aside(message.txn_id, room_id, errcode, self._now_ms())
+                self._metrics.send_refused(errcode)
+                backoff.reset()

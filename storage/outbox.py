@@ -1,5 +1,9 @@
 """Messages waiting to be sent, each with the transaction id that makes its sending idempotent.
 
+A message goes to a room, or (a direct message) to a member: its `room_id` is then the member's
+user id, and the sender finds or makes the direct room when it sends. A message the homeserver
+refused for good is set aside (`set_aside`): kept a while for the operator, never sent again.
+
 Each room's waiting messages are kept in memory in step with the commits (`RoomQueues`), so the
 send lanes take the next message without a query.
 """
@@ -14,11 +18,18 @@ from typing import Any
 from storage.database import Database
 from storage.room_queues import RoomQueues
 
+FAILED_KEPT_MS = 30 * 24 * 3600 * 1000  # how long a message set aside stays for the operator
+
+
+def is_member_address(room_id: str) -> bool:
+    """Whether a message's `room_id` is a member's user id (a direct message)."""
+    return room_id.startswith("@")
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
     txn_id: str
-    room_id: str
+    room_id: str  # a room id, or for a direct message the member's user id
     content: dict[str, Any]
     event_type: str = "m.room.message"
     seq: int = 0
@@ -58,7 +69,8 @@ class OutboxRepository:
 
     async def pending_rooms(self) -> list[str]:
         rows = await self._db.fetchall(
-            "SELECT room_id FROM outbox GROUP BY room_id ORDER BY MIN(seq)"
+            "SELECT room_id FROM outbox WHERE failed_at IS NULL GROUP BY room_id "
+            "ORDER BY MIN(seq)"
         )
         return [r[0] for r in rows]
 
@@ -68,7 +80,7 @@ class OutboxRepository:
         async def read() -> list[OutgoingMessage]:
             rows = await self._db.fetchall(
                 "SELECT txn_id, room_id, content, event_type, seq, file_data FROM outbox "
-                "WHERE room_id = ? ORDER BY seq",
+                "WHERE room_id = ? AND failed_at IS NULL ORDER BY seq",
                 (room_id,),
             )
             return [OutgoingMessage(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
@@ -77,10 +89,36 @@ class OutboxRepository:
         return await self._waiting.first(room_id, read)
 
     async def remove(self, txn_id: str, room_id: str | None = None) -> None:
-        """Drop a message (sent, or refused for good); its room, when known, saves a search."""
+        """Drop a message (sent); its room, when known, saves a search."""
         await self._db.execute("DELETE FROM outbox WHERE txn_id = ?", (txn_id,))
         self._db.after_commit(lambda: self._waiting.forget(txn_id, room_id))
 
+    async def set_aside(self, txn_id: str, room_id: str, errcode: str, at: int) -> None:
+        """A message the homeserver refused for good: out of its room's queue, but kept (with
+        the error code) until `forget_failed_before`. Its transaction id stays taken, so the
+        same message queued again is not sent again."""
+        await self._db.execute(
+            "UPDATE outbox SET failed_at = ?, failed_errcode = ?, file_data = NULL "
+            "WHERE txn_id = ?", (at, errcode, txn_id))
+        self._db.after_commit(lambda: self._waiting.forget(txn_id, room_id))
+
+    async def failed(self) -> list[tuple[str, str, str, int]]:
+        """The messages set aside: (transaction id, room or member, error code, when), oldest
+        first."""
+        rows = await self._db.fetchall(
+            "SELECT txn_id, room_id, failed_errcode, failed_at FROM outbox "
+            "WHERE failed_at IS NOT NULL ORDER BY seq")
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def forget_failed_before(self, ts_ms: int) -> int:
+        return await self._db.execute(
+            "DELETE FROM outbox WHERE failed_at IS NOT NULL AND failed_at < ?", (ts_ms,))
+
     async def count(self) -> int:
-        row = await self._db.fetchone("SELECT COUNT(*) FROM outbox")
+        """Messages waiting to be sent (those set aside not counted)."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM outbox WHERE failed_at IS NULL")
+        return int(row[0])
+
+    async def count_failed(self) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
         return int(row[0])

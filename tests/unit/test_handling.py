@@ -1,9 +1,28 @@
+import sqlite3
+
 import pytest
 
 from bot.handling import CommandHandler, reply_txn_id
+from bot.own_rooms import DirectRooms
 from bot.permissions import Permissions
+from bot.sender import Sender
+from commands import communities, core, workshops
+from commands.framework import RetryLater
 from storage.inbox import InboxMessage
-from tests.unit.fakes import ALICE, BOB, BOSS, OTHER_ROOM, ROOM, make_services, set_language
+from tests.unit.fakes import (
+    ALICE,
+    BOB,
+    BOSS,
+    BOT,
+    INTERNAL_ERRORS,
+    OTHER_ROOM,
+    ROOM,
+    FakeHomeserver,
+    Sleeps,
+    make_services,
+    no_jitter_backoff,
+    set_language,
+)
 
 NOW = 1_700_000_000_000
 
@@ -169,8 +188,7 @@ async def test_an_unreachable_homeserver_keeps_a_moderator_command_queued(storag
     assert not await storage.inbox.is_handled("$lang")
 
 
-async def test_file_and_direct_replies_go_to_the_askers_direct_room(storage, on_reply):
-    from bot.handling import DirectRooms
+async def test_file_and_direct_replies_wait_for_the_member_not_for_a_room(storage, on_reply):
     from commands.framework import Attachment, Reply, Router
     from commands.i18n import Text
 
@@ -182,28 +200,21 @@ async def test_file_and_direct_replies_go_to_the_askers_direct_room(storage, on_
                 Reply(Text.raw("Deine Daten"), Attachment("daten.json", "application/json",
                                                           b'{"a": 1}'), direct=True)]
 
-    created: list[str] = []
-
-    async def create(user_id: str) -> str:
-        created.append(user_id)
-        return "!dm:test"
-
-    direct = DirectRooms(storage.rooms, create)
     permissions = Permissions(room_state, admins=[BOSS], moderator_level=50)
     handler = CommandHandler(make_services(storage, routers=[router]), permissions, "de",
-                             lambda: NOW, on_reply, direct_rooms=direct.room_for)
-    for event_id in ("$e1", "$e2"):
-        await storage.inbox.add([cmd(event_id, "!export")], received_at=NOW)
-        await handler.handle(await storage.inbox.next_for_room(ROOM))
-    assert created == [ALICE]  # made once, then remembered
+                             lambda: NOW, on_reply)
+    await storage.inbox.add([cmd("$e1", "!export")], received_at=NOW)
+    await handler.handle(await storage.inbox.next_for_room(ROOM))
     in_room = await storage.outbox.next_for_room(ROOM)
     assert in_room.content["m.relates_to"]["m.in_reply_to"]["event_id"] == "$e1"
-    file = await storage.outbox.next_for_room("!dm:test")
+    # Queued for the member: the sender finds or makes the room (no network call here).
+    file = await storage.outbox.next_for_room(ALICE)
     assert file.txn_id == reply_txn_id("$e1", 1)
     assert file.file_data == b'{"a": 1}'
     assert file.content["msgtype"] == "m.file" and file.content["filename"] == "daten.json"
     assert file.content["body"] == "Deine Daten" and file.content["m.mentions"] == {}
     assert "m.relates_to" not in file.content  # no reply relation across rooms
+    assert on_reply.calls == 2  # the room's lane and the member's
 
 
 async def test_an_unreadable_message_is_explained_once_a_day_per_person(storage, handler):
@@ -225,3 +236,236 @@ async def test_an_unreadable_message_is_explained_once_a_day_per_person(storage,
     assert "nicht entschlüsseln" in first["body"]
     assert first["m.relates_to"]["m.in_reply_to"]["event_id"] == "$1"
     assert await storage.undecrypted.all() == []  # nothing left to try
+
+
+# -- what a command causes is committed with it, and sent once (issue 17, item 5) ----------------
+
+CAROL = "@carol:example.org"
+REGISTRANTS = (ALICE, BOB, CAROL)
+
+
+class FailOnce:
+    """Wraps a coroutine function: the first call raises `error`, later ones go through."""
+
+    def __init__(self, fn, error: Exception) -> None:
+        self.fn, self.error, self.failed = fn, error, False
+
+    async def __call__(self, *args, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise self.error
+        return await self.fn(*args, **kwargs)
+
+
+class Running:
+    """The command handler and the sender on one database and one fake homeserver; a new
+    `Running` on the same two is the bot after a restart."""
+
+    def __init__(self, storage, homeserver: FakeHomeserver, room_admin=None) -> None:
+        self.storage = storage
+        self.homeserver = homeserver
+        self.planned: list[str] = []
+        services = make_services(storage, [core.router, workshops.router, communities.router])
+        services.room_admin = room_admin
+
+        async def schedule_changed(source: str) -> None:
+            assert not storage.db.in_transaction()  # told only what is committed
+            self.planned.append(source)
+
+        services.schedule_changed = schedule_changed
+        permissions = Permissions(room_state, admins=[BOSS], moderator_level=50)
+        self.handler = CommandHandler(services, permissions, "de", lambda: NOW, lambda a: None)
+        direct_rooms = DirectRooms(storage.rooms, homeserver, BOT)
+        self.sender = Sender(homeserver, storage.outbox, sleep=Sleeps(),
+                             backoff_factory=no_jitter_backoff, direct_rooms=direct_rooms.room_for)
+
+    async def command(self, event_id: str, body: str, sender: str = BOSS) -> None:
+        await self.storage.inbox.add([cmd(event_id, body, sender=sender)], received_at=NOW)
+        await self.handler.drain_room(ROOM)
+
+    async def send_all(self) -> None:
+        for address in await self.storage.outbox.pending_rooms():
+            await self.sender.drain_room(address)
+
+    def direct_messages(self, user_id: str) -> list[str]:
+        """The bodies the bot sent into rooms it made with `user_id` invited."""
+        rooms = [r for r in self.homeserver.made_by_bot()
+                 if user_id in self.homeserver.rooms[r]["invited"]]
+        return [c["body"] for room in rooms for c in self.homeserver.sent_to(room)]
+
+    def in_room(self) -> list[str]:
+        return [c["body"] for c in self.homeserver.sent_to(ROOM)]
+
+
+async def workshop_with_registrants(storage, homeserver: FakeHomeserver) -> Running:
+    bot = Running(storage, homeserver)
+    await bot.command("$new", "!werkstatt neu 10.05.2024 10:00-12:00 KI in der Verwaltung")
+    for person in REGISTRANTS:
+        await bot.command(f"$rsvp-{person}", "!anmelden 1", sender=person)
+    await bot.send_all()
+    assert len(bot.in_room()) == 4 and homeserver.made_by_bot() == []
+    return bot
+
+
+def assert_each_registrant_told_once(bot: Running) -> None:
+    for person in REGISTRANTS:
+        [told] = bot.direct_messages(person)
+        assert "leider abgesagt" in told
+    assert len(bot.homeserver.made_by_bot()) == len(REGISTRANTS)  # one room each
+
+
+@pytest.mark.parametrize("failing", ["outbox.add", "inbox.mark_handled"])
+async def test_a_command_failing_before_its_commit_leaves_nothing_and_its_retry_does_all_once(
+        storage, failing, monkeypatch):
+    homeserver = FakeHomeserver()
+    bot = await workshop_with_registrants(storage, homeserver)
+    repository, method = failing.split(".")
+    target = getattr(storage, repository)
+    monkeypatch.setattr(target, method, FailOnce(getattr(target, method),
+                                                 sqlite3.OperationalError("database is locked")))
+    await storage.inbox.add([cmd("$cancel", "!werkstatt absagen 1", sender=BOSS)],
+                            received_at=NOW)
+    with pytest.raises(sqlite3.OperationalError):
+        await bot.handler.handle(await storage.inbox.next_for_room(ROOM))
+    assert not (await storage.workshops.get(1)).cancelled  # rolled back with the messages
+    assert bot.planned == ["workshops"]  # from `!werkstatt neu`; not from the failed run
+    await bot.handler.drain_room(ROOM)  # the lane's retry
+    assert (await storage.workshops.get(1)).cancelled
+    await bot.send_all()
+    assert "Abgesagt: KI in der Verwaltung" in bot.in_room()[-1]  # not "bereits abgesagt"
+    assert_each_registrant_told_once(bot)
+    assert bot.planned == ["workshops", "workshops"]
+
+
+async def test_direct_messages_survive_a_502_and_a_lost_answer_at_room_creation(storage):
+    homeserver = FakeHomeserver()
+    bot = await workshop_with_registrants(storage, homeserver)
+    await bot.command("$cancel", "!werkstatt absagen 1")
+    homeserver.fail_creations = 1  # the first direct room: 502, nothing made
+    homeserver.lose_creations = 1  # the next: made, but the answer never arrives
+    await bot.send_all()
+    assert_each_registrant_told_once(bot)
+    assert await storage.outbox.count() == 0 and await storage.outbox.failed() == []
+
+
+async def test_a_crash_between_making_a_direct_room_and_recording_it_makes_no_second_room(
+        storage, monkeypatch):
+    homeserver = FakeHomeserver()
+    bot = await workshop_with_registrants(storage, homeserver)
+    await bot.command("$cancel", "!werkstatt absagen 1")
+    monkeypatch.setattr(storage.rooms, "set_direct_room", FailOnce(
+        storage.rooms.set_direct_room, RuntimeError("killed")))
+    with pytest.raises(RuntimeError):
+        await bot.send_all()
+    assert len(homeserver.made_by_bot()) == 1  # made, not recorded
+    restarted = Running(storage, homeserver)
+    await restarted.send_all()
+    assert_each_registrant_told_once(restarted)
+
+
+async def test_a_restart_after_the_commit_sends_what_was_queued_once(storage):
+    homeserver = FakeHomeserver()
+    bot = await workshop_with_registrants(storage, homeserver)
+    await bot.command("$cancel", "!werkstatt absagen 1")
+    # The bot dies before sending anything; after the restart the same command is delivered
+    # again (a sync replayed): it was handled, so nothing is done twice.
+    restarted = Running(storage, homeserver)
+    await restarted.command("$cancel", "!werkstatt absagen 1")
+    await restarted.send_all()
+    await restarted.send_all()
+    assert_each_registrant_told_once(restarted)
+    assert sum("Abgesagt" in body for body in restarted.in_room()) == 1
+
+
+async def test_a_new_workshop_is_made_once_when_the_first_try_fails_at_its_commit(
+        storage, monkeypatch):
+    bot = Running(storage, FakeHomeserver())
+    monkeypatch.setattr(storage.inbox, "mark_handled", FailOnce(
+        storage.inbox.mark_handled, sqlite3.OperationalError("database is locked")))
+    await storage.inbox.add([cmd("$new", "!werkstatt neu 10.05.2024 10:00-12:00 KI",
+                                 sender=BOSS)], received_at=NOW)
+    with pytest.raises(sqlite3.OperationalError):
+        await bot.handler.handle(await storage.inbox.next_for_room(ROOM))
+    await bot.handler.drain_room(ROOM)
+    assert [tuple(r) for r in await storage.db.fetchall("SELECT title FROM workshops")] == [
+        ("KI",)]
+
+
+async def test_a_handler_that_fails_half_way_keeps_none_of_its_writes(storage):
+    from commands.framework import Router
+
+    router = Router("test")
+
+    @router.command("half", "halb")
+    async def half(ctx):
+        await ctx.services.storage.rooms.change_setting(ROOM, "language", "en",
+                                                        changed_by=ctx.sender, changed_at=1)
+        raise RuntimeError("a bug")
+
+    permissions = Permissions(room_state, admins=[BOSS], moderator_level=50)
+    handler = CommandHandler(make_services(storage, [router]), permissions, "de", lambda: NOW,
+                             lambda a: None)
+    await handler.handle(cmd("$half", "!halb"))
+    assert await storage.rooms.language(ROOM) is None
+    [reply] = [(await storage.outbox.next_for_room(ROOM)).content["body"]]
+    assert reply in INTERNAL_ERRORS
+    assert await storage.inbox.is_handled("$half")
+
+
+class RoomAdminChecked:
+    """A `RoomAdmin` that checks nobody holds the database while it is called; `fail_next`
+    names a call that fails once as unreachable."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.calls: list[str] = []
+        self.fail_next: str | None = None
+        self.made = 0
+
+    async def _call(self, name: str, result=None):
+        assert not self.db.in_transaction() and not self.db._lock.locked(), name
+        if self.fail_next == name:
+            self.fail_next = None
+            raise RetryLater(name)
+        self.calls.append(name)
+        return result
+
+    async def create_room(self, *, name, topic, moderators, space=False) -> str:
+        self.made += 1
+        return await self._call("create_room", f"!c{self.made}:example.org")
+
+    async def add_to_space(self, space_id, room_id) -> None:
+        await self._call("add_to_space")
+
+    async def invite(self, room_id, user_id) -> None:
+        await self._call("invite")
+
+    async def find_room(self, text) -> str | None:
+        return await self._call("find_room")
+
+    async def is_member(self, room_id, user_id) -> bool:
+        return await self._call("is_member", False)
+
+    async def member_count(self, room_id) -> int:
+        return await self._call("member_count", 3)
+
+
+async def test_homeserver_calls_are_made_outside_the_transaction_and_once_per_command(storage):
+    admin = RoomAdminChecked(storage.db)
+    bot = Running(storage, FakeHomeserver(), room_admin=admin)
+    admin.fail_next = "invite"  # after the space and the room were made: unreachable
+    await storage.inbox.add([cmd("$c", "!community anlegen ki KI in der Verwaltung",
+                                 sender=BOSS)], received_at=NOW)
+    with pytest.raises(RetryLater):
+        await bot.handler.handle(await storage.inbox.next_for_room(ROOM))
+    assert await storage.communities.active() == []  # nothing committed yet
+    await bot.handler.drain_room(ROOM)  # the lane's retry
+    # Each made once, though the command ran once per call and was retried.
+    assert admin.calls == ["create_room", "create_room", "add_to_space", "invite"]
+    [made] = await storage.communities.active()
+    assert made.slug == "ki" and made.room_id == "!c2:example.org"
+    assert await storage.communities.space() == "!c1:example.org"
+    await bot.send_all()
+    assert "KI in der Verwaltung" in bot.in_room()[-1]
+    await bot.command("$list", "!gemeinschaften", sender=ALICE)
+    assert admin.calls[-1] == "member_count"
