@@ -8,6 +8,7 @@ result. Every problem is reported as one line ``<dotted.key>: <reason>`` in
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -35,7 +36,15 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from commands.meet import parse_rule, parse_start_time
+from commands.i18n import Catalog
+from commands.meet import (
+    RuleError,
+    clock_text,
+    parse_rule,
+    parse_start_time,
+    rule_problem,
+    start_time_of,
+)
 from commands.workshops import normalize_link, parse_duration
 from storage.experts import DEFAULT_SYNONYMS
 from storage.workshops import offset_label, parse_offset
@@ -81,6 +90,16 @@ def _check_http_url(value: str) -> str:
     if not ok:
         raise _problem("must be an http(s) URL")
     return value
+
+
+@functools.cache
+def _catalog() -> Catalog:
+    return Catalog.load()
+
+
+def _rule_reason(error: RuleError) -> str:
+    """Why a meet rule is refused, as the English catalog says it to the bot admins."""
+    return rule_problem(error, _catalog(), "en").plain
 
 
 def _stripped(value: Any) -> Any:
@@ -266,8 +285,10 @@ class AnnouncementSettings(_Section):
 
 
 class MeetSettings(_Section):
-    # NExT-to-meet-you. The dates: an iCalendar recurrence rule (RRULE; `DTSTART=YYYYMMDD;`
-    # anchors one with INTERVAL), computed on the wall clock of `bot.timezone`.
+    # NExT-to-meet-you. The dates: an iCalendar recurrence rule as calendars export it
+    # (`FREQ=MONTHLY;BYDAY=2TH`, `BYDAY=-1FR`; `DTSTART=YYYYMMDD;` anchors one with INTERVAL),
+    # computed on the wall clock of `bot.timezone`. A time in the rule (`BYHOUR=12;BYMINUTE=0`)
+    # is the start; `start_time`, if written too, must agree with it.
     rule: str = "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2"
     start_time: str = "12:00"
     duration: str = "1h"
@@ -289,10 +310,25 @@ class MeetSettings(_Section):
     def _rule_valid(cls, value: str) -> str:
         try:
             parse_rule(value)
-        except ValueError:
-            raise _problem(f"bad rule {value!r} (expected an RRULE with FREQ=DAILY, WEEKLY, "
-                           "MONTHLY or YEARLY, e.g. FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2)") from None
+        except RuleError as error:
+            raise _problem(f"bad rule {value!r}: {_rule_reason(error)} (e.g. "
+                           "FREQ=MONTHLY;BYDAY=2TH or FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=12)") from None
         return value.strip()
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> MeetSettings:
+        # A rule with a time of day (BYHOUR=12;BYMINUTE=0) gives the start; a start_time the
+        # operator wrote must agree, one left out becomes the rule's.
+        rule = parse_rule(self.rule)
+        if rule.time is None:
+            return self
+        try:
+            start_time_of(rule, parse_start_time(self.start_time)
+                          if "start_time" in self.model_fields_set else None)
+        except RuleError as error:
+            raise _problem(_rule_reason(error), field="start_time") from None
+        self.start_time = clock_text(rule.time)
+        return self
 
     @field_validator("start_time")
     @classmethod

@@ -5,15 +5,17 @@ be paired, `!treffen aussetzen` opts out, `!treffen pause 4` pauses for four wee
 the bot made for a pair or trio, `!getroffen ja|nein` tells it whether they met (only the
 count is kept).
 
-Admins: `!treffen regel FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2 12:00 1h` changes the rhythm (stored
+Admins: `!treffen regel FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2 12:00 1h` (or, with the time in the
+rule, `!treffen regel FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0 1h`) changes the rhythm (stored
 in the database, above the configuration; `!treffen regel standard` goes back to it),
 `!treffen link <url>`, `!treffen absagen 12.03.`, `!treffen verschieben 12.03. 19.03. 13:00`,
 `!treffen statistik`.
 
 The dates come from an iCalendar recurrence rule (RFC 5545 `RRULE`, read by dateutil) on the
-wall clock of the bot's time zone: 12:00 stays 12:00 across the clock changes. A date of the
-rule is the key of everything about it (reminders, its pairing round); cancelling or moving
-it is stored under that key.
+wall clock of the bot's time zone: 12:00 stays 12:00 across the clock changes. The rule gives
+the days; its time of day, if it has one, is the start (else the configured `start_time`). A
+date of the rule is the key of everything about it (reminders, its pairing round); cancelling
+or moving it is stored under that key.
 
 The scheduler's sources here: `MeetReminders` (before each date, into every room where
 `meet_reminders` is on) and `MeetFollowUps` (after a date, into each pair's room: did you
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -46,7 +49,7 @@ from commands.framework import (
     command_line,
     lookup,
 )
-from commands.i18n import Text, locale_of
+from commands.i18n import Catalog, Text, locale_of
 from commands.schedule import (
     Occurrence,
     before,
@@ -67,6 +70,7 @@ from storage.meet import GroupRow, Round, ScheduleOverride, moment, utc_ms
 from storage.workshops import offset_label, parse_offset
 
 router = Router("meet")
+log = logging.getLogger(__name__)
 
 DEFAULT_RULE = "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2"  # every second Thursday of the month
 ANCHOR = date(2026, 1, 1)  # where a rule with INTERVAL counts from, unless it says DTSTART=
@@ -75,8 +79,22 @@ MAX_PAUSE_WEEKS = 52
 ASK_AFTER = timedelta(hours=1)  # after a date's end, its groups are asked whether they met
 ASK_GRACE = timedelta(days=3)  # … and still asked that late after a downtime
 STATE_EVENT = "org.nextnetz.pairing"  # in each pairing room: which group it belongs to
+DEFAULT_START = time(12)
+MAX_RULE_LENGTH = 300
+FIRST_ANCHOR_YEAR, LAST_ANCHOR_YEAR = 2000, 2100  # DTSTART: dateutil counts from it each time
 _FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")  # nothing more often than daily
-_TIME_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND")  # the time is `start_time`, not the rule's
+_TIME_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND")  # one time of day: when the dates start
+_WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+_PARTS = ("FREQ", "INTERVAL", "COUNT", "UNTIL", "BYDAY", "BYMONTHDAY", "BYMONTH", "BYSETPOS",
+          "BYYEARDAY", "BYWEEKNO", "WKST", *_TIME_PARTS, "DTSTART")  # RFC 5545 and DTSTART
+# The numeric parts: (lowest, highest, also counted from the end as negative numbers).
+_NUMBER_PARTS = {"INTERVAL": (1, 999, False), "COUNT": (1, 9999, False),
+                 "BYMONTH": (1, 12, False), "BYMONTHDAY": (1, 31, True),
+                 "BYYEARDAY": (1, 366, True), "BYWEEKNO": (1, 53, True),
+                 "BYSETPOS": (1, 366, True), "BYHOUR": (0, 23, False),
+                 "BYMINUTE": (0, 59, False), "BYSECOND": (0, 59, False)}
+_ONE_VALUE = ("INTERVAL", "COUNT", *_TIME_PARTS)
+_CLOCK = re.compile(r"\d{1,2}[:.]\d{2}(?::\d{2})?")  # a word that is meant as a time of day
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,7 @@ class MeetConfig:
     """`[meet]` in the configuration, and the bot's time zone."""
 
     rule: str = DEFAULT_RULE
-    start_time: time = time(12)
+    start_time: time = DEFAULT_START
     duration: timedelta = timedelta(hours=1)
     link: str | None = None
     reminders: list[timedelta] = field(
@@ -96,16 +114,19 @@ class MeetConfig:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Berlin"))
 
     @classmethod
-    def create(cls, *, rule: str = DEFAULT_RULE, start_time: str = "12:00",
+    def create(cls, *, rule: str = DEFAULT_RULE, start_time: str | None = None,
                duration: str = "1h", link: str = "", reminders: list[str] | None = None,
                pairing: bool = True, pairing_lead: str = "3d", avoid_repeat_rounds: int = 3,
                seed: str = "next", timezone: str | ZoneInfo = "Europe/Berlin") -> MeetConfig:
-        """From the settings' spellings (validated there; ValueError here otherwise)."""
-        parse_rule(rule)
+        """From the settings' spellings (validated there; ValueError here otherwise). The
+        start is the rule's time of day if it has one, else `start_time`, else 12:00; both
+        given and different is a RuleError."""
+        given = parse_start_time(start_time) if start_time else None
+        start = start_time_of(parse_rule(rule), given)
         offsets = sorted({parse_offset(t) for t in (reminders if reminders is not None
                                                     else ["1d", "15m"])}, reverse=True)
         tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
-        return cls(rule=rule.strip(), start_time=parse_start_time(start_time),
+        return cls(rule=rule.strip(), start_time=start,
                    duration=parse_duration(duration), link=normalize_link(link) if link else None,
                    reminders=offsets, pairing=pairing, pairing_lead=parse_offset(pairing_lead),
                    avoid_repeat_rounds=avoid_repeat_rounds, seed=seed, timezone=tz)
@@ -126,42 +147,199 @@ def parse_start_time(text: str) -> time:
     return time(int(found.group(1)), int(found.group(2)), int(found.group(3) or 0))
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A parsed rule: its dates, and the time of day it gives (None: the configured one)."""
+
+    dates: rrule  # one occurrence per date, at midnight
+    time: time | None  # from BYHOUR/BYMINUTE/BYSECOND, or from DTSTART=…T120000
+    time_parts: str = ""  # the parts that say so, as written in messages: `BYHOUR=12;BYMINUTE=0`
+
+
+class RuleError(ValueError):
+    """Why a rule cannot be used: the catalog message `meet.rule_problems.<key>` with
+    `values` (see `rule_problem`)."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.values = values
+
+
+def rule_problem(error: RuleError, catalog: Catalog, language: str) -> Text:
+    return catalog.text(language, f"meet.rule_problems.{error.key}", **error.values)
+
+
+def _check_numbers(name: str, value: str, low: int, high: int, signed: bool) -> list[int]:
+    """The comma-separated whole numbers of part `name`, each in [low, high] (or, `signed`,
+    counted from the end: [-high, -low])."""
+    numbers = []
+    for item in value.split(","):
+        if not re.fullmatch(r"[+-]?\d{1,4}", item.strip()):
+            raise RuleError("not_a_number", name=Text.code(name), item=Text.code(item))
+        number = int(item)
+        if not (low <= number <= high or (signed and -high <= number <= -low)):
+            raise RuleError("out_of_range_signed" if signed else "out_of_range",
+                            name=Text.code(f"{name}={value}"), item=Text.code(item),
+                            low=low, high=high)
+        numbers.append(number)
+    return numbers
+
+
+def _check_weekdays(value: str, frequency: str) -> None:
+    """BYDAY: `TH`, `2TH`, `-1FR`, comma-separated; a position only where it means something
+    (within the month or the year)."""
+    for item in value.split(","):
+        found = re.fullmatch(r"([+-]?\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)", item.strip())
+        if found is None or found.group(1) in ("0", "+0", "-0", "00", "+00", "-00"):
+            raise RuleError("bad_weekday", name=Text.code("BYDAY"), item=Text.code(item))
+        if found.group(1) is None:
+            continue
+        if frequency not in ("MONTHLY", "YEARLY"):
+            raise RuleError("ordinal_needs_month", item=Text.code(f"BYDAY={item}"),
+                            freq=Text.code(f"FREQ={frequency}"))
+        highest = 5 if frequency == "MONTHLY" else 53  # weeks in a month, in a year
+        if not 1 <= abs(int(found.group(1))) <= highest:
+            raise RuleError("out_of_range_signed", name=Text.code(f"BYDAY={value}"),
+                            item=Text.code(item), low=1, high=highest)
+
+
+def _check_moment(name: str, value: str, with_utc: bool) -> tuple[date, time | None]:
+    """DTSTART or UNTIL: `20260108`, `20260108T120000` (UNTIL also with `Z`)."""
+    found = re.fullmatch(r"(\d{8})(?:T(\d{4})(\d{2})?(Z)?)?", value)
+    try:
+        if found is None or (found.group(4) and not with_utc):
+            raise ValueError
+        day = datetime.strptime(found.group(1), "%Y%m%d").date()
+        at = (datetime.strptime(found.group(2) + (found.group(3) or "00"), "%H%M%S").time()
+              if found.group(2) else None)
+    except ValueError:
+        raise RuleError("bad_date", name=Text.code(name), value=Text.code(value)) from None
+    return day, at
+
+
 @functools.lru_cache(maxsize=32)
-def parse_rule(text: str) -> rrule:
-    """An RRULE body (`FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2`, an `RRULE:` prefix is fine), with an
-    optional `DTSTART=YYYYMMDD` part for rules with INTERVAL; ValueError when unusable."""
+def parse_rule(text: str) -> Rule:
+    """An RRULE as calendars export it (`FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0`; an
+    `RRULE:` prefix is fine), with an optional `DTSTART=YYYYMMDD[THHMMSS]` part that anchors a
+    rule with INTERVAL. The parts are checked here, each refusal (a RuleError) naming its
+    reason; dateutil's rrulestr then reads the dates. A time of day in the rule (BYHOUR with
+    BYMINUTE and BYSECOND, or DTSTART's) is the time the dates start."""
     body = text.strip()
+    if len(body) > MAX_RULE_LENGTH:
+        raise RuleError("too_long", max=MAX_RULE_LENGTH)
     if body.upper().startswith("RRULE:"):
         body = body[6:]
-    parts = [p.strip() for p in body.split(";") if p.strip()]
-    names = [p.partition("=")[0].upper() for p in parts]
-    anchor = ANCHOR
-    for part in parts:
-        if part.upper().startswith("DTSTART="):
-            try:
-                anchor = datetime.strptime(part[8:].strip()[:8], "%Y%m%d").date()
-            except ValueError:
-                raise ValueError(f"bad DTSTART in {text!r}") from None
-    parts = [p for p, n in zip(parts, names, strict=True) if n != "DTSTART"]
-    frequency = next((p.partition("=")[2].upper() for p in parts
-                      if p.upper().startswith("FREQ=")), None)
+    values: dict[str, str] = {}
+    for part in (p.strip() for p in body.split(";")):
+        if not part:
+            continue
+        name, equals, value = (s.strip() for s in part.partition("="))
+        name, value = name.upper(), value.upper()
+        if name not in _PARTS:
+            raise RuleError("unknown_part", name=Text.code(name or part),
+                            known=", ".join(_PARTS))
+        if not equals or not value:
+            raise RuleError("no_value", part=Text.code(part))
+        if name in values:
+            raise RuleError("twice", name=Text.code(name))
+        values[name] = value
+    frequency = values.get("FREQ")
+    if frequency is None:
+        raise RuleError("no_freq")
+    if frequency in ("HOURLY", "MINUTELY", "SECONDLY"):
+        raise RuleError("too_often", value=Text.code(f"FREQ={frequency}"))
     if frequency not in _FREQUENCIES:
-        raise ValueError(f"rule {text!r} needs FREQ=DAILY, WEEKLY, MONTHLY or YEARLY")
-    if any(n in _TIME_PARTS for n in names):
-        raise ValueError(f"rule {text!r}: the time of day is set separately")
+        raise RuleError("bad_freq", value=Text.code(f"FREQ={frequency}"))
+    for name, (low, high, signed) in _NUMBER_PARTS.items():
+        if name in values:
+            numbers = _check_numbers(name, values[name], low, high, signed)
+            if len(numbers) > 1 and name in _ONE_VALUE:
+                raise RuleError("one_time" if name in _TIME_PARTS else "one_value",
+                                name=Text.code(name), value=Text.code(values[name]))
+    if "BYDAY" in values:
+        _check_weekdays(values["BYDAY"], frequency)
+    if values.get("WKST", "MO") not in _WEEKDAYS:
+        raise RuleError("bad_weekday", name=Text.code("WKST"), item=Text.code(values["WKST"]))
+    if "COUNT" in values and "UNTIL" in values:
+        raise RuleError("count_and_until")
+    anchor, anchor_time = ANCHOR, None
+    if "DTSTART" in values:
+        anchor, anchor_time = _check_moment("DTSTART", values["DTSTART"], with_utc=False)
+        if not FIRST_ANCHOR_YEAR <= anchor.year <= LAST_ANCHOR_YEAR:
+            raise RuleError("anchor_year", value=Text.code(f"DTSTART={values['DTSTART']}"),
+                            low=FIRST_ANCHOR_YEAR, high=LAST_ANCHOR_YEAR)
+    if "UNTIL" in values:  # the dates are days: UNTIL's day is the last one
+        values["UNTIL"] = _check_moment("UNTIL", values["UNTIL"], with_utc=True)[0].strftime(
+            "%Y%m%d")
+    at, time_parts = _rule_time(values, anchor_time)
+    dates_body = ";".join(f"{n}={v}" for n, v in values.items()
+                          if n not in _TIME_PARTS and n != "DTSTART")
     try:
-        rule = rrulestr(";".join(parts), dtstart=datetime.combine(anchor, time()))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        raise ValueError(f"bad rule {text!r}") from None
-    if not isinstance(rule, rrule):
-        raise ValueError(f"bad rule {text!r}")
-    return rule
+        dates = rrulestr(dates_body, dtstart=datetime.combine(anchor, time()))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise RuleError("unreadable", reason=str(exc)) from None
+    if not isinstance(dates, rrule):
+        raise RuleError("unreadable", reason=dates_body)
+    # A rule that never falls on a day would make dateutil search to the year 9999 on every
+    # look-up (seconds each): refused here.
+    first = _first_day(dates_body, anchor, int(values.get("INTERVAL", 1)))
+    if first is None or ("UNTIL" in values
+                         and first > datetime.strptime(values["UNTIL"], "%Y%m%d").date()):
+        raise RuleError("never")
+    return Rule(dates, at, time_parts)
+
+
+def _first_day(dates_body: str, anchor: date, interval: int) -> date | None:
+    """The first day of the rule from `anchor` on, None if there is none, in bounded time.
+    dateutil looks for a first date until the year 9999; but the calendar repeats every 400
+    years (146,097 days, a whole number of weeks) and a rule with INTERVAL=n is in the same
+    phase again after 400 × n years, so the search runs from that point of the cycle near
+    the year 9999 instead, through at most two cycles."""
+    cycle = 400 * interval
+    shift = max(0, (datetime.max.year - anchor.year - cycle) // cycle * cycle)
+    unbounded = ";".join(p for p in dates_body.split(";")
+                         if p.partition("=")[0] not in ("UNTIL", "COUNT"))
+    probe = rrulestr(unbounded, dtstart=datetime.combine(
+        anchor.replace(year=anchor.year + shift), time()))
+    found = next(iter(probe), None)
+    return None if found is None else found.date().replace(year=found.year - shift)
+
+
+def _rule_time(values: dict[str, str], anchor_time: time | None) -> tuple[time | None, str]:
+    """The time of day the rule gives, RFC 5545's way: BYHOUR, BYMINUTE and BYSECOND, each
+    else DTSTART's; and the parts that give it. None when the rule names no hour."""
+    parts = [f"{n}={values[n]}" for n in _TIME_PARTS if n in values]
+    if anchor_time is not None:
+        parts.insert(0, f"DTSTART={values['DTSTART']}")
+    if "BYHOUR" not in values and anchor_time is None:
+        given = next((n for n in _TIME_PARTS if n in values), None)
+        if given is not None:
+            raise RuleError("minute_without_hour", name=Text.code(given))
+        return None, ""
+    base = anchor_time or time()
+    at = time(int(values.get("BYHOUR", base.hour)), int(values.get("BYMINUTE", base.minute)),
+              int(values.get("BYSECOND", base.second)))
+    return at, ";".join(parts)
+
+
+def start_time_of(rule: Rule, given: time | None, default: time = DEFAULT_START) -> time:
+    """When the dates of `rule` start: the rule's time, else the `given` one, else `default`.
+    A given time that contradicts the rule's is a RuleError naming both."""
+    if rule.time is not None and given is not None and given != rule.time:
+        raise RuleError("time_conflict", parts=Text.code(rule.time_parts),
+                        rule_time=clock_text(rule.time), given=clock_text(given))
+    return rule.time or given or default
+
+
+def clock_text(at: time) -> str:
+    return at.strftime("%H:%M:%S" if at.second else "%H:%M")
 
 
 def rule_dates(rule_text: str, first: date, last: date) -> list[date]:
     """The rule's dates from `first` to `last`, both included."""
-    found = parse_rule(rule_text).between(datetime.combine(first, time()),
-                                          datetime.combine(last, time()), inc=True)
+    found = parse_rule(rule_text).dates.between(datetime.combine(first, time()),
+                                                datetime.combine(last, time()), inc=True)
     return [moment.date() for moment in found]
 
 
@@ -181,9 +359,16 @@ async def current_schedule(services: Services) -> Schedule:
     override = await services.storage.meet.override()
     if override is None:
         return Schedule(config.rule, config.start_time, config.duration, config.link)
+    rule = override.rule or config.rule
+    try:
+        rule_time = parse_rule(rule).time
+    except RuleError:  # stored by a version that read rules more loosely
+        log.warning("meet: the stored rule is no longer valid; the configured one applies")
+        rule, rule_time = config.rule, config.start_time
     return Schedule(
-        override.rule or config.rule,
-        parse_start_time(override.start_time) if override.start_time else config.start_time,
+        rule,
+        rule_time or (parse_start_time(override.start_time) if override.start_time
+                      else config.start_time),
         (timedelta(minutes=override.duration_minutes) if override.duration_minutes
          else config.duration),
         config.link if override.link is None else (override.link or None),
@@ -243,10 +428,18 @@ async def meeting_on(services: Services, key: str) -> Meeting | None:
     """The meeting of the rule's date `key` as it stands (moved), None if cancelled or gone."""
     day = date.fromisoformat(key)
     tz = config_of(services).timezone
-    wide = [m for m in await meetings_between(
-        services, local_time(day - timedelta(days=400), time(), tz),
-        local_time(day + timedelta(days=400), time(), tz)) if m.key == key]
-    return wide[0] if wide else None
+    schedule = await current_schedule(services)
+    if not rule_dates(schedule.rule, day, day):
+        return None
+    exceptions = await services.storage.meet.exceptions()
+    if key not in exceptions:
+        starts = local_time(day, schedule.start_time, tz)
+        return Meeting(day, starts, starts + schedule.duration)
+    moved_to = exceptions[key]
+    if moved_to is None:
+        return None
+    starts = moment(moved_to).astimezone(tz)
+    return Meeting(day, starts, starts + schedule.duration, moved=True)
 
 
 # -- how it looks --------------------------------------------------------------------------------
@@ -462,11 +655,17 @@ async def _rule(ctx: Context, view: View, details: str) -> Text:
         if len(words) > 3:
             raise UserError("meet.rule_usage", example=example)
         try:
-            parse_rule(words[0])
-            start = parse_start_time(words[1]) if len(words) > 1 else None
-            duration = parse_duration(words[2]) if len(words) > 2 else None
-        except (ValueError, WhenError):
-            raise UserError("meet.rule_usage", example=example) from None
+            rule = parse_rule(words[0])
+        except RuleError as error:
+            raise UserError("meet.bad_rule", rule=Text.code(words[0]),
+                            reason=rule_problem(error, ctx.services.catalog, ctx.language),
+                            example=example) from None
+        start, duration = _time_and_duration(words[1:], example)
+        if rule.time is not None:  # the rule gives the time; a typed one must agree
+            try:
+                start = start_time_of(rule, start)
+            except RuleError as error:
+                raise UserError(f"meet.rule_problems.{error.key}", **error.values) from None
         if not rule_dates(words[0], ctx.services.clock.now().date(),
                           ctx.services.clock.now().date() + timedelta(days=1900)):
             raise UserError("meet.rule_no_dates", rule=Text.code(words[0]))
@@ -478,6 +677,27 @@ async def _rule(ctx: Context, view: View, details: str) -> Text:
             link=current.link), ctx.sender, _changed_at(ctx))
     await _schedule_changed(ctx.services)
     return Text.join([view.t("rule_changed"), await _dates(ctx)], "\n\n")
+
+
+def _time_and_duration(words: list[str], example: Text) -> tuple[time | None, timedelta | None]:
+    """What follows the rule: `12:00 1h`, `12:00`, or (when the rule gives the time) `1h`."""
+    start_word: str | None = None
+    duration_word: str | None = None
+    if len(words) == 2:
+        start_word, duration_word = words
+    elif words and _CLOCK.fullmatch(words[0]):
+        start_word = words[0]
+    elif words:
+        duration_word = words[0]
+    try:
+        start = parse_start_time(start_word) if start_word is not None else None
+    except ValueError:
+        raise UserError("meet.bad_time", value=start_word, example=example) from None
+    try:
+        duration = parse_duration(duration_word) if duration_word is not None else None
+    except WhenError:
+        raise UserError("meet.bad_duration", value=duration_word, example=example) from None
+    return start, duration
 
 
 async def _link(ctx: Context, view: View, details: str) -> Text:

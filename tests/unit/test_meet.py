@@ -99,10 +99,104 @@ def test_rules_are_checked():
     assert meet.parse_rule("RRULE:FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2")
     assert meet.rule_dates("DTSTART=20260108;FREQ=WEEKLY;INTERVAL=2", date(2026, 1, 1),
                            date(2026, 2, 1)) == [date(2026, 1, 8), date(2026, 1, 22)]
-    for bad in ("FREQ=HOURLY", "FREQ=MINUTELY", "BYDAY=TH", "FREQ=WEEKLY;BYHOUR=12",
+    for bad in ("FREQ=HOURLY", "FREQ=MINUTELY", "BYDAY=TH", "FREQ=WEEKLY;BYHOUR=12,13",
                 "FREQ=WEEKLY;BYDAY=XX", "nonsense", "DTSTART=2026;FREQ=DAILY"):
         with pytest.raises(ValueError):
             meet.parse_rule(bad)
+
+
+# The forms calendars export: (rule, the first three dates from 1 January 2026, their start).
+RULE_FORMS = [
+    ("FREQ=MONTHLY;BYDAY=2TH", ["08.01.", "12.02.", "12.03."], "12:00"),  # ordinal weekday
+    ("RRULE:FREQ=MONTHLY;BYDAY=+2TH", ["08.01.", "12.02.", "12.03."], "12:00"),
+    ("FREQ=MONTHLY;BYDAY=-1FR", ["30.01.", "27.02.", "27.03."], "12:00"),  # last Friday
+    ("FREQ=MONTHLY;BYDAY=FR;BYSETPOS=-1", ["30.01.", "27.02.", "27.03."], "12:00"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0", ["08.01.", "12.02.", "12.03."], "12:00"),
+    ("freq=monthly;byday=-1fr;byhour=9;byminute=30", ["30.01.", "27.02.", "27.03."], "09:30"),
+    ("FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU;BYHOUR=14", ["29.03.", "28.03.", "26.03."], "14:00"),
+    ("DTSTART=20260113T081500;FREQ=WEEKLY;INTERVAL=2", ["13.01.", "27.01.", "10.02."], "08:15"),
+    ("FREQ=MONTHLY;BYMONTHDAY=-1;UNTIL=20261231T225959Z", ["31.01.", "28.02.", "31.03."],
+     "12:00"),
+]
+
+
+@pytest.mark.parametrize(("rule", "days", "start"), RULE_FORMS)
+async def test_the_rule_forms_calendars_export(storage, rule, days, start):
+    services = make(storage, at(1, 1, 0), rule=rule)
+    found = await meet.next_meetings(services, at(1, 1, 0), 3)
+    assert [m.date.strftime("%d.%m.") for m in found] == days
+    assert {m.starts_at.astimezone(BERLIN).strftime("%H:%M") for m in found} == {start}
+
+
+async def test_a_time_in_the_rule_stays_on_the_wall_clock_across_the_clock_change(storage):
+    services = make(storage, at(1, 3, 0), rule="FREQ=WEEKLY;BYDAY=SU;BYHOUR=9;BYMINUTE=30")
+    found = await meet.meetings_between(services, at(22, 3, 0), at(29, 3, 23))
+    assert [m.starts_at.astimezone(BERLIN).strftime("%d.%m. %H:%M") for m in found] == [
+        "22.03. 09:30", "29.03. 09:30"]
+    assert found[0].starts_at.utcoffset() != found[1].starts_at.utcoffset()
+
+
+def test_a_rule_time_and_a_configured_time_must_agree():
+    rule = "FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0"
+    assert meet.MeetConfig.create(rule=rule).start_time == time(12)
+    assert meet.MeetConfig.create(rule=rule, start_time="12:00").start_time == time(12)
+    assert meet.MeetConfig.create(rule="FREQ=WEEKLY", start_time="9:30").start_time == time(9, 30)
+    with pytest.raises(meet.RuleError) as caught:
+        meet.MeetConfig.create(rule=rule, start_time="13:00")
+    text = meet.rule_problem(caught.value, CATALOG, "en").plain
+    assert "12:00" in text and "13:00" in text and "BYHOUR=12;BYMINUTE=0" in text
+
+
+# Each refusal and the reason it names (in English; the German is checked to exist).
+REFUSED_RULES = [
+    ("FREQ=MONTHLY;FOO=1", "unknown_part", "FOO is no part of an iCalendar rule"),
+    ("FREQ=MONTHLY;BYDAY", "no_value", "BYDAY has no value"),
+    ("FREQ=MONTHLY;FREQ=WEEKLY", "twice", "FREQ is in it twice"),
+    ("BYDAY=2TH", "no_freq", "It lacks FREQ="),
+    ("", "no_freq", "It lacks FREQ="),
+    ("FREQ=FORTNIGHTLY", "bad_freq", "There is no FREQ=FORTNIGHTLY"),
+    ("FREQ=HOURLY", "too_often", "FREQ=HOURLY would be more often than daily"),
+    ("FREQ=MONTHLY;BYDAY=XX", "bad_weekday", "In BYDAY, XX is no weekday"),
+    ("FREQ=MONTHLY;BYDAY=0TH", "bad_weekday", "In BYDAY, 0TH is no weekday"),
+    ("FREQ=MONTHLY;BYDAY=6TH", "out_of_range_signed", "In BYDAY=6TH, 6TH is not between 1 and 5"),
+    ("FREQ=WEEKLY;BYDAY=2TH", "ordinal_needs_month", "BYDAY=2TH counts weekdays"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=25", "out_of_range",
+     "In BYHOUR=25, 25 is not between 0 and 23"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=60", "out_of_range",
+     "In BYMINUTE=60, 60 is not between 0 and 59"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=noon", "not_a_number", "In BYHOUR, NOON is not a whole"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=9,15", "one_time", "a rule gives one time of day only"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYMINUTE=30", "minute_without_hour", "BYMINUTE without BYHOUR"),
+    ("FREQ=MONTHLY;INTERVAL=2,3", "one_value", "INTERVAL takes one value"),
+    ("FREQ=MONTHLY;BYMONTHDAY=32", "out_of_range_signed", "32 is not between 1 and 31"),
+    ("FREQ=WEEKLY;WKST=XY", "bad_weekday", "In WKST, XY is no weekday"),
+    ("FREQ=WEEKLY;UNTIL=2026", "bad_date", "UNTIL=2026 is no date"),
+    ("DTSTART=20261301;FREQ=WEEKLY", "bad_date", "DTSTART=20261301 is no date"),
+    ("DTSTART=18500101;FREQ=DAILY", "anchor_year", "the year must be between 2000 and 2100"),
+    ("FREQ=WEEKLY;COUNT=3;UNTIL=20270101", "count_and_until", "COUNT and UNTIL together"),
+    ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30", "never", "falls on no day at all"),
+    ("FREQ=WEEKLY;" + "BYMONTH=1;" * 40, "too_long", "too long (at most 300 characters)"),
+]
+
+
+@pytest.mark.parametrize(("rule", "key", "reason"), REFUSED_RULES)
+def test_every_refused_rule_names_its_reason(rule, key, reason):
+    with pytest.raises(meet.RuleError) as caught:
+        meet.parse_rule(rule)
+    assert caught.value.key == key
+    assert reason in meet.rule_problem(caught.value, CATALOG, "en").plain
+    assert CATALOG.has("de", f"meet.rule_problems.{key}")
+
+
+def test_a_rule_that_never_falls_on_a_day_is_refused_quickly():
+    # dateutil would search to the year 9999 for its first date: seconds for a daily rule.
+    started = datetime.now(UTC)
+    with pytest.raises(meet.RuleError):
+        meet.parse_rule("DTSTART=20260101;FREQ=DAILY;BYMONTH=4;BYMONTHDAY=31")
+    assert datetime.now(UTC) - started < timedelta(seconds=2)
+    # … while a rare one is found: 29 February on a Monday, next in 2044
+    rule = meet.parse_rule("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO")
+    assert rule.dates.after(datetime(2026, 1, 1)) == datetime(2044, 2, 29)
 
 
 def test_the_settings_validate_the_meet_section():
@@ -116,6 +210,23 @@ def test_the_settings_validate_the_meet_section():
                     "meet.rooms[0]", "meet.avoid_repeat_rounds"}
     settings = _build({**base, "meet": {"rooms": ["!r:example.org"], "pairing_lead": "72h"}})
     assert settings.meet.pairing_lead == "3d" and settings.meet.rooms == ["!r:example.org"]
+
+
+def test_the_settings_take_the_time_from_the_rule():
+    base = {"matrix": {"homeserver": "https://m.example.org", "user_id": BOT, "password": "x"}}
+    settings = _build({**base, "meet": {"rule": "FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=9;BYMINUTE=30"}})
+    assert settings.meet.start_time == "09:30"
+    config = meet.MeetConfig.create(**settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}))
+    assert config.start_time == time(9, 30)  # as the runtime builds it
+    agreeing = _build({**base, "meet": {"rule": "FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0",
+                                        "start_time": "12:00"}})
+    assert agreeing.meet.start_time == "12:00"
+    with pytest.raises(ConfigError) as caught:
+        _build({**base, "meet": {"rule": "FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0",
+                                 "start_time": "13:00"}})
+    [line] = caught.value.problems
+    assert line.startswith("meet.start_time: ")
+    assert "BYHOUR=12;BYMINUTE=0: 12:00" in line and "13:00" in line
 
 
 # -- showing, cancelling, moving -----------------------------------------------------------------
@@ -182,15 +293,62 @@ async def test_admins_change_the_rule_and_the_link_and_go_back_to_the_configurat
     assert "Di., 03.03.2026, 09:30–10:15 Uhr" in changed
     assert "Gespeichert" in await say(services, "!treffen link www.example.org/x", Level.ADMIN)
     assert "https://www.example.org/x" in await say(services, "!treffen")
-    assert "Rhythmus" in await say(services, "!treffen regel FREQ=SECONDLY", Level.ADMIN)
+    assert "öfter als täglich" in await say(services, "!treffen regel FREQ=SECONDLY",
+                                             Level.ADMIN)
     assert "keinen Termin" in await say(
-        services, "!treffen regel FREQ=YEARLY;UNTIL=20250101", Level.ADMIN)
+        services, "!treffen regel DTSTART=20240101;FREQ=YEARLY;UNTIL=20250101", Level.ADMIN)
     await say(services, "!treffen regel standard", Level.ADMIN)
     dates = await say(services, "!treffen")
     assert "Do., 12.03.2026, 12:00–13:00 Uhr" in dates
     assert "https://www.example.org/x" in dates  # the link stays changed
     await say(services, "!treffen link standard", Level.ADMIN)
     assert LINK in await say(services, "!treffen")
+
+
+async def test_admins_set_a_rule_with_its_own_time(storage):
+    services = make(storage, at(1, 3, 9))
+    changed = await say(services, "!treffen regel FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0",
+                        Level.ADMIN)
+    assert "Gespeichert" in changed and "Do., 12.03.2026, 12:00–13:00 Uhr" in changed
+    # the rule's time, and a duration alone
+    changed = await say(services, "!treffen regel FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=9;BYMINUTE=30 2h",
+                        Level.ADMIN)
+    assert "Fr., 27.03.2026, 09:30–11:30 Uhr" in changed
+    assert "09:30" in await say(services, "!treffen regel", Level.ADMIN)
+    # a typed time that agrees is fine; one that contradicts is refused, naming both
+    agreed = await say(services, "!treffen regel FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12 12:00 1h",
+                       Level.ADMIN)
+    assert "Do., 12.03.2026, 12:00–13:00 Uhr" in agreed
+    refused = await say(services, "!treffen regel FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12 13:00",
+                        Level.ADMIN)
+    assert "BYHOUR=12: 12:00 Uhr" in refused and "13:00 Uhr" in refused
+    assert "Do., 12.03.2026, 12:00–13:00 Uhr" in await say(services, "!treffen")  # unchanged
+    # without a time in the rule, the typed one
+    changed = await say(services, "!treffen regel FREQ=MONTHLY;BYDAY=FR;BYSETPOS=-1 17:00",
+                        Level.ADMIN)
+    assert "Fr., 27.03.2026, 17:00–18:00 Uhr" in changed
+
+
+@pytest.mark.parametrize(("words", "german", "english"), [
+    ("FREQ=MONTHLY;FOO=1", "FOO gibt es in einer iCalendar-Regel nicht",
+     "FOO is no part of an iCalendar rule"),
+    ("FREQ=MONTHLY;BYDAY=XX", "ist XX kein Wochentag", "XX is no weekday"),
+    ("FREQ=WEEKLY;BYDAY=2TH", "braucht FREQ=MONTHLY oder FREQ=YEARLY", "needs FREQ=MONTHLY"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=25", "liegt 25 nicht zwischen 0 und 23",
+     "25 is not between 0 and 23"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=9,15", "nur eine Uhrzeit am Tag", "one time of day only"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYMINUTE=5", "BYMINUTE ohne BYHOUR", "BYMINUTE without BYHOUR"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12 13:00", "angegeben ist aber 13:00 Uhr",
+     "but 13:00 is given too"),
+    ("FREQ=MONTHLY;BYDAY=2TH 25:00", "„25:00“ ist keine Uhrzeit", "“25:00” is no time of day"),
+    ("FREQ=MONTHLY;BYDAY=2TH 12:00 lang", "„lang“ ist keine Dauer", "“lang” is no duration"),
+    ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=31", "auf keinen einzigen Tag", "on no day at all"),
+])
+async def test_a_refused_rule_command_names_the_reason(storage, words, german, english):
+    services = make(storage, at(1, 3, 9))
+    assert german in await say(services, f"!treffen regel {words}", Level.ADMIN)
+    assert english in await say(services, f"!meet rule {words}", Level.ADMIN, language="en")
+    assert await storage.meet.override() is None
 
 
 # -- taking part ----------------------------------------------------------------------------------

@@ -231,6 +231,50 @@ def test_check_config_reports_problems(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(("rule", "start"), [
+    ("FREQ=MONTHLY;BYDAY=2TH", "12:00"),  # ordinal weekday, the configured start
+    ("FREQ=MONTHLY;BYDAY=-1FR", "12:00"),  # counted from the end
+    ("FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2", "12:00"),
+    ("RRULE:FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0", "12:00"),  # the rule gives the time
+    ("FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=9;BYMINUTE=30", "09:30"),
+    ("DTSTART=20260108T170000;FREQ=WEEKLY;INTERVAL=2", "17:00"),
+])
+def test_meet_rules_as_calendars_export_them(tmp_path, rule, start):
+    settings = load_settings(write(tmp_path, GOOD + f"[meet]\nrule = '{rule}'\n"))
+    assert settings.meet.rule == rule and settings.meet.start_time == start
+
+
+def test_the_example_config_with_a_time_in_the_rule(tmp_path):
+    # config.example.toml writes start_time = "12:00": a rule at 12:00 agrees with it
+    text = EXAMPLE.read_text(encoding="utf-8").replace(
+        'rule = "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2"',
+        'rule = "FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0"')
+    assert load_settings(write(tmp_path, text)).meet.start_time == "12:00"
+    problems = problems_of(write(tmp_path, text.replace('start_time = "12:00"',
+                                                        'start_time = "13:00"')))
+    assert problems == ["meet.start_time: The rule already gives the time "
+                        "(BYHOUR=12;BYMINUTE=0: 12:00), but 13:00 is given too. Give the time "
+                        "in one place."]
+
+
+@pytest.mark.parametrize(("rule", "reason"), [
+    ("FREQ=MONTHLY;BYDAY=2TH;FOO=1", "FOO is no part of an iCalendar rule; the parts are FREQ,"),
+    ("FREQ=MONTHLY;BYDAY=XX", "In BYDAY, XX is no weekday"),
+    ("FREQ=WEEKLY;BYDAY=2TH", "BYDAY=2TH counts weekdays within the month or the year and "
+     "needs FREQ=MONTHLY or FREQ=YEARLY, not FREQ=WEEKLY"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=24", "In BYHOUR=24, 24 is not between 0 and 23"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYHOUR=9,17", "BYHOUR=9,17: a rule gives one time of day only"),
+    ("FREQ=MONTHLY;BYDAY=2TH;BYMINUTE=30", "BYMINUTE without BYHOUR"),
+    ("FREQ=HOURLY", "FREQ=HOURLY would be more often than daily"),
+    ("BYDAY=2TH", "It lacks FREQ="),
+    ("FREQ=YEARLY;BYMONTH=4;BYMONTHDAY=31", "It falls on no day at all"),
+])
+def test_a_refused_meet_rule_names_the_reason(tmp_path, rule, reason):
+    [line] = problems_of(write(tmp_path, GOOD + f"[meet]\nrule = '{rule}'\n"))
+    assert line.startswith(f"meet.rule: bad rule '{rule}': ")
+    assert reason in line
+
+
 def test_check_config_missing_file(tmp_path, capsys):
     path = tmp_path / "nope.toml"
     assert main(["check-config", "--config", str(path)]) == 1
