@@ -58,8 +58,11 @@ from commands.schedule import (
     reminders_within,
 )
 from commands.workshops import (
+    MAX_YEARS_AHEAD,
+    Day,
     WhenError,
     format_when,
+    latest_start_day,
     link,
     normalize_link,
     parse_duration,
@@ -473,7 +476,11 @@ class View:
         return Text.join(parts, " · ")
 
     def day(self, meeting: Meeting) -> str:
-        return meeting.date.strftime("%d.%m.%Y")
+        return self.day_text(meeting.date)
+
+    @staticmethod
+    def day_text(day: date) -> str:
+        return f"{day.day:02d}.{day.month:02d}.{day.year:04d}"  # strftime pads no year < 1000
 
 
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -729,9 +736,12 @@ def _typed_day(text: str, after: date) -> date | None:
         when = parse_when_value(text, date_only=True)
     except WhenError:
         return None
-    day = when.start_day
-    if day is None:
-        return None
+    return None if when.start_day is None else _next_day(when.start_day, after)
+
+
+def _next_day(day: Day, after: date) -> date | None:
+    """`day` as a date; without a year the next one from `after` on. None when there is no
+    such day."""
     try:
         if day.year is not None:
             return date(day.year, day.month, day.day)
@@ -747,18 +757,27 @@ def _typed_day(text: str, after: date) -> date | None:
     return None
 
 
+def _check_ahead(view: View, day: date, today: date) -> None:
+    """A date years ahead is a typo; refused before any date arithmetic on it (near the year
+    9999 that overflows)."""
+    if day > latest_start_day(today):
+        raise UserError("meet.too_far", date=view.day_text(day), years=MAX_YEARS_AHEAD,
+                        latest=view.day_text(latest_start_day(today)))
+
+
 async def _find_meeting(ctx: Context, view: View, text: str, example: Text) -> Meeting:
     now = ctx.services.clock.now()
     today = now.astimezone(view.config.timezone).date()
     day = _typed_day(text, today)
     if day is None:
         raise UserError("meet.date_usage", example=example)
+    _check_ahead(view, day, today)
     upcoming = await meetings_between(ctx.services, now,
                                       now + timedelta(days=(day - today).days + 400))
     found = next((m for m in upcoming if m.date == day), None)
     found = found or next((m for m in upcoming if m.starts_at.date() == day), None)
     if found is None:
-        raise UserError("meet.no_such_date", date=day.strftime("%d.%m.%Y"),
+        raise UserError("meet.no_such_date", date=view.day_text(day),
                         dates=view.call("meet"))
     return found
 
@@ -790,10 +809,14 @@ async def _move(ctx: Context, view: View, details: str) -> Text:
         raise UserError("meet.move_usage", example=example)
     local = meeting.starts_at.astimezone(tz)
     day = local.date()
+    today = now.astimezone(tz).date()
     if when.start_day is not None:
-        day = _typed_day(f"{when.start_day.day}.{when.start_day.month}."
-                         + (str(when.start_day.year) if when.start_day.year else ""),
-                         now.astimezone(tz).date()) or day
+        day = _next_day(when.start_day, today)
+        if day is None:
+            raise UserError("meet.move_usage", example=example)
+    _check_ahead(view, day, today)
+    if day < today:  # said before a time is computed on it: near year 1 that would overflow
+        raise UserError("meet.move_past", when=view.day_text(day))
     starts = local_time(day, when.start_time or local.time(), tz)
     if starts <= now:
         raise UserError("meet.move_past", when=Text.raw(format_when(

@@ -70,6 +70,7 @@ router = Router("workshops")
 
 LIST_LIMIT = 10
 MAX_SPAN = timedelta(days=14)  # longer is a typo more often than a workshop
+MAX_YEARS_AHEAD = 5  # a start further ahead is a typo (9999) more often than a plan
 MAX_CAPACITY = 10_000
 MAX_LENGTH = {"title": 200, "community": 80, "location": 200, "url": 500, "description": 2000,
               "reason": 300}
@@ -320,11 +321,35 @@ def parse_duration(text: str) -> timedelta:
     return duration
 
 
-def _resolve_day(day: Day, now: datetime, at: time | None, tz: ZoneInfo) -> date:
-    """The date of `day`; without a year the next such day from `now` on."""
+def latest_start_day(today: date) -> date:
+    """The last day a workshop (or a moved meeting) may start on: `MAX_YEARS_AHEAD` years
+    after `today` (from 29 February: the 28th)."""
     try:
-        if day.year is not None:
-            return date(day.year, day.month, day.day)
+        return today.replace(year=today.year + MAX_YEARS_AHEAD)
+    except ValueError:
+        return today.replace(year=today.year + MAX_YEARS_AHEAD, day=28)
+
+
+def _typed(day: Day) -> str:
+    return f"{day.day:02d}.{day.month:02d}." + (str(day.year) if day.year else "")
+
+
+def _resolve_day(day: Day, now: datetime, at: time | None, tz: ZoneInfo) -> date:
+    """The date of `day`; without a year the next such day from `now` on. A day no workshop
+    can have (years ahead, or long past) is a WhenError before any time is computed on it:
+    near the ends of the calendar that would overflow."""
+    if day.year is not None:
+        try:
+            resolved = date(day.year, day.month, day.day)
+        except ValueError:
+            raise WhenError("bad_date", _typed(day)) from None
+        today = now.astimezone(tz).date()
+        if resolved > latest_start_day(today) + MAX_SPAN:
+            raise WhenError("too_far", _typed(day))
+        if resolved.year < today.year - 1:  # later ones are answered as past, with the time
+            raise WhenError("long_past", _typed(day))
+        return resolved
+    try:
         for year in (now.year, now.year + 1, now.year + 2, now.year + 3, now.year + 4):
             try:
                 candidate = date(year, day.month, day.day)
@@ -334,8 +359,7 @@ def _resolve_day(day: Day, now: datetime, at: time | None, tz: ZoneInfo) -> date
                 return candidate
         return date(now.year, day.month, day.day)  # raises: no such day in any year
     except ValueError:
-        typed = f"{day.day:02d}.{day.month:02d}." + (str(day.year) if day.year else "")
-        raise WhenError("bad_date", typed) from None
+        raise WhenError("bad_date", _typed(day)) from None
 
 
 def resolve(when: When, duration: timedelta | None, now: datetime, tz: ZoneInfo,
@@ -364,16 +388,21 @@ def resolve(when: When, duration: timedelta | None, now: datetime, tz: ZoneInfo,
     else:
         assert old_start is not None
         start_date = old_start.date()
+    if start_date > latest_start_day(now.astimezone(tz).date()):
+        raise WhenError("too_far", start_date.strftime("%d.%m.%Y"))
     start = local_time(start_date, start_time, tz)
     if duration is not None:
         end = (start.astimezone(UTC) + duration).astimezone(tz)
     elif when.end_time is not None or when.end_day is not None:
         span = (old_end.date() - old_start.date()) if old_start and old_end else timedelta(0)
         if when.end_day is not None and when.end_day.year is None:  # the year of the start
-            end_date = _resolve_day(replace(when.end_day, year=start_date.year), now, None, tz)
-            if end_date < start_date:
-                end_date = _resolve_day(replace(when.end_day, year=start_date.year + 1), now,
-                                        None, tz)
+            year = start_date.year
+            try:
+                if date(year, when.end_day.month, when.end_day.day) < start_date:
+                    year += 1  # 31.12. – 01.01.
+            except ValueError:
+                pass  # no such day that year: said by _resolve_day
+            end_date = _resolve_day(replace(when.end_day, year=year), now, None, tz)
         elif when.end_day is not None:
             end_date = _resolve_day(when.end_day, now, None, tz)
         else:
@@ -590,8 +619,8 @@ def calendar_file(workshop: Workshop, tz: ZoneInfo, now: datetime) -> bytes:
     event.add("status", "CANCELLED" if workshop.cancelled else "CONFIRMED")
     cal.add_component(event)
     first = workshop.starts_at.astimezone(tz).date()
-    cal.add_missing_timezones(first_date=date(first.year - 1, 1, 1),
-                              last_date=date(first.year + 2, 1, 1))
+    cal.add_missing_timezones(first_date=date(max(first.year - 1, 1), 1, 1),
+                              last_date=date(min(first.year + 2, date.max.year), 1, 1))
     return cal.to_ical()
 
 
@@ -881,7 +910,7 @@ _EDITABLE = ("title", "location", "url", "capacity", "community", "description",
 
 def _when_error(error: WhenError, example: Text) -> UserError:
     return UserError(f"workshops.when.{error.key}", value=error.value, example=example,
-                     days=MAX_SPAN.days)
+                     days=MAX_SPAN.days, years=MAX_YEARS_AHEAD)
 
 
 def _split(view: View, text: str, keys: Iterable[str]) -> Spec:

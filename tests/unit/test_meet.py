@@ -270,6 +270,23 @@ async def test_admins_cancel_and_move_single_dates(storage):
     assert "verschiebst" in await say(services, "!treffen verschieben 14.05.", Level.ADMIN)
 
 
+async def test_dates_at_the_edges_get_a_clear_answer(storage):
+    services = make(storage, at(1, 3, 9))
+    for command in ("!treffen verschieben 12.03. 31.12.9999 23:30",
+                    "!treffen absagen 12.03.9999", "!treffen verschieben 12.03.9999 13.03.9999"):
+        answer = await say(services, command, Level.ADMIN)
+        assert "mehr als 5 Jahre in der Zukunft" in answer and "01.03.2031" in answer, command
+    assert "31.12.9999 is more than 5 years ahead" in await say(
+        services, "!meet move 12.03. 31.12.9999", Level.ADMIN, language="en")
+    assert "01.01.0001 liegt in der Vergangenheit" in await say(
+        services, "!treffen verschieben 12.03. 01.01.0001 00:30", Level.ADMIN)
+    assert await storage.meet.exceptions() == {}
+    # five years ahead is the last day a date can be moved to
+    moved = await say(services, "!treffen verschieben 12.03. 01.03.2031 12:00", Level.ADMIN)
+    assert "Sa., 01.03.2031, 12:00–13:00 Uhr" in moved
+    assert (await meet.meeting_on(services, "2026-03-12")).starts_at == at(1, 3, 12, year=2031)
+
+
 async def test_cancelled_and_moved_dates_are_not_reminded_at_their_old_time(storage):
     services = make(storage, at(1, 3, 9))
     source = meet.MeetReminders(services)

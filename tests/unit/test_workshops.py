@@ -191,11 +191,25 @@ def test_a_bare_number_after_the_date_belongs_to_the_title():
     ("03.12.2026 25:00-26:00 x", "bad_time"),
     ("03.12.2026 12:00-10:00 x", "end_before_start"),
     ("03.12.2026 10:00 - 24.12.2026 12:00 x", "too_long_span"),
+    ("31.12.9999 23:00-23:30 x", "too_far"),  # more than five years ahead of NOW
+    ("21.11.2031 10:00-12:00 x", "too_far"),
+    ("03.12.2026 10:00 - 31.12.9999 12:00 x", "too_far"),
+    ("01.01.0001 00:30-01:00 x", "long_past"),
+    ("0001-01-01T00:30 - 01:00 x", "long_past"),
 ])
 def test_date_errors(text, key):
     with pytest.raises(WhenError) as caught:
         when_of(text)
     assert caught.value.key == key
+
+
+def test_the_latest_start_is_five_years_ahead():
+    assert when_of("20.11.2031 10:00-12:00 x")[0] == berlin(2031, 11, 20, 10)
+    assert workshops.latest_start_day(date(2028, 2, 29)) == date(2033, 2, 28)
+    # a late start and a long duration: refused before the end is computed (it would overflow)
+    with pytest.raises(WhenError) as caught:
+        resolve(parse_head("31.12.9999 23:00 x")[0], timedelta(hours=48), NOW, BERLIN)
+    assert caught.value.key == "too_far"
 
 
 def test_values_and_durations():
@@ -560,6 +574,34 @@ async def test_edit_errors(services, storage, clock):
     assert "Welche Werkstatt meinst du?" in await say(services, "!werkstatt ändern ort=x", **mod)
     await stored(storage, "Vorbei", berlin(2026, 11, 19, 10))
     assert "schon vorbei" in await say(services, "!werkstatt ändern 2 ort=x", **mod)
+
+
+async def test_dates_at_the_edges_get_a_clear_answer(services, storage):
+    too_far = await add(services, "31.12.9999 23:00 Fernzukunft dauer=48h")
+    assert "„31.12.9999“ liegt mehr als 5 Jahre in der Zukunft" in too_far
+    assert "Beispiel:" in too_far
+    assert "more than 5 years ahead" in await add(services, "9999-12-31T23:00 Far dauer=48h",
+                                                  language="en")
+    assert "weit in der Vergangenheit" in await add(services, "01.01.0001 00:30-01:00 Anfang")
+    assert await storage.workshops.upcoming(NOW) == []
+    assert "Knapp" in await add(services, "20.11.2031 10:00-12:00 Knapp")  # the last day
+    mod = {"level": Level.ROOM_MODERATOR}
+    for change in ("datum=31.12.9999", "ende=31.12.9999 10:00", "31.12.9999 10:00-12:00"):
+        assert "mehr als 5 Jahre" in await say(services, f"!werkstatt ändern 1 {change}", **mod)
+    assert (await storage.workshops.get(1)).starts_at == berlin(2031, 11, 20, 10)
+
+
+async def test_a_workshop_stored_in_the_year_9999_still_answers(services, storage):
+    # accepted before the range was checked: its calendar file and a change of its time
+    # get an answer, not an internal error
+    await stored(storage, "Fernzukunft", berlin(9999, 12, 31, 20))
+    reply = (await ask(services, "!werkstatt 1 ics"))[0]
+    [event] = Calendar.from_ical(reply.attachment.data).walk("VEVENT")
+    assert event.decoded("DTSTART") == berlin(9999, 12, 31, 20)
+    assert "mehr als 5 Jahre" in await say(services, "!werkstatt ändern 1 dauer=48h",
+                                           level=Level.ROOM_MODERATOR)
+    moved = await say(services, "!werkstatt ändern 1 datum=03.12.2026", level=Level.ROOM_MODERATOR)
+    assert "03.12.2026" in moved
 
 
 async def test_more_places_move_the_waiting_up(services, storage):
