@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import nio
@@ -623,16 +624,46 @@ class MatrixConnection:
                                     getattr(response, "retry_after_ms", 0))
 
     async def _know_devices(self, room_id: str) -> None:
-        """Query the devices of people new to an encrypted room before writing there: a reply
-        sent while the sync loop's own query is still under way would miss their devices, and
-        they could never read it (typically someone just invited)."""
+        """Before writing into an encrypted room: know everyone in it, the invited included,
+        and query the devices of people new to it. A reply sent while the sync loop's own
+        query is still under way would miss their devices, and they could never read it."""
         room = self.client.rooms.get(room_id)
-        if self.client.olm and room is not None and room.encrypted \
-                and self.client.should_query_keys:
+        if not (self.client.olm and room is not None and room.encrypted):
+            return
+        if not room.members_synced:
+            await self._load_members(room)
+        if self.client.should_query_keys:
             try:
                 await self._call(self.client.keys_query())
             except nio.LocalProtocolError:
                 pass  # the sync loop's query answered meanwhile
+
+    async def _load_members(self, room: nio.MatrixRoom) -> None:
+        """The room's members, joined and invited, from the homeserver. nio would ask for the
+        joined ones only (/joined_members), and a room just made may not have shown all its
+        invites in a sync yet: a pair room's introduction then went out with a room key for one
+        of the two invited members only, and the other could never read it."""
+        status, answer = await self.json_request(
+            "GET", f"/_matrix/client/v3/rooms/{quote(room.room_id, safe='')}/members"
+                   "?not_membership=leave")
+        chunk = answer.get("chunk")
+        if status != 200 or not isinstance(chunk, list):
+            return  # nio's own way then (joined members)
+        present: set[str] = set()
+        for event in chunk:
+            content = event.get("content") if isinstance(event, dict) else None
+            user_id = event.get("state_key") if isinstance(event, dict) else None
+            membership = content.get("membership") if isinstance(content, dict) else None
+            if not isinstance(user_id, str) or membership not in ("join", "invite"):
+                continue
+            present.add(user_id)
+            room.add_member(user_id, content.get("displayname"), content.get("avatar_url"),
+                            invited=membership == "invite")
+        for user_id in set(room.users) - present:
+            room.remove_member(user_id)
+        room.members_synced = True
+        assert self.client.olm is not None
+        self.client.olm.update_tracked_users(room)
 
     async def upload(self, room_id: str, data: bytes, mimetype: str,
                      filename: str) -> dict[str, Any]:

@@ -9,8 +9,8 @@ or restart at any point:
 2. the room is created with an alias keyed from the group's key (`own_rooms.keyed_alias`) and a
    state event `org.nextnetz.pairing` naming the group, the members invited;
 3. its id is recorded in the same transaction that queues the introduction under transaction
-   ids derived from the group's key (for encrypted rooms only after the bot's client learnt
-   the invited members' devices: `after_rooms_synced`).
+   ids derived from the group's key (for encrypted rooms only once the bot's client has seen
+   the room in a sync: `after_rooms_synced`).
 
 If the bot dies between 1 and 3, the next attempt finds the room by its alias (a second
 creation with the same alias is refused by the server) instead of making another. The
@@ -70,7 +70,7 @@ class PairingRooms:
         self._interval = interval_s
         self._encrypt = encrypt
         # Awaited between making encrypted rooms and introducing: until the bot's client knows
-        # the invited members' devices, so the room key reaches them (`after_rooms_synced`).
+        # the rooms, so it can encrypt there (`after_rooms_synced`).
         self._synced = synced
         self._wake = asyncio.Event()
 
@@ -163,10 +163,10 @@ class PairingRooms:
 
 async def after_rooms_synced(rooms: RoomRepository, room_ids: Sequence[str],
                              timeout_s: float = 60.0) -> None:
-    """Until the sync loop has read each of these new rooms (or `timeout_s`). Before that sync
-    is stored, the client has asked for the devices of everyone in them, invited members
-    included; an encrypted message sent earlier might go out before those devices are known,
-    and they would never get its key."""
+    """Until the sync loop has read each of these new rooms (or `timeout_s`): the client can
+    encrypt only into a room it knows. That sync may not show every invite yet; the invited
+    members' devices get the room key all the same, as sending into an encrypted room first
+    loads its members, the invited included (`MatrixConnection._know_devices`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     waiting = list(room_ids)

@@ -301,9 +301,8 @@ class MeetSettings(_Section):
     pairing_lead: str = "3d"  # how long before a date its pairs are made
     avoid_repeat_rounds: int = Field(default=3, ge=0, le=52)  # no partner again for N rounds
     seed: str = "next"  # the pairing is deterministic for a seed (and the date)
-    # The pairs' rooms end-to-end encrypted (only with matrix.encryption). Off by default: the
-    # introduction, sent before the invited have joined, now and then misses one's device.
-    encrypt_rooms: bool = False
+    # The pairs' rooms end-to-end encrypted (only with matrix.encryption).
+    encrypt_rooms: bool = True
 
     @field_validator("rule")
     @classmethod

@@ -335,3 +335,71 @@ async def test_a_lost_store_is_refused_until_the_identity_is_reset_then_all_work
         assert reply.decrypted and reply.body == "Pong! Ich bin da."
     finally:
         await asker.client.close()
+
+
+# -- pair rooms: made encrypted, the introduction sent while the pair is only invited ----------
+
+async def test_an_encrypted_pair_rooms_introduction_decrypts_for_both_members_20_of_20_times(
+    homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
+) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from storage.meet import Round, utc_ms
+
+    now = datetime.now(ZoneInfo("Europe/Berlin")).replace(microsecond=0)
+    # Every day a date (no round of its own: the test stores each pair's round itself).
+    bot_account.sections = {"meet": {"rule": "FREQ=DAILY", "start_time": "12:00",
+                                     "reminders": [], "pairing": False}}
+    running = await bot_account.start()
+    await bot_account.wait_synced()
+    assert running.storage is not None and running.pairing is not None
+    storage, failed = running.storage, []
+    for run in range(20):
+        pair = await asyncio.gather(*(EncryptingMember.create(homeserver,
+                                                              tmp_path / f"run{run}-{who}")
+                                      for who in "ab"))
+        try:
+            day = f"{now + timedelta(days=10 + run):%Y-%m-%d}"
+            await storage.meet.add_round(Round(day, utc_ms(now), utc_ms(now), 2),
+                                         [tuple(p.client.user_id for p in pair)],
+                                         keep_members_of=30)
+            running.pairing.wake()
+            room_id = None
+            for _ in range(200):
+                [group] = await storage.meet.groups(day)
+                if (room_id := group.room_id) is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert room_id is not None, f"run {run}: no room was made"
+            await asyncio.gather(*(p.client.join(room_id) for p in pair))
+            encryption = await pair[0].client.room_get_state_event(room_id, "m.room.encryption")
+            assert encryption.content.get("algorithm") == "m.megolm.v1.aes-sha2", "not encrypted"
+            readers = await asyncio.gather(*(introduction_read_by(p, bot_account.user_id)
+                                             for p in pair))
+            if not all(readers):
+                failed.append(run)
+        finally:
+            for person in pair:
+                await person.client.close()
+    assert not failed, f"the introduction did not decrypt for both in runs {failed} of 20"
+
+
+async def introduction_read_by(person: EncryptingMember, bot: str, timeout: float = 15) -> bool:
+    """Whether the bot's first message in the member's room decrypts for them (its room key
+    may come a sync after the message, as in Element)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await person.sync(200)
+        sent = [e for e in person.events if e.sender == bot
+                and isinstance(e, nio.RoomMessage | nio.MegolmEvent)]
+        if not sent:
+            continue
+        if isinstance(sent[0], nio.MegolmEvent):
+            try:
+                sent[0] = person.client.decrypt_event(sent[0])
+            except nio.EncryptionError:
+                continue
+        return (isinstance(sent[0], nio.RoomMessageNotice) and sent[0].decrypted
+                and "Kennenlern-Paar" in sent[0].body)
+    return False
