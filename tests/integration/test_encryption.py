@@ -293,7 +293,8 @@ async def test_the_bot_cross_signs_its_one_device_and_keeps_both_across_restarts
 
 
 async def test_a_lost_store_is_refused_until_the_identity_is_reset_then_all_works(
-    homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
+    homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     await bot_account.start()
     await bot_account.wait_synced()
@@ -333,6 +334,11 @@ async def test_a_lost_store_is_refused_until_the_identity_is_reset_then_all_work
         asked = await asker.send(created.room_id, "!ping")
         reply = await asker.reply_to(asked, bot_account.user_id)
         assert reply.decrypted and reply.body == "Pong! Ich bin da."
+
+        capsys.readouterr()
+        assert await asyncio.to_thread(cli.main, ["device", "--config", str(config)]) == 0
+        shown = capsys.readouterr().out
+        assert f"device: {device}" in shown and f"master: {spaced(after)}" in shown
     finally:
         await asker.client.close()
 
