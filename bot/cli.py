@@ -138,9 +138,11 @@ with ';' is read with ';'), one workshop per row, this header, columns in any or
 title, starts_at and ends_at are required. Times are ISO 8601 on the wall clock of
 [bot] timezone: 2026-12-03T10:00 or 2026-12-03 10:00 (03.12.2026 10:00 is read too);
 a time with an offset (2026-12-03T10:00+01:00, 2026-12-03T09:00Z) is converted to that
-zone. The end must be after the start and at most 14 days later, the start in the
-future; url must be an http(s) address. Text is made one line, as the bot does with
-members' input; the length limits are those of !werkstatt neu.
+zone. The end must be after the start and at most 14 days later, the start at most
+5 years ahead and not before 2000; url must be an http(s) address. Text is made one
+line, as the bot does with members' input; the length limits are those of !werkstatt neu.
+A workshop that has started already (a calendar export holds the past ones too) is
+imported as past: never listed as coming up, no reminders; the summary counts them.
 
 Every row is checked first; each problem is reported as 'line N: column: reason'.
 If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.

@@ -15,15 +15,19 @@ may be left out of the header or left empty.
   go forward) lands an hour later; one that exists twice is taken the first time, as the
   moderators' `!werkstatt neu` does.
 - The checks are the command's: a title (at most 200 characters), the end after the start, at
-  most 14 days long, the start in the future, the link an http(s) address (`www.…` is read as
-  `https://www.…`), the command's length limits. Text is cleaned as the bot cleans members'
-  input: one line, control characters dropped, spaces collapsed.
+  most 14 days long, the start at most 5 years ahead (`MAX_YEARS_AHEAD`) and not before the
+  year 2000 (`EARLIEST_YEAR`; both are typos more often than plans), the link an http(s)
+  address (`www.…` is read as `https://www.…`), the command's length limits. Text is cleaned
+  as the bot cleans members' input: one line, control characters dropped, spaces collapsed.
+- A workshop that has started already is no bad row: a calendar export holds the past ones
+  too. It is imported as past (the summary says how many): never listed as coming up, no
+  reminders (they were due before it was imported), no sign-ups.
 - Imported workshops belong to no room (their reminders go to `[workshops] rooms`), have no
   limit on places, and are created by `import` (CREATED_BY).
 - The same title (ignoring case and spacing) at the same start is the same workshop: a row for
   a workshop that is already stored (planned or cancelled) is not written again, but counted as
-  "already there"; such a row may start in the past, so a file can be imported again after
-  its first workshops took place. Two such rows in one file are an error.
+  "already there", so a file can be imported again after it grew. Two such rows in one file
+  are an error.
 
 Reading a file never writes: `check_workshop_rows` checks every row first and returns the
 workshops and the problems (one per line and column). `import_workshops` then adds the new
@@ -45,7 +49,13 @@ from zoneinfo import ZoneInfo
 from bot import csv_import
 from bot.csv_import import CsvRows, RowProblem, read_text, too_long
 from commands.schedule import local_time
-from commands.workshops import MAX_LENGTH, MAX_SPAN, normalize_link
+from commands.workshops import (
+    MAX_LENGTH,
+    MAX_SPAN,
+    MAX_YEARS_AHEAD,
+    latest_start_day,
+    normalize_link,
+)
 from storage import Storage
 from storage.experts import clean_text
 from storage.workshops import Workshop, utc_ms
@@ -63,6 +73,7 @@ _GERMAN = re.compile(  # 03.12.2026 10:00 (four-digit year only: never ambiguous
     r"^(?P<d>\d{1,2})\.(?P<mo>\d{1,2})\.(?P<y>\d{4}),?\s+"
     r"(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}))?(?:\s*[Uu]hr)?$")
 EXAMPLE_TIME = "2026-12-03T10:00"
+EARLIEST_YEAR = 2000  # an export's past workshops go back a few years, not to the year 26
 
 # A workshop's identity for re-imports: (title folded, start in UTC milliseconds).
 Key = tuple[str, int]
@@ -88,10 +99,13 @@ class WorkshopImportResult:
     written: bool
     dry_run: bool = False
     workshops: list[Workshop] = field(default_factory=list)  # the created ones, with numbers
+    past: int = 0  # of the created, those that had started already: imported as past
 
     def summary(self) -> str:
-        return csv_import.summary(f"created {self.created}, already there {self.existing}, "
-                                  f"skipped {self.skipped}", self.dry_run)
+        past = (f" ({self.past} of them past: not listed as coming up, no reminders)"
+                if self.past else "")
+        return csv_import.summary(f"created {self.created}{past}, already there "
+                                  f"{self.existing}, skipped {self.skipped}", self.dry_run)
 
 
 # -- cleaning and checking one row (pure) -------------------------------------------------------
@@ -110,31 +124,30 @@ def parse_time(value: str, tz: ZoneInfo) -> datetime:
     except ValueError:
         raise ValueError(f"{value!r}: no such date or time") from None
     zone = found.groupdict().get("z")
-    if not zone:
-        return local_time(day, at, tz)
     if zone in ("Z", "z"):
         offset = timedelta(0)
-    else:
+    elif zone:
         digits = zone[1:].replace(":", "")
         hours, minutes = int(digits[:2]), int(digits[2:] or 0)
         if hours > 23 or minutes > 59:
             raise ValueError(f"{value!r}: no such offset {zone!r}")
         offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
-    return datetime.combine(day, at, fixed_offset(offset)).astimezone(tz)
+    try:
+        if not zone:
+            return local_time(day, at, tz)
+        return datetime.combine(day, at, fixed_offset(offset)).astimezone(tz)
+    except OverflowError:  # within hours of 0001-01-01 or 9999-12-31
+        raise ValueError(f"{value!r}: outside the calendar the bot can use") from None
 
 
 def _local(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M} {moment.tzname()}"  # %Y pads no year 1
 
 
-def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now: datetime,
-                       existing: Collection[Key] = frozenset()
+def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now: datetime
                        ) -> tuple[Workshop | None, list[RowProblem]]:
     """The workshop a row describes, or None and why not. `cells` maps column to raw text.
-
-    `existing` holds the keys (`workshop_key`) of the stored workshops: a row for one of them
-    may start in the past (it will not be written anyway).
-    """
+    A workshop that started before `now` is a good row: it is imported as past."""
     problems: list[RowProblem] = []
     title = clean_text(cells.get("title", ""))
     if not title:
@@ -159,8 +172,13 @@ def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now
         elif end - start > MAX_SPAN:
             problems.append(RowProblem(line, "ends_at", f"{end - start} after the start, "
                                        f"at most {MAX_SPAN.days} days"))
-    if start is not None and start <= now and workshop_key(title, start) not in existing:
-        problems.append(RowProblem(line, "starts_at", f"{_local(start)} is in the past"))
+    if start is not None and start.year < EARLIEST_YEAR:
+        problems.append(RowProblem(line, "starts_at", f"{_local(start)} is before "
+                                   f"{EARLIEST_YEAR} (a typo?)"))
+    elif start is not None and start.date() > (latest := latest_start_day(
+            now.astimezone(tz).date())):
+        problems.append(RowProblem(line, "starts_at", f"{_local(start)} is more than "
+                                   f"{MAX_YEARS_AHEAD} years ahead (a typo? at most {latest})"))
     values: dict[str, str | None] = {}
     for column in _TEXT_FIELDS:
         value = clean_text(cells.get(column, ""))
@@ -186,16 +204,14 @@ def check_workshop_row(cells: Mapping[str, str], line: int, *, tz: ZoneInfo, now
 
 
 def check_workshop_rows(text: str, *, timezone: str | ZoneInfo, now: datetime,
-                        name: str = "file", existing: Collection[Key] = frozenset(),
-                        on_row: Callable[[], Any] | None = None
+                        name: str = "file", on_row: Callable[[], Any] | None = None
                         ) -> tuple[list[Workshop], list[RowProblem]]:
     """Check every row of a CSV text: the good rows' workshops (file order) and every bad row's
     problems. Every data row is one or the other, so the file has `len(workshops)` plus
     `len({p.line for p in problems})` rows.
 
-    `existing`: keys of the stored workshops (see check_workshop_row). Raises ImportFileError if
-    the file as a whole is unusable (empty, bad header, broken CSV). `name` is how the file is
-    called in those messages; `on_row` is called per row read.
+    Raises ImportFileError if the file as a whole is unusable (empty, bad header, broken CSV).
+    `name` is how the file is called in those messages; `on_row` is called per row read.
     """
     tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
     workshops: list[Workshop] = []
@@ -206,7 +222,7 @@ def check_workshop_rows(text: str, *, timezone: str | ZoneInfo, now: datetime,
         if isinstance(cells, RowProblem):
             problems.append(cells)
             continue
-        workshop, found = check_workshop_row(cells, line, tz=tz, now=now, existing=existing)
+        workshop, found = check_workshop_row(cells, line, tz=tz, now=now)
         if workshop is not None:
             key = workshop_key(workshop.title, workshop.starts_at)
             if (earlier := first_line.setdefault(key, line)) != line:
@@ -243,7 +259,7 @@ async def import_workshops(storage: Storage, path: Path | str, *, timezone: str 
     known = await existing_keys(storage)
     with csv_import.progress(text.count("\n"), progress, "checking") as tick:
         workshops, problems = check_workshop_rows(text, timezone=timezone, now=now,
-                                                  name=str(path), existing=known, on_row=tick)
+                                                  name=str(path), on_row=tick)
     bad = len({p.line for p in problems})
     rows = len(workshops) + bad
     if bad and not skip_invalid and not dry_run:  # refused: nothing written
@@ -251,7 +267,8 @@ async def import_workshops(storage: Storage, path: Path | str, *, timezone: str 
     if dry_run:  # what importing the good rows would do
         new = [w for w in workshops if workshop_key(w.title, w.starts_at) not in known]
         return WorkshopImportResult(rows, len(new), len(workshops) - len(new), bad, bad,
-                                    problems, written=False, dry_run=True)
+                                    problems, written=False, dry_run=True,
+                                    past=sum(w.starts_at <= now for w in new))
     created: list[Workshop] = []
     async with storage.db.transaction():  # the check and the writes see the same workshops
         known = await existing_keys(storage)
@@ -259,7 +276,8 @@ async def import_workshops(storage: Storage, path: Path | str, *, timezone: str 
             if workshop_key(workshop.title, workshop.starts_at) not in known:
                 created.append(await storage.workshops.add(workshop, now))
     return WorkshopImportResult(rows, len(created), len(workshops) - len(created), bad, bad,
-                                problems, written=True, workshops=created)
+                                problems, written=True, workshops=created,
+                                past=sum(w.starts_at <= now for w in created))
 
 
 async def run_cli(storage: Storage, path: Path | str, *, timezone: str | ZoneInfo,

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import io
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,7 @@ from commands import workshops as workshop_commands
 from commands.workshops import WorkshopConfig, WorkshopReminders
 from storage import Storage
 from storage.workshops import PLANNED, Workshop
-from tests.unit.fakes import config, make_services
+from tests.unit.fakes import config, make_services, say
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HEADER = ",".join(COLUMNS)
@@ -149,10 +149,20 @@ async def test_imported_reminders_go_to_the_configured_rooms(storage, tmp_path):
      "ends_at: 2026-12-03 10:00 CET is not after the start (2026-12-03 10:00 CET)"),
     ("KI,2026-12-03T10:00,2026-12-17T10:01,,,,",
      "ends_at: 14 days, 0:01:00 after the start, at most 14 days"),
-    ("KI,2026-05-04T10:00,2026-05-04T12:00,,,,",
-     "starts_at: 2026-05-04 10:00 CEST is in the past"),
-    ("KI,2026-06-01T14:00,2026-06-01T16:00,,,,",  # 12:00 UTC is 14:00 in Berlin: now
-     "starts_at: 2026-06-01 14:00 CEST is in the past"),
+    # at most five years ahead of NOW (2026-06-01), not before 2000: typos, not plans
+    ("KI,2031-06-02T10:00,2031-06-02T12:00,,,,",
+     "starts_at: 2031-06-02 10:00 CEST is more than 5 years ahead (a typo? at most 2031-06-01)"),
+    ("KI,9999-12-31T23:00,9999-12-31T23:59,,,,",
+     "starts_at: 9999-12-31 23:00 CET is more than 5 years ahead (a typo? at most 2031-06-01)"),
+    ("KI,9999-12-31T23:00-05:00,9999-12-31T23:30-05:00,,,,",
+     "starts_at: '9999-12-31T23:00-05:00': outside the calendar the bot can use"
+     "\nline 4: ends_at: '9999-12-31T23:30-05:00': outside the calendar the bot can use"),
+    ("KI,0001-01-01T00:30,0001-01-01T01:00,,,,",  # 00:30 in Berlin is still year 0 in UTC
+     "starts_at: '0001-01-01T00:30': outside the calendar the bot can use"),
+    ("KI,0001-01-01T10:00,0001-01-01T12:00,,,,",
+     "starts_at: 0001-01-01 10:00 LMT is before 2000 (a typo?)"),
+    ("KI,1999-12-31T10:00,1999-12-31T12:00,,,,",
+     "starts_at: 1999-12-31 10:00 CET is before 2000 (a typo?)"),
     ("KI,2026-12-03T10:00,2026-12-03T12:00,,,ftp://example.org/ki,",
      "url: 'ftp://example.org/ki' is not an http(s) address "
      "(expected e.g. https://meet.example.org/ki)"),
@@ -174,7 +184,7 @@ def test_each_bad_row_is_reported_with_its_line_and_reason(row, problem):
     # line 2 is good and spans two lines (a quoted line break): the bad row is on line 4.
     text = f'{HEADER}\nOk,2026-12-01T10:00,2026-12-01T11:00,,,,"zwei\nZeilen"\n{row}\n'
     workshops, problems = check_workshop_rows(text, timezone="Europe/Berlin", now=NOW)
-    assert [str(p) for p in problems] == [f"line 4: {problem}"]
+    assert "\n".join(str(p) for p in problems) == f"line 4: {problem}"
     assert [w.title for w in workshops] == ["Ok"]
 
 
@@ -272,6 +282,61 @@ async def test_another_configured_zone(storage, tmp_path):
     assert ki.starts_at == datetime(2026, 12, 3, 10, tzinfo=UTC)
 
 
+# -- a calendar export with past workshops -----------------------------------------------------
+
+class Clock:
+    def now(self) -> datetime:
+        return NOW
+
+
+EXPORT = (f"{HEADER}\n"
+          "Vor zwei Tagen,2026-05-30T10:00,2026-05-30T12:00,,,,\n"  # NOW is 2026-06-01 14:00
+          "Letztes Jahr,2025-11-20T10:00,2025-11-20T12:00,,,,\n"
+          "KI in der Verwaltung,2026-12-03T10:00,2026-12-03T12:00,,,,\n"
+          "Open Data,2026-07-02 14:00,2026-07-02 16:30,,,,\n")
+
+
+async def test_past_workshops_of_a_calendar_export_are_imported_as_past(storage, tmp_path):
+    result = await run(storage, csv_file(tmp_path, EXPORT))
+    assert result.problems == [] and result.written
+    assert result.summary() == ("created 4 (2 of them past: not listed as coming up, no "
+                                "reminders), already there 0, skipped 0")
+    assert result.past == 2 and len(await all_of(storage)) == 4
+    # never listed as coming up …
+    services = make_services(storage, [workshop_commands.router])
+    services.clock = Clock()
+    services.workshops_config = WorkshopConfig.create(["1d", "1h"], ["!a:x.org"],
+                                                      "Europe/Berlin")
+    assert [w.title for w in await storage.workshops.upcoming(NOW)] == [
+        "Open Data", "KI in der Verwaltung"]
+    listed = await say(services, "!werkstätten")
+    assert "Open Data" in listed and "Vor zwei Tagen" not in listed
+    assert "Letztes Jahr" not in listed
+    # … no reminders, not even late ones after a downtime …
+    source = WorkshopReminders(services)
+    reminded = await source.occurrences(NOW - timedelta(days=400), NOW + timedelta(days=400))
+    assert {o.subject for o in reminded} == {"3", "4"}
+    # … and no sign-ups
+    assert "hat schon begonnen" in await say(services, "!anmelden 1")
+    assert await storage.workshops.registrations(1) == []
+    # Importing the export again adds nothing.
+    again = await run(storage, csv_file(tmp_path, EXPORT))
+    assert again.summary() == "created 0, already there 4, skipped 0"
+
+
+async def test_a_dry_run_counts_the_past_rows_and_only_malformed_rows_stop_an_import(
+        storage, tmp_path):
+    result = await run(storage, csv_file(tmp_path, EXPORT), dry_run=True)
+    assert result.summary() == ("dry run, nothing written; importing the good rows would give: "
+                                "created 4 (2 of them past: not listed as coming up, no "
+                                "reminders), already there 0, skipped 0")
+    broken = EXPORT + "Kaputt,2026-12-03T10:00,2026-12-03T09:00,,,,\n"
+    code, out, err = await cli(storage, csv_file(tmp_path, broken))
+    assert (code, out) == (1, "created 0, already there 0, skipped 5\n")
+    assert "nothing written: 1 of 5 rows are bad" in err
+    assert await all_of(storage) == []
+
+
 # -- all or nothing, skip-invalid, dry run ------------------------------------------------------
 
 BAD = GOOD + "Kaputt,2026-12-03T10:00,2026-12-03T09:00,,,,\n"
@@ -341,11 +406,12 @@ async def test_a_longer_file_adds_only_the_new_rows_even_after_some_took_place(s
     ki, _, akte = await all_of(storage)
     assert ki.ends_at == berlin(2026, 12, 3, 12)  # an existing workshop is not changed
     assert akte.title == "E-Akte"
-    # A new row in the past is still an error.
+    # A new row in the past is imported as past.
     text += "Vorbei,2026-07-03T10:00,2026-07-03T12:00,,,,\n"
     result = await run(storage, csv_file(tmp_path, text), now=later)
-    assert [str(p) for p in result.problems] == [
-        "line 5: starts_at: 2026-07-03 10:00 CEST is in the past"]
+    assert result.problems == []
+    assert result.summary() == ("created 1 (1 of them past: not listed as coming up, no "
+                                "reminders), already there 3, skipped 0")
 
 
 async def test_a_cancelled_or_moderator_added_workshop_counts_as_there(storage, tmp_path):
@@ -436,6 +502,10 @@ def _cli_has_import_workshops() -> bool:
     return True
 
 
+# The command line runs on the real clock: a day relative to it (a fixed one would fall in
+# the past, or too far ahead, as the years go by).
+SOON = (datetime.now(UTC) + timedelta(days=60)).date()
+
 needs_cli = pytest.mark.skipif(not _cli_has_import_workshops(),
                                reason="bot/cli.py has no `import workshops` subcommand yet")
 
@@ -453,8 +523,9 @@ def test_cli_import_workshops(tmp_path, capsys):
     from bot.cli import main
 
     cfg = config(tmp_path, '[workshops]\nrooms = ["!termine:example.org"]\n')
-    rows = (f"{HEADER}\nKI,2099-12-03T10:00,2099-12-03T12:00,,,,\n"
-            "Kaputt,2099-12-03T10:00,2099-12-03T09:00,,,,\n")
+    day = SOON.isoformat()
+    rows = (f"{HEADER}\nKI,{day}T10:00,{day}T12:00,,,,\n"
+            f"Kaputt,{day}T10:00,{day}T09:00,,,,\n")
     path = csv_file(tmp_path, rows)
 
     assert main(["import", "workshops", str(path), "-c", str(cfg), "--dry-run"]) == 1
@@ -476,7 +547,8 @@ def test_cli_import_workshops_uses_the_configured_zone(tmp_path, capsys):
     from bot.cli import main
 
     cfg = config(tmp_path, '[bot]\ntimezone = "America/New_York"\n')
-    path = csv_file(tmp_path, f"{HEADER}\nKI,2099-12-03T10:00,2099-12-03T12:00,,,,\n")
+    day = SOON.isoformat()
+    path = csv_file(tmp_path, f"{HEADER}\nKI,{day}T10:00,{day}T12:00,,,,\n")
     assert main(["import", "workshops", str(path), "-c", str(cfg)]) == 0
     assert "no reminders" in capsys.readouterr().err  # [workshops] rooms is empty
 
@@ -489,4 +561,5 @@ def test_cli_import_workshops_uses_the_configured_zone(tmp_path, capsys):
 
     workshop = asyncio.run(first())
     assert workshop is not None
-    assert workshop.starts_at == datetime(2099, 12, 3, 15, tzinfo=UTC)
+    assert workshop.starts_at == datetime.combine(
+        SOON, time(10), ZoneInfo("America/New_York")).astimezone(UTC)
