@@ -280,6 +280,8 @@ async def test_dates_at_the_edges_get_a_clear_answer(storage):
         services, "!meet move 12.03. 31.12.9999", Level.ADMIN, language="en")
     assert "01.01.0001 liegt in der Vergangenheit" in await say(
         services, "!treffen verschieben 12.03. 01.01.0001 00:30", Level.ADMIN)
+    assert "Am 01.01.0001 ist kein Termin" in await say(services, "!treffen absagen 01.01.0001",
+                                                        Level.ADMIN)
     assert await storage.meet.exceptions() == {}
     # five years ahead is the last day a date can be moved to
     moved = await say(services, "!treffen verschieben 12.03. 01.03.2031 12:00", Level.ADMIN)
