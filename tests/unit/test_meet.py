@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time as time_module
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -190,10 +191,10 @@ def test_every_refused_rule_names_its_reason(rule, key, reason):
 
 def test_a_rule_that_never_falls_on_a_day_is_refused_quickly():
     # dateutil would search to the year 9999 for its first date: seconds for a daily rule.
-    started = datetime.now(UTC)
+    started = time_module.perf_counter()
     with pytest.raises(meet.RuleError):
         meet.parse_rule("DTSTART=20260101;FREQ=DAILY;BYMONTH=4;BYMONTHDAY=31")
-    assert datetime.now(UTC) - started < timedelta(seconds=2)
+    assert time_module.perf_counter() - started < 2
     # … while a rare one is found: 29 February on a Monday, next in 2044
     rule = meet.parse_rule("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO")
     assert rule.dates.after(datetime(2026, 1, 1)) == datetime(2044, 2, 29)
