@@ -615,7 +615,14 @@ class MatrixConnection:
         except TransientError:
             return SendResult(SendOutcome.TRANSIENT)
         except nio.LocalProtocolError as exc:
-            # nio does not know the room yet (just created or joined): the next sync tells it.
+            # nio does not know the room: not yet (just created or joined: the next sync tells
+            # it), or no longer (the bot was removed: the homeserver would refuse it for good).
+            try:
+                joined = await self.membership(room_id, self.user_id) == "join"
+            except TransientError:
+                joined = True
+            if not joined:
+                return SendResult(SendOutcome.REFUSED, errcode="M_FORBIDDEN")
             return SendResult(SendOutcome.TRANSIENT, errcode=f"not ready: {exc}")
         if isinstance(response, nio.RoomSendResponse):
             return SendResult(SendOutcome.SENT, event_id=response.event_id)
