@@ -1,12 +1,18 @@
-"""Every command is answered exactly once: across restarts, downtime and bursts."""
+"""Every command is answered exactly once: across restarts, downtime and bursts; and what it
+causes (direct messages to others) happens once, whatever fails on the way."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import nio
 import pytest
 
+from bot.matrix import MatrixConnection, TransientError
 from bot.testserver import Homeserver
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import (
@@ -18,6 +24,8 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.synapse
+
+BERLIN = ZoneInfo("Europe/Berlin")
 
 
 async def devices_of(bot_account: BotAccount) -> list[str]:
@@ -167,3 +175,69 @@ async def test_commands_in_the_gap_are_answered_when_the_sync_state_holds_the_bo
     assert any(t.limited for t in timelines), "no sync was limited"
     assert any(e.type == "m.room.member" and e.state_key == bot
                for t in timelines for e in t.state), "the bot's join was not in `state`"
+
+
+# -- what a command causes: once, through faults at every step ----------------------------------
+
+
+async def direct_rooms_of(person: Member, besides: str, timeout: float = 30.0) -> list[str]:
+    """The rooms `person` was invited to other than `besides`, waiting for at least one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await person.sync(timeout_ms=300)
+        rooms = [r for r in person.invites if r != besides]
+        if rooms or time.monotonic() > deadline:
+            return rooms
+
+
+async def test_a_cancellation_tells_each_registrant_once_through_a_lost_answer_502_and_restart(
+    bot_account: BotAccount, member: Member, room: str, make_member: MakeMember,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bot = bot_account.user_id
+    day = (datetime.now(BERLIN) + timedelta(days=10)).date()
+    added = await member.ask(room, bot, f"!werkstatt neu {day:%d.%m.%Y} 10:00-12:00 KI")
+    assert "Angelegt" in added["content"]["body"], added["content"]["body"]
+    registrants = [await make_member("angemeldet") for _ in range(3)]
+    for person in registrants:
+        await member.invite(room, person.user_id)
+        await person.join(room)
+        signed_up = await person.ask(room, bot, "!anmelden 1")
+        assert "angemeldet" in signed_up["content"]["body"]
+
+    # The first direct room is made, but the answer never arrives; the next creation gets a 502.
+    create_room = MatrixConnection.create_room
+    tries: list[str] = []
+
+    async def faulty(self: MatrixConnection, **kwargs: Any) -> str:
+        if not kwargs.get("is_direct"):
+            return await create_room(self, **kwargs)
+        tries.append(kwargs["invite"][0])
+        if len(tries) == 1:
+            await create_room(self, **kwargs)
+            raise TransientError("ServerDisconnectedError")
+        if len(tries) == 2:
+            raise TransientError("create room: HTTP 502")
+        return await create_room(self, **kwargs)
+
+    monkeypatch.setattr(MatrixConnection, "create_room", faulty)
+    cancelled = await member.ask(room, bot, "!werkstatt absagen 1")
+    assert "Abgesagt: KI" in cancelled["content"]["body"]
+    await bot_account.stop()  # while the direct messages go out
+    await bot_account.start()
+
+    for person in registrants:
+        [direct] = await direct_rooms_of(person, room)
+        await person.join(direct)
+        [told] = await person.wait_for_messages(direct, bot, 1)
+        assert "leider abgesagt" in told["content"]["body"]
+    await bot_account.wait_idle()
+    for person in registrants:
+        await person.settle(1.0)
+        [direct] = [r for r in person.invites if r != room]  # one room each, never a second
+        assert len(person.messages_from(direct, bot)) == 1
+    await member.settle(0.5)
+    assert sum("Abgesagt: KI" in m["content"]["body"]
+               for m in member.messages_from(room, bot)) == 1
+    assert len(tries) >= 3
+    assert await bot_account.running.storage.outbox.failed() == []

@@ -1,12 +1,14 @@
 """NExT-to-meet-you against Synapse: a reminder posted once across restarts; a pairing round
 makes one room per pair with both invited and the introduction in it, also when the bot is
-restarted in the middle of making them."""
+restarted in the middle of making them, and never posts into a room someone else made under the
+pair room's alias."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +17,7 @@ import nio
 import pytest
 
 from bot.matrix import MatrixConnection, TransientError
+from bot.own_rooms import keyed_alias
 from bot.testserver import Homeserver
 from commands.meet import STATE_EVENT
 from tests.integration.conftest import MakeMember
@@ -196,3 +199,54 @@ async def test_an_encrypted_pair_room_gets_an_introduction_both_can_read(
     finally:
         for person in people:
             await person.client.close()
+
+
+async def test_a_room_a_member_made_under_the_pair_rooms_alias_gets_nothing(
+    bot_account: BotAccount, member: Member, room: str, make_member: MakeMember,
+) -> None:
+    bot = bot_account.user_id
+    joined = await member.ask(room, bot, "!treffen mitmachen")
+    assert "dabei" in joined["content"]["body"]
+    partner = await make_member("paar")
+    running = bot_account.running
+    assert running is not None and running.storage is not None
+    await running.storage.meet.join(partner.user_id, 0)
+    start = datetime.now(BERLIN).replace(microsecond=0) + timedelta(hours=2)
+    group_key = f"{start:%Y-%m-%d}:1"  # the date and the pair's number: easy to predict
+    # A member makes a room under the pair room's alias before the bot does, marks it as the
+    # pair's room and lets the bot in: under the alias anyone could derive from the bot's id
+    # and the group, and under the keyed one (as if they had found it out).
+    squatter = await make_member("squatter")
+    server = bot.split(":", 1)[1]
+    derived = f"next-meet-{sha256(f'{bot}|{group_key}'.encode()).hexdigest()[:20]}"
+    squat = await squatter.create_room(
+        invite=[bot], alias=derived,
+        initial_state=[{"type": STATE_EVENT, "state_key": "", "content": {"group": group_key}}])
+    keyed = keyed_alias(await running.storage.rooms.alias_key(), "meet", group_key)
+    claimed = await squatter.client.room_put_alias(f"#{keyed}:{server}", squat)
+    assert isinstance(claimed, nio.RoomPutAliasResponse), claimed
+    assert await squatter.wait_joined(squat, bot), "bot did not join"
+    await bot_account.stop()
+
+    # Plain clients read the introduction: the room unencrypted.
+    bot_account.sections = meet_section(start, reminders=[], pairing_lead="1d",
+                                        encrypt_rooms=False)
+    running = await bot_account.start()
+    assert running.storage is not None
+    groups = []
+    for _ in range(300):
+        groups = await running.storage.meet.groups()
+        if groups and groups[0].room_id:
+            break
+        await asyncio.sleep(0.1)
+    [group] = groups
+    assert group.key == group_key and group.room_id is not None and group.room_id != squat
+    for person in (member, partner):
+        await person.wait_invited(group.room_id)
+        await person.join(group.room_id)
+        [intro] = await person.wait_for_messages(group.room_id, bot, 1)
+        assert "Kennenlern-Paar" in intro["content"]["body"]
+    await bot_account.wait_idle()
+    await squatter.settle(1.0)
+    assert squatter.messages_from(squat, bot) == []  # the introduction never went there
+    assert squat not in member.invites and squat not in partner.invites
