@@ -254,11 +254,16 @@ class CommandHandler:
             del self._calls[message.event_id]
             await run.committed()
             return
-        raise RuntimeError(f"command {message.event_id} asked the homeserver {MAX_RUNS} times")
+        # A command that never stops asking must not hold up its room: answered as a failure.
+        log.error("command %s in %s asked the homeserver %d times; given up", message.event_id,
+                  message.room_id, MAX_RUNS)
+        del self._calls[message.event_id]
+        failed = self._services.catalog.text(language, "errors.internal")
+        await self._finish(message, self._messages(message, [Reply(failed)], language))
 
     async def _run(self, message: InboxMessage, language: str, run: _Run,
                    calls: HomeserverCalls) -> list[OutgoingMessage]:
-        """One run of the command: the messages it causes."""
+        """One run of the command: the messages it causes (inside its transaction)."""
 
         async def read_level() -> Level:
             try:
@@ -272,7 +277,10 @@ class CommandHandler:
 
         request = Request(message.event_id, message.room_id, message.sender, message.body,
                           language, level)
-        replies = await dispatch(request, run.services)
+        return self._messages(message, await dispatch(request, run.services), language)
+
+    def _messages(self, message: InboxMessage, replies: list[Reply],
+                  language: str) -> list[OutgoingMessage]:
         outgoing: list[OutgoingMessage] = []
         for reply in replies:
             address, reply_to = message.room_id, message.event_id

@@ -469,3 +469,24 @@ async def test_homeserver_calls_are_made_outside_the_transaction_and_once_per_co
     assert "KI in der Verwaltung" in bot.in_room()[-1]
     await bot.command("$list", "!gemeinschaften", sender=ALICE)
     assert admin.calls[-1] == "member_count"
+
+
+async def test_a_command_asking_the_homeserver_without_end_is_answered_as_a_failure(storage):
+    import itertools
+
+    from commands.framework import Router
+
+    router = Router("test")
+    asked = itertools.count()
+
+    @router.command("endless", "endlos")
+    async def endless(ctx):
+        await ctx.services.room_admin.find_room(f"#room{next(asked)}:example.org")
+
+    services = make_services(storage, [router])
+    services.room_admin = RoomAdminChecked(storage.db)
+    handler = CommandHandler(services, Permissions(room_state, admins=[], moderator_level=50),
+                             "de", lambda: NOW, lambda a: None)
+    await handler.handle(cmd("$endless", "!endlos"))
+    assert (await storage.outbox.next_for_room(ROOM)).content["body"] in INTERNAL_ERRORS
+    assert await storage.inbox.is_handled("$endless")
