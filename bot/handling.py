@@ -27,7 +27,7 @@ from typing import Any
 
 from bot.matrix import TransientError
 from bot.metrics import Metrics
-from bot.permissions import Permissions
+from bot.permissions import NotCached, Permissions
 from bot.rate_limit import MemberRateLimit, Verdict
 from bot.render import file_message, page_labels, paginate
 from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
@@ -272,8 +272,12 @@ class CommandHandler:
                 raise RetryLater from exc  # the command stays in the inbox
 
         async def level() -> Level:
-            found: Level = await calls.call("level", read_level)
-            return found
+            try:  # mostly known already: then this run need not end for it
+                return await self._permissions.level(message.room_id, message.sender,
+                                                     cached_only=True)
+            except NotCached:
+                found: Level = await calls.call("level", read_level)
+                return found
 
         request = Request(message.event_id, message.room_id, message.sender, message.body,
                           language, level)

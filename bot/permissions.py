@@ -85,13 +85,16 @@ class NetworkRooms:
         self._remembered_space = remembered_space
         self._resolved: dict[str, str] = {}  # alias -> room id, once found
 
-    async def ids(self) -> list[str]:
+    async def ids(self, cached_only: bool = False) -> list[str]:
+        """The rooms' ids; `cached_only`: NotCached if an alias would have to be resolved."""
         found: list[str] = []
         for room in self._configured:
             if not room.startswith("#"):
                 found.append(room)
             elif room in self._resolved:
                 found.append(self._resolved[room])
+            elif cached_only:
+                raise NotCached(room)
             else:
                 room_id = await self._resolve_alias(room)
                 if room_id is None:
@@ -104,7 +107,11 @@ class NetworkRooms:
         return list(dict.fromkeys(found))
 
 
-async def _no_rooms() -> list[str]:
+class NotCached(Exception):
+    """The level cannot be told without asking the homeserver."""
+
+
+async def _no_rooms(cached_only: bool = False) -> list[str]:
     return []
 
 
@@ -118,7 +125,7 @@ class Permissions:
 
     def __init__(self, fetch_state: StateFetcher, admins: Iterable[str], moderator_level: int,
                  *, network_moderators: Iterable[str] = (),
-                 network_rooms: Callable[[], Awaitable[list[str]]] = _no_rooms,
+                 network_rooms: Callable[[bool], Awaitable[list[str]]] = _no_rooms,
                  is_direct_room: Callable[[str], Awaitable[bool]] = _no_direct_room) -> None:
         self._fetch = fetch_state  # room_id -> (power levels content, create event)
         self._admins = frozenset(admins)
@@ -134,30 +141,36 @@ class Permissions:
         # A read already under way may predate the change: it must not refill the cache.
         self._generation[room_id] = self._generation.get(room_id, 0) + 1
 
-    async def level(self, room_id: str, user_id: str) -> Level:
+    async def level(self, room_id: str, user_id: str, *, cached_only: bool = False) -> Level:
+        """`cached_only`: without asking the homeserver, else NotCached (a command's handler
+        runs inside a database transaction, where no network call may wait)."""
         if user_id in self._admins:
             return Level.ADMIN
-        if user_id in self._network_moderators or await self._moderates_network(user_id):
+        if (user_id in self._network_moderators
+                or await self._moderates_network(user_id, cached_only)):
             return Level.NETWORK_MODERATOR
         if await self._is_direct_room(room_id):
             return Level.MEMBER  # the bot's direct chat: the member's power there is no role
-        if has_power(user_id, self._moderator_level, *await self._state(room_id)):
+        if has_power(user_id, self._moderator_level, *await self._state(room_id, cached_only)):
             return Level.ROOM_MODERATOR
         return Level.MEMBER
 
-    async def _moderates_network(self, user_id: str) -> bool:
-        for room_id in await self._network_rooms():
+    async def _moderates_network(self, user_id: str, cached_only: bool) -> bool:
+        for room_id in await self._network_rooms(cached_only):
             try:
-                state = await self._state(room_id)
+                state = await self._state(room_id, cached_only)
             except RefusedError:  # the bot is not (or no longer) in it: it grants nothing
                 log.warning("network room %s: its power levels cannot be read", room_id)
+                self._cache[room_id] = (None, None)  # until the sync shows a change
                 continue
             if has_power(user_id, self._moderator_level, *state):
                 return True
         return False
 
-    async def _state(self, room_id: str) -> RoomState:
+    async def _state(self, room_id: str, cached_only: bool = False) -> RoomState:
         state = self._cache.get(room_id)
+        if state is None and cached_only:
+            raise NotCached(room_id)
         if state is None:
             generation = self._generation.get(room_id, 0)
             state = await self._fetch(room_id)

@@ -7,7 +7,8 @@ from bot.own_rooms import DirectRooms
 from bot.permissions import Permissions
 from bot.sender import Sender
 from commands import communities, core, workshops
-from commands.framework import RetryLater
+from commands.framework import RetryLater, Router
+from commands.i18n import Text
 from storage.inbox import InboxMessage
 from tests.unit.fakes import (
     ALICE,
@@ -490,3 +491,27 @@ async def test_a_command_asking_the_homeserver_without_end_is_answered_as_a_fail
     await handler.handle(cmd("$endless", "!endlos"))
     assert (await storage.outbox.next_for_room(ROOM)).content["body"] in INTERNAL_ERRORS
     assert await storage.inbox.is_handled("$endless")
+
+
+async def test_a_level_already_known_costs_no_second_run(storage, on_reply):
+    """Only a level the bot must ask the homeserver for ends a run of the command."""
+    runs: list[str] = []
+    fetched: list[str] = []
+    counting = Router("core")
+
+    @counting.command("count", "zaehlen")
+    async def count(ctx):
+        runs.append(ctx.request.event_id)
+        return Text.raw(str(await ctx.level()))
+
+    async def counting_state(room_id):
+        fetched.append(room_id)
+        return await room_state(room_id)
+
+    permissions = Permissions(counting_state, admins=[BOSS], moderator_level=50)
+    handler = CommandHandler(make_services(storage, [counting]), permissions, "de",
+                             lambda: NOW, on_reply)
+    await handler.handle(cmd("$first", "!zaehlen", sender=BOB))
+    await handler.handle(cmd("$second", "!zaehlen", sender=BOB))
+    assert runs == ["$first", "$first", "$second"]  # the first asked for the room's state
+    assert fetched == [ROOM]

@@ -1,7 +1,14 @@
 import pytest
 
 from bot.matrix import RefusedError
-from bot.permissions import NetworkRooms, Permissions, level_of, power_level, room_creators
+from bot.permissions import (
+    NetworkRooms,
+    NotCached,
+    Permissions,
+    level_of,
+    power_level,
+    room_creators,
+)
 from commands.framework import Level
 from tests.unit.fakes import ALICE, BOB, BOSS, OTHER_ROOM, ROOM
 
@@ -136,7 +143,7 @@ DIRECT = "!dm-carol:example.org"
 
 def network_permissions(state: FakeState, moderators=(), rooms=(SPACE, NETWORK_ROOM),
                         direct=(DIRECT,)) -> Permissions:
-    async def network_rooms():
+    async def network_rooms(cached_only=False):
         return list(rooms)
 
     async def is_direct_room(room_id):
@@ -209,3 +216,22 @@ async def test_network_rooms_resolve_aliases_once_and_include_the_remembered_spa
     space[0] = SPACE
     assert await rooms.ids() == [NETWORK_ROOM, "!x:example.org", SPACE]
     assert resolved == ["#team:example.org", "#gone:example.org", "#gone:example.org"]
+
+
+async def test_a_level_from_cached_state_only_or_not_cached():
+    state = FakeState()
+    state.state[SPACE] = (levels({CAROL: 50}), create())
+    state.state[NETWORK_ROOM] = (levels(), create())
+    permissions = network_permissions(state)
+    with pytest.raises(NotCached):
+        await permissions.level(ROOM, BOB, cached_only=True)
+    assert state.calls == []
+    assert await permissions.level(ROOM, BOB) is Level.ROOM_MODERATOR
+    calls = list(state.calls)
+    assert await permissions.level(ROOM, BOB, cached_only=True) is Level.ROOM_MODERATOR
+    assert await permissions.level(OTHER_ROOM, CAROL, cached_only=True) is (
+        Level.NETWORK_MODERATOR)  # the network rooms' state is cached already
+    assert state.calls == calls
+    rooms = NetworkRooms(["#team:example.org"], resolve_alias=None, remembered_space=None)
+    with pytest.raises(NotCached):
+        await rooms.ids(cached_only=True)
