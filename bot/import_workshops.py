@@ -48,14 +48,10 @@ from zoneinfo import ZoneInfo
 
 from bot import csv_import
 from bot.csv_import import CsvRows, RowProblem, read_text, too_long
+from commands.dates import MAX_SPAN, MAX_YEARS_AHEAD, latest_start_day
+from commands.links import normalize_link
 from commands.schedule import local_time
-from commands.workshops import (
-    MAX_LENGTH,
-    MAX_SPAN,
-    MAX_YEARS_AHEAD,
-    latest_start_day,
-    normalize_link,
-)
+from commands.workshops import MAX_LENGTH
 from storage import Storage
 from storage.experts import clean_text
 from storage.workshops import Workshop, utc_ms

@@ -36,7 +36,9 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from commands.dates import parse_duration
 from commands.i18n import Catalog
+from commands.links import normalize_link
 from commands.meet import (
     RuleError,
     clock_text,
@@ -45,7 +47,6 @@ from commands.meet import (
     rule_problem,
     start_time_of,
 )
-from commands.workshops import normalize_link, parse_duration
 from storage.experts import DEFAULT_SYNONYMS
 from storage.workshops import offset_label, parse_offset
 

@@ -38,6 +38,15 @@ from babel.dates import format_timedelta
 from dateutil.rrule import rrule, rrulestr
 
 from commands import pairing, room_settings
+from commands.dates import (
+    MAX_YEARS_AHEAD,
+    Day,
+    WhenError,
+    format_when,
+    latest_start_day,
+    parse_duration,
+    parse_when_value,
+)
 from commands.framework import (
     Arg,
     Context,
@@ -50,23 +59,13 @@ from commands.framework import (
     lookup,
 )
 from commands.i18n import Catalog, Text, locale_of
+from commands.links import link, normalize_link
 from commands.schedule import (
     Occurrence,
     before,
     local_time,
     reminder_horizon,
     reminders_within,
-)
-from commands.workshops import (
-    MAX_YEARS_AHEAD,
-    Day,
-    WhenError,
-    format_when,
-    latest_start_day,
-    link,
-    normalize_link,
-    parse_duration,
-    parse_when_value,
 )
 from storage.experts import Profile, fold, topic_key
 from storage.meet import GroupRow, Round, ScheduleOverride, moment, utc_ms

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from bot import import_workshops
 from bot.csv_import import ImportFileError
-from commands import core, experts, meet, municipalities, workshops
+from commands import core, dates, experts, meet, municipalities, workshops
 from commands.framework import Level, UserError, dispatch
 from storage.workshops import parse_offset
 from tests.unit.fakes import make_services, request
@@ -52,10 +52,10 @@ def _csv(text: str) -> Any:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "workshops.parse_head": workshops.parse_head,
-    "workshops.parse_when_value": workshops.parse_when_value,
-    "workshops.parse_when_value(date)": lambda s: workshops.parse_when_value(s, date_only=True),
-    "workshops.parse_duration": workshops.parse_duration,
+    "dates.parse_head": dates.parse_head,
+    "dates.parse_when_value": dates.parse_when_value,
+    "dates.parse_when_value(date)": lambda s: dates.parse_when_value(s, date_only=True),
+    "dates.parse_duration": dates.parse_duration,
     "workshops.parse_number": workshops.parse_number,
     "workshops.split_fields": workshops.split_fields,
     "meet.parse_start_time": meet.parse_start_time,

@@ -11,20 +11,23 @@ from icalendar import Calendar
 
 from bot.render import to_html
 from commands import core, room_settings, workshops
+from commands.dates import (
+    When,
+    WhenError,
+    format_when,
+    latest_start_day,
+    parse_duration,
+    parse_head,
+    parse_when_value,
+    resolve,
+)
 from commands.framework import Level, Registry, dispatch, parse_args
 from commands.i18n import LANGUAGES
 from commands.schedule import Occurrence
 from commands.workshops import (
-    When,
-    WhenError,
     WorkshopConfig,
     WorkshopReminders,
-    format_when,
-    parse_duration,
-    parse_head,
     parse_number,
-    parse_when_value,
-    resolve,
     split_fields,
 )
 from storage.workshops import Workshop, offset_label, parse_offset
@@ -205,7 +208,7 @@ def test_date_errors(text, key):
 
 def test_the_latest_start_is_five_years_ahead():
     assert when_of("20.11.2031 10:00-12:00 x")[0] == berlin(2031, 11, 20, 10)
-    assert workshops.latest_start_day(date(2028, 2, 29)) == date(2033, 2, 28)
+    assert latest_start_day(date(2028, 2, 29)) == date(2033, 2, 28)
     # a late start and a long duration: refused before the end is computed (it would overflow)
     with pytest.raises(WhenError) as caught:
         resolve(parse_head("31.12.9999 23:00 x")[0], timedelta(hours=48), NOW, BERLIN)
