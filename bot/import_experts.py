@@ -60,12 +60,11 @@ from storage.experts import (
     MAX_LENGTH,
     MAX_TOPICS,
     Profile,
-    clean_text,
     normalize_level,
-    normalize_state,
     topic_key,
     unchanged,
 )
+from storage.text import clean_text, normalize_state
 
 COLUMNS = ("matrix_id", "name", "organisation", "topics", "level", "municipality", "state",
            "role", "bio")

@@ -36,7 +36,6 @@ from bot import csv_import
 from bot.csv_import import CsvRows, ImportFileError, RowProblem, read_text, too_long
 from commands.municipalities import parse_date
 from storage import Storage
-from storage.experts import clean_text, normalize_state
 from storage.municipalities import (
     KINDS,
     MAX_LENGTH,
@@ -47,6 +46,7 @@ from storage.municipalities import (
     normalize_kind,
     normalize_website,
 )
+from storage.text import clean_text, normalize_state
 
 COLUMNS = ("name", "kind", "state", "ags", "joined_on", "website")
 REQUIRED = ("name", "state")

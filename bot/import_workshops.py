@@ -53,7 +53,7 @@ from commands.links import normalize_link
 from commands.schedule import local_time
 from commands.workshops import MAX_LENGTH
 from storage import Storage
-from storage.experts import clean_text
+from storage.text import clean_text
 from storage.workshops import Workshop, utc_ms
 
 COLUMNS = ("title", "starts_at", "ends_at", "community", "location", "url", "description")

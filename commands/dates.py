@@ -18,13 +18,13 @@ from babel.dates import format_datetime
 
 from commands.i18n import Catalog, locale_of
 from commands.schedule import local_time
-from storage.experts import fold
+from storage.text import fold
 
 MAX_SPAN = timedelta(days=14)  # longer is a typo more often than a workshop
 MAX_YEARS_AHEAD = 5  # a start further ahead is a typo (9999) more often than a plan
 
 
-# -- reading --------------------------------------------------------------------------------------
+# -- reading ------------------------------------------------------------------------------------
 
 _MONTHS = {"jan": 1, "feb": 2, "mar": 3, "mae": 3, "apr": 4, "mai": 5, "may": 5, "jun": 6,
            "jul": 7, "aug": 8, "sep": 9, "okt": 10, "oct": 10, "nov": 11, "dez": 12, "dec": 12}

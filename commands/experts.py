@@ -39,17 +39,15 @@ from storage.experts import (
     MAX_LANGUAGES,
     MAX_LENGTH,
     MAX_TOPICS,
-    STATES,
     Profile,
     SearchHit,
     SearchQuery,
     Synonyms,
-    clean_text,
     compiled_synonyms,
     normalize_level,
-    normalize_state,
     topic_key,
 )
+from storage.text import STATES, clean_text, normalize_state
 from storage.workshops import Registration
 
 router = Router("experts")

@@ -67,8 +67,9 @@ from commands.schedule import (
     reminder_horizon,
     reminders_within,
 )
-from storage.experts import Profile, fold, topic_key
+from storage.experts import Profile, topic_key
 from storage.meet import GroupRow, Round, ScheduleOverride, moment, utc_ms
+from storage.text import fold
 from storage.workshops import offset_label, parse_offset
 
 router = Router("meet")

@@ -41,7 +41,6 @@ from commands.framework import (
 from commands.i18n import Catalog, Text
 from commands.schedule import Occurrence
 from commands.templates import JOIN_ANNOUNCEMENT
-from storage.experts import STATES, normalize_state
 from storage.municipalities import (
     KINDS,
     MAX_LENGTH,
@@ -51,6 +50,7 @@ from storage.municipalities import (
     normalize_kind,
     normalize_website,
 )
+from storage.text import STATES, normalize_state
 
 router = Router("municipalities")
 

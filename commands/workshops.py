@@ -66,7 +66,7 @@ from commands.schedule import (
     reminder_horizon,
     reminders_within,
 )
-from storage.experts import STOPWORDS, tokens
+from storage.text import STOPWORDS, tokens
 from storage.workshops import (
     REGISTERED,
     WAITING,

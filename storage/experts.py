@@ -6,7 +6,7 @@ Schema (migration 3; migration 7 adds the 4-letter prefix index):
 - `profile_topics`: the topics of a profile, one row each, with a folded `topic_key`.
 - `topic_counts`: profiles per topic key, kept in step by every write, so `!topics` reads a few
   rows instead of grouping the whole topic table.
-- `profile_search` (FTS5): every searchable field as *folded* text (see `fold`), bio included;
+- `profile_search` (FTS5): every searchable field as *folded* text (see `text.fold`), bio included;
   `profile_search_short` (FTS5): the same without the bio. The short one is small, so ranking
   and counting the common case never walks the long doclists of words that occur in many bios.
   Their `state` and `level` columns hold one key token each and are only reached through a
@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
-import unicodedata
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -38,6 +36,14 @@ from time import monotonic
 from typing import Any
 
 from storage.database import Database
+from storage.text import (
+    STATES,
+    STOPWORDS,
+    compact,
+    fold,  # noqa: F401  (commands/framework.py still imports it from here)
+    normalize_state,
+    tokens,
+)
 
 LEVELS = ("kommune", "land", "bund", "other")
 
@@ -56,13 +62,6 @@ COUNT_LIMIT = 100
 
 # Terms shorter than this are matched exactly: `KI` must not find `Kita` or `Kinder`.
 MIN_PREFIX_LENGTH = 3
-
-# Words that say nothing on their own in a search ("KI in der Verwaltung").
-STOPWORDS = frozenset({
-    "und", "oder", "nicht", "der", "die", "das", "den", "dem", "des", "ein", "eine", "einer",
-    "in", "im", "fuer", "von", "vom", "mit", "zu", "zur", "zum", "auf", "an", "am", "bei",
-    "and", "or", "not", "near", "the", "of", "for", "to", "with", "a", "on",
-})
 
 DEFAULT_SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("KI", "Künstliche Intelligenz", "AI", "Artificial Intelligence"),
@@ -85,26 +84,6 @@ DEFAULT_SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("Low-Code", "Low Code", "No-Code"),
 )
 
-# The 16 states: canonical (German) name, ISO 3166-2 code, other accepted spellings.
-STATES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("Baden-Württemberg", "bw", ()),
-    ("Bayern", "by", ("Bavaria",)),
-    ("Berlin", "be", ()),
-    ("Brandenburg", "bb", ()),
-    ("Bremen", "hb", ()),
-    ("Hamburg", "hh", ()),
-    ("Hessen", "he", ("Hesse",)),
-    ("Mecklenburg-Vorpommern", "mv", ("Meck-Pomm",)),
-    ("Niedersachsen", "ni", ("Lower Saxony",)),
-    ("Nordrhein-Westfalen", "nw", ("NRW", "North Rhine-Westphalia")),
-    ("Rheinland-Pfalz", "rp", ("RLP", "Rhineland-Palatinate")),
-    ("Saarland", "sl", ()),
-    ("Sachsen", "sn", ("Saxony",)),
-    ("Sachsen-Anhalt", "st", ("Saxony-Anhalt",)),
-    ("Schleswig-Holstein", "sh", ()),
-    ("Thüringen", "th", ("Thuringia",)),
-)
-
 _LEVEL_WORDS = {
     "kommune": ("kommune", "kommunal", "kommunen", "gemeinde", "stadt", "kreis", "landkreis",
                 "municipal", "municipality", "local"),
@@ -114,60 +93,20 @@ _LEVEL_WORDS = {
 }
 
 
-# -- folding ------------------------------------------------------------------------------------
-
-_UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))  # ß and ẞ: casefold() makes them "ss"
-# Letters that NFKD does not split into a base letter and a mark.
-_LETTERS = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ı": "i", "æ": "ae",
-                          "œ": "oe", "þ": "th", "ð": "d"})
-_TOKEN = re.compile(r"[^\W_]+")
-# Combining marks as left by NFKD of accented Latin letters (é → e + U+0301).
-_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
-
-
-def fold(text: str) -> str:
-    """Case- and accent-free German spelling: `Müller` → `mueller`, `Straße` → `strasse`."""
-    if text.isascii():  # the common case, and fast
-        return text.lower()
-    text = unicodedata.normalize("NFC", text).casefold()
-    for umlaut, spelled in _UMLAUTS:
-        text = text.replace(umlaut, spelled)
-    if text.isascii():
-        return text
-    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).translate(_LETTERS)
-
-
-def tokens(text: str) -> list[str]:
-    """The folded alphanumeric words of `text`: nothing else ever reaches the search index."""
-    return _TOKEN.findall(fold(text))
+# -- keys (folding itself: storage/text.py) -----------------------------------------------------
 
 
 def _key(text: str) -> str:
     return " ".join(tokens(text))
 
 
-def _compact(text: str) -> str:
-    return "".join(tokens(text))
-
-
-_STATE_BY_KEY: dict[str, str] = {}
-_STATE_CODE: dict[str, str] = {}
-for _name, _code, _aliases in STATES:
-    _STATE_CODE[_name] = _code
-    for _spelling in (_name, _code, *_aliases):
-        _STATE_BY_KEY[_compact(_spelling)] = _name
-
+_STATE_CODE = {name: code for name, code, _ in STATES}
 _LEVEL_BY_KEY = {word: level for level, words in _LEVEL_WORDS.items() for word in words}
-
-
-def normalize_state(text: str) -> str | None:
-    """The canonical name of a state (`nrw`, `Thueringen`, `bw` …), None if it is none of the 16."""
-    return _STATE_BY_KEY.get(_compact(text))
 
 
 def normalize_level(text: str) -> str | None:
     """`kommune`, `land`, `bund` or `other` from the English or German word; None if unknown."""
-    return _LEVEL_BY_KEY.get(_compact(text))
+    return _LEVEL_BY_KEY.get(compact(text))
 
 
 def topic_key(topic: str) -> str:
@@ -180,7 +119,7 @@ def _state_token(state: str | None) -> str:
     if not state:
         return ""
     canonical = normalize_state(state)
-    return _STATE_CODE[canonical] if canonical else _compact(state)
+    return _STATE_CODE[canonical] if canonical else compact(state)
 
 
 # -- limits and cleaning (the same for members' commands and operators' imports) ----------------
@@ -190,15 +129,6 @@ MAX_LANGUAGES = 10
 # Longest value of each free-text field, in characters (the bio's comes from the settings).
 MAX_LENGTH = {"display_name": 80, "organisation": 120, "municipality": 80, "role": 100,
               "topic": 60, "language": 40}
-
-
-def clean_text(value: str) -> str:
-    """One line of visible text: control and format characters dropped, spaces collapsed."""
-    if value.isprintable():  # nothing to drop (no Cc, Cf, Zl, Zp): the common case, fast
-        return " ".join(value.split())
-    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
-                    for c in value if unicodedata.category(c) != "Cf")
-    return " ".join(value.split())
 
 
 # -- models -------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from datetime import date
 from typing import Any
 
 from storage.database import Database
-from storage.experts import STATES, clean_text, tokens
+from storage.text import STATES, clean_text, tokens
 
 KINDS = ("stadt", "gemeinde", "landkreis", "land", "bund", "other")
 # The words for each kind, folded (see commands.framework.keyword), German and English.
@@ -109,7 +109,7 @@ def normalize_website(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class Member:
-    """A member organisation. `state` is a canonical state name (see storage.experts.STATES)."""
+    """A member organisation. `state` is a canonical state name (see storage.text.STATES)."""
 
     name: str
     state: str

@@ -16,19 +16,16 @@ from commands.i18n import LANGUAGES
 from storage.experts import (
     COUNT_LIMIT,
     DEFAULT_SYNONYMS,
-    STATES,
     Profile,
     SearchQuery,
     _clean_topics,
     _index_row,
     _short_row,
     compiled_synonyms,
-    fold,
     match_expression,
     normalize_level,
-    normalize_state,
-    tokens,
 )
+from storage.text import STATES, fold, normalize_state, tokens
 from tests.unit.fakes import ALICE, BOB, BOSS, CATALOG, make_services, request
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
