@@ -12,7 +12,7 @@ from commands.i18n import LANGUAGES, Text
 router = Router("core")
 
 
-@router.command("help", "hilfe", aliases=["?"], args=[Arg("command", optional=True)])
+@router.command("help", "hilfe", aliases=["?"], args=[Arg("command", optional=True, rest=True)])
 async def help_command(ctx: Context, command: str | None = None) -> Text:
     services, lang = ctx.services, ctx.language
     level = await ctx.level()
@@ -25,8 +25,10 @@ async def help_command(ctx: Context, command: str | None = None) -> Text:
             continue
         lines = [ctx.t("help.group", title=ctx.t(f"groups.{router_.group}"))]
         for c in allowed:
-            lines.append(ctx.t("help.line", usage=usage(c, services.catalog, lang, services.prefix),
-                               summary=ctx.t(f"commands.{c.name}.summary")))
+            lines.append(ctx.t("help.line", usage=_usage(ctx, c), summary=_summary(ctx, c)))
+            subs = [ctx.call(sub) for sub in c.subcommands if sub.required_level <= level]
+            if subs:
+                lines.append(ctx.t("help.subcommands", commands=Text.join(subs, ", ")))
             lines.extend(_action_lines(ctx, c, up_to=level))
         sections.append(Text.join(lines))
     help_name = ctx.command.display_name(lang)
@@ -36,8 +38,19 @@ async def help_command(ctx: Context, command: str | None = None) -> Text:
     return Text.join(sections, "\n\n")
 
 
-def _help_for(ctx: Context, name: str, level: Level) -> Text:
+def _usage(ctx: Context, command: Command) -> Text:
+    return usage(command, ctx.services.catalog, ctx.language, ctx.services.prefix)
+
+
+def _summary(ctx: Context, command: Command) -> Text:
+    return ctx.t(f"commands.{command.key}.summary")
+
+
+def _help_for(ctx: Context, text: str, level: Level) -> Text:
+    """`!hilfe werkstatt` or `!hilfe werkstatt neu`: usage, what it does, its names, who may
+    use it, examples; for a command also its subcommands."""
     services, lang = ctx.services, ctx.language
+    name, _, sub_word = text.partition(" ")
     found = services.registry.find(name)
     if found is None:
         closest = services.registry.closest(name)
@@ -45,21 +58,33 @@ def _help_for(ctx: Context, name: str, level: Level) -> Text:
             (Text.code(f"{services.prefix}{c.display_name(lang)}") for c in closest), ", "
         )
         raise UserError("help.unknown", command=name, suggestions=suggestions if closest else "–")
-    names = Text.join((Text.code(f"{services.prefix}{n}") for n in found.names()), ", ")
+    if sub_word.strip():
+        sub = found.subcommand(sub_word.split()[0])
+        if sub is None:
+            raise ctx.unknown_subcommand(sub_word.split()[0], of=found)
+        found = sub
+    prefix = f"{services.prefix}{found.parent.display_name(lang)} " if found.parent else (
+        services.prefix)
+    names = Text.join((Text.code(f"{prefix}{n}") for n in found.names()), ", ")
+    needed = found.required_level
     parts = [
-        ctx.t("help.detail", usage=usage(found, services.catalog, lang, services.prefix),
-              summary=ctx.t(f"commands.{found.name}.summary"), names=names,
-              level=ctx.t(found.level.key)),
+        ctx.t("help.detail", usage=_usage(ctx, found), summary=_summary(ctx, found),
+              names=names, level=ctx.t(needed.key)),
         ctx.t("help.examples", examples=Text.join(
             ctx.t("help.example", example=Text.code(line.replace("!", services.prefix, 1)))
-            for line in ctx.t(f"commands.{found.name}.examples").plain.splitlines()
+            for line in ctx.t(f"commands.{found.key}.examples").plain.splitlines()
         )),
     ]
+    if found.subcommands:
+        parts.append(ctx.t("help.subcommand_list", lines=Text.join(
+            ctx.t("help.subcommand_line", usage=_usage(ctx, sub), summary=_summary(ctx, sub),
+                  level=ctx.t(sub.required_level.key))
+            for sub in found.subcommands)))
     restricted = _action_lines(ctx, found, up_to=Level.ADMIN)
     if restricted:
         parts.append(ctx.t("help.actions", actions=Text.join(restricted)))
-    if found.level > level:
-        parts.append(ctx.t("help.not_allowed", level=ctx.t(found.level.key)))
+    if needed > level:
+        parts.append(ctx.t("help.not_allowed", level=ctx.t(needed.key)))
     return Text.join(parts, "\n\n")
 
 

@@ -114,9 +114,12 @@ HandlerResult = Text | Reply | list[Reply] | None
 Handler = Callable[..., Awaitable[HandlerResult]]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Command:
-    name: str  # English name; the catalog keys are `commands.<name>.*`
+    """A command, or a subcommand of one (`parent`): everything about it comes from this one
+    declaration: parsing, the level check, usage, !help and the "did you mean" suggestions."""
+
+    name: str  # English name; the catalog keys are `commands.<key>.*`
     german: str
     aliases: tuple[str, ...]
     handler: Handler
@@ -128,8 +131,35 @@ class Command:
     action_levels: dict[str, Level] = field(default_factory=dict)
     action_words: dict[str, dict[str, str]] = field(default_factory=dict)
 
+    parent: Command | None = None
+    subcommands: list[Command] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """`workshop`, or `workshop.add` for a subcommand: its catalog keys' middle part."""
+        return self.name if self.parent is None else f"{self.parent.key}.{self.name}"
+
+    @property
+    def required_level(self) -> Level:
+        return self.level if self.parent is None else max(self.level,
+                                                          self.parent.required_level)
+
     def names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((self.name, self.german, *self.aliases)))
+
+    def subcommand(self, word: str) -> Command | None:
+        """The subcommand a typed word names (folded: `Ändern` = `aendern`), if any."""
+        typed = keyword(word)
+        return next((sub for sub in self.subcommands
+                     if typed and typed in {keyword(n) for n in sub.names()}), None)
+
+    def closest_subcommands(self, word: str, limit: int = 3) -> list[Command]:
+        words = {keyword(n): sub for sub in self.subcommands for n in sub.names()}
+        found: list[Command] = []
+        for match in difflib.get_close_matches(keyword(word), words, n=8, cutoff=0.6):
+            if words[match] not in found:
+                found.append(words[match])
+        return found[:limit]
 
     def action_level(self, action: str) -> Level:
         return max(self.level, self.action_levels.get(action, self.level))
@@ -139,15 +169,45 @@ class Command:
         return words.get(action, action)
 
     def display_name(self, language: str) -> str:
-        return self.german if language == "de" else self.name
+        """How it is written in `language`: `werkstatt`, `werkstatt neu`."""
+        own = self.german if language == "de" else self.name
+        return own if self.parent is None else f"{self.parent.display_name(language)} {own}"
 
 
 class Router:
-    """The commands of one feature module."""
+    """The commands of one feature module, and their subcommands."""
 
     def __init__(self, group: str) -> None:
         self.group = group  # the catalog key `groups.<group>` titles it in !help
         self.commands: list[Command] = []
+
+    def subcommand(
+        self,
+        parent: str,
+        name: str,
+        german: str,
+        *,
+        aliases: Sequence[str] = (),
+        args: Sequence[Arg] = (),
+        level: Level = Level.MEMBER,
+    ) -> Callable[[Handler], Handler]:
+        """Declare a subcommand of this router's command `parent` (its English name): `!parent
+        name args…`; also written `german` or any alias (compared folded). Its catalog keys are
+        `commands.<parent>.<name>.*`; it needs at least its parent's level."""
+        def register(handler: Handler) -> Handler:
+            found = next((c for c in self.commands if c.name == parent), None)
+            if found is None:
+                raise ValueError(f"subcommand {name!r}: no command {parent!r} declared before")
+            sub = Command(name, german, tuple(aliases), handler, tuple(args), level, self.group,
+                          parent=found)
+            taken = {keyword(n) for s in found.subcommands for n in s.names()}
+            clash = taken & {keyword(n) for n in sub.names()}
+            if clash:
+                raise ValueError(f"subcommand word(s) {sorted(clash)} of {parent!r} declared twice")
+            found.subcommands.append(sub)
+            return handler
+
+        return register
 
     def command(
         self,
@@ -187,6 +247,14 @@ class Registry:
 
     def find(self, name: str) -> Command | None:
         return self._by_name.get(name.casefold())
+
+    def find_key(self, key: str) -> Command | None:
+        """A command by a typed name, or a subcommand by its key (`workshop.add`)."""
+        name, _, sub = key.partition(".")
+        found = self.find(name)
+        if found is None or not sub:
+            return found
+        return next((s for s in found.subcommands if s.name == sub), None)
 
     def all(self) -> list[Command]:
         return [c for r in self.routers for c in r.commands]
@@ -259,7 +327,7 @@ class Context:
     def t(self, key: str, /, **values: Any) -> Text:
         return self.services.catalog.text(self.language, key, **values)
 
-    def call(self, command: str | None = None, *words: str) -> Text:
+    def call(self, command: str | Command | None = None, *words: str) -> Text:
         """A command line as code, in the room's language: `!profil setzen <feld> <wert>`.
         Without a command name: this command."""
         if command is None:
@@ -279,6 +347,31 @@ class Context:
             raise UserError("errors.level", command=self.call(None, *words),
                             level=self.t(level.key))
 
+    async def run_subcommand(self, word: str, rest: str = "") -> HandlerResult:
+        """Run the subcommand `word` names (of this command, or of this subcommand's command)
+        on `rest`, as if written `!command word rest`: for a command whose subcommand word may
+        stand later in the line, e.g. `!werkstatt 12 ändern …`."""
+        parent = self.command.parent or self.command
+        sub = parent.subcommand(word)
+        if sub is None:
+            raise self.unknown_subcommand(word)
+        typed = Text.code(f"{self.services.prefix}{sub.display_name(self.language)}")
+        return await _invoke(sub, rest, typed, self.request, self.services)
+
+    def unknown_subcommand(self, word: str, of: Command | None = None) -> UserError:
+        """The answer to a word that is none of the subcommands of `of` (default: this
+        command's): the closest ones, and where the command's help is."""
+        parent = of or self.command.parent or self.command
+        close = parent.closest_subcommands(word)
+        help_line = self.call("help", parent.display_name(self.language))
+        if not close:
+            return UserError("errors.unknown_subcommand", word=Text.code(word),
+                             command=self.call(parent.name), help=help_line)
+        return UserError("errors.unknown_subcommand_suggest", word=Text.code(word),
+                         suggestions=Text.join((command_line(self.services, self.language, c)
+                                                for c in close), ", "),
+                         help=help_line)
+
     async def require_action(self, action: str) -> None:
         """Refuse this command's `action` below the level its declaration gives it."""
         await self.require(self.command.action_level(action),
@@ -287,8 +380,9 @@ class Context:
 
 def command_line(services: Services, language: str, command: str | Command,
                  *words: str) -> Text:
-    """A command line as code in `language`, under its name there: `!anmelden 12`."""
-    found = services.registry.find(command) if isinstance(command, str) else command
+    """A command line as code in `language`, under its name there: `!anmelden 12`; a
+    subcommand by its key: `workshop.add` → `!werkstatt neu`."""
+    found = services.registry.find_key(command) if isinstance(command, str) else command
     name = found.display_name(language) if found else str(command)
     return Text.code(" ".join((f"{services.prefix}{name}", *words)))
 
@@ -384,32 +478,29 @@ async def _answer(request: Request, services: Services) -> HandlerResult:
     if split is None:
         return None
     name, rest = split
-    catalog, lang, prefix = services.catalog, request.language, services.prefix
+    catalog, lang = services.catalog, request.language
     command = services.registry.find(name)
     if command is None:
         log.info("command=? room=%s outcome=unknown", request.room_id)
         if services.on_command is not None:
             services.on_command("unknown", "unknown")
         return _unknown_command(name, services, lang)
+    typed = f"{services.prefix}{name}"
+    first, after = _first_word(rest)
+    sub = command.subcommand(first) if first else None
+    if sub is not None:
+        command, rest, typed = sub, after, f"{typed} {first}"
 
     started = time.perf_counter()
     outcome = "ok"
     try:
-        if command.level > Level.MEMBER and await request.level() < command.level:
-            outcome = "refused"
-            return catalog.text(lang, "errors.level", command=Text.code(f"{prefix}{name}"),
-                                level=catalog.text(lang, command.level.key))
-        try:
-            values = parse_args(command, rest)
-        except ArgumentError:
-            outcome = "usage"
-            return catalog.text(lang, "errors.usage", usage=usage(command, catalog, lang, prefix),
-                                help=Text.code(
-                                    f"{prefix}{_help_name(services, lang)} "
-                                    f"{command.display_name(lang)}"))
-        context = Context(request, services, command)
-        reply = await command.handler(context, **values)
-        return reply
+        return await _invoke(command, rest, Text.code(typed), request, services)
+    except _Refused as exc:
+        outcome = "refused"
+        return catalog.text(lang, exc.key, **exc.values)
+    except _UsageError as exc:
+        outcome = "usage"
+        return catalog.text(lang, exc.key, **exc.values)
     except RetryLater:
         outcome = "retry_later"
         raise
@@ -420,15 +511,45 @@ async def _answer(request: Request, services: Services) -> HandlerResult:
         outcome = "error"
         # The traceback shows where it failed; the exception's message may quote the member.
         log.error(
-            "command %s failed in %s: %s\n%s", command.name, request.room_id,
+            "command %s failed in %s: %s\n%s", command.key, request.room_id,
             type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
         )
         return catalog.text(lang, "errors.internal")
     finally:
-        log.info("command=%s room=%s outcome=%s ms=%.1f", command.name, request.room_id,
+        log.info("command=%s room=%s outcome=%s ms=%.1f", command.key, request.room_id,
                  outcome, (time.perf_counter() - started) * 1000)
         if services.on_command is not None:
-            services.on_command(command.name, outcome)
+            services.on_command(command.key, outcome)
+
+
+class _Refused(UserError):
+    """Below the command's level: answered naming the role it needs."""
+
+
+class _UsageError(UserError):
+    """The arguments do not fit: answered with the usage line."""
+
+
+def _first_word(text: str) -> tuple[str, str]:
+    first, *after = text.split(maxsplit=1) or [""]
+    return first, after[0].strip() if after else ""
+
+
+async def _invoke(command: Command, rest: str, typed: Text, request: Request,
+                  services: Services) -> HandlerResult:
+    """Check the level, parse the arguments, run the handler: the same for every command and
+    subcommand, from its declaration."""
+    catalog, lang = services.catalog, request.language
+    needed = command.required_level
+    if needed > Level.MEMBER and await request.level() < needed:
+        raise _Refused("errors.level", command=typed, level=catalog.text(lang, needed.key))
+    try:
+        values = parse_args(command, rest)
+    except ArgumentError:
+        raise _UsageError("errors.usage", usage=usage(command, catalog, lang, services.prefix),
+                          help=Text.code(f"{services.prefix}{_help_name(services, lang)} "
+                                         f"{command.display_name(lang)}")) from None
+    return await command.handler(Context(request, services, command), **values)
 
 
 def _help_name(services: Services, language: str) -> str:

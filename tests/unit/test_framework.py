@@ -371,3 +371,102 @@ async def test_help_shows_each_person_the_subcommands_of_their_role(storage):
     assert ("Teile davon nur für bestimmte Rollen:\n"
             "  - Netzwerk-Moderation: !kommune neu\n"
             "  - Bot-Administration: !kommune entfernen") in detail
+
+
+# -- subcommands, declared like commands ----------------------------------------------------------
+
+
+SUBCOMMAND_TEXTS = {
+    "commands.thing.paint.summary": "Malt ein Ding an.",
+    "commands.thing.paint.examples": "!ding malen rot",
+    "commands.thing.count.summary": "Zählt.", "commands.thing.count.examples": "!ding zählen 3",
+    "commands.thing.summary": "Ein Ding.", "commands.thing.examples": "!ding",
+    "args.colour": "farbe", "args.number": "zahl", "args.thing_name": "name"}
+
+
+@pytest.fixture
+def subcommand_texts(monkeypatch):
+    template = CATALOG.template
+    monkeypatch.setattr(CATALOG, "template", lambda lang, key: SUBCOMMAND_TEXTS.get(key)
+                        or template(lang, key))
+
+
+def subcommand_services(storage):
+    things = Router("core")
+
+    @things.command("thing", "ding", args=[Arg("thing_name", optional=True)])
+    async def thing(ctx, thing_name=None):
+        if thing_name is not None:
+            raise ctx.unknown_subcommand(thing_name)
+        return Text.raw("a thing")
+
+    @things.subcommand("thing", "paint", "malen", aliases=["anmalen"],
+                       args=[Arg("colour")], level=Level.ROOM_MODERATOR)
+    async def paint(ctx, colour):
+        return Text.raw(f"painted {colour} by {ctx.command.key}")
+
+    @things.subcommand("thing", "count", "zählen", args=[Arg("number", convert=int)])
+    async def count(ctx, number):
+        return Text.raw(str(number))
+
+    return make_services(storage, [core.router, things])
+
+
+async def test_a_subcommand_is_found_by_any_of_its_names_and_checks_its_own_level(
+        storage, subcommand_texts):
+    services = subcommand_services(storage)
+    assert (await answer(request("!ding malen rot", Level.ROOM_MODERATOR), services)).plain == (
+        "painted rot by thing.paint")
+    assert (await answer(request("!thing ANMALEN rot", Level.ROOM_MODERATOR),
+                         services)).plain == "painted rot by thing.paint"
+    assert (await answer(request("!ding zaehlen 3"), services)).plain == "3"
+    refused = (await answer(request("!ding malen rot"), services)).plain
+    assert refused == ("Den Befehl !ding malen dürfen nur Personen mit der Rolle "
+                       "Raum-Moderation ausführen.")
+    usage_answer = (await answer(request("!ding zählen drei"), services)).plain
+    assert usage_answer.startswith("So funktioniert der Befehl: !ding zählen <")
+    assert "Mehr dazu: !hilfe ding zählen" in usage_answer
+
+
+async def test_an_unknown_subcommand_is_answered_with_the_closest(storage, subcommand_texts):
+    services = subcommand_services(storage)
+    assert (await answer(request("!ding maln"), services)).plain == (
+        "maln kenne ich hier nicht. Meintest du !ding malen? Mehr zeigt !hilfe ding.")
+    assert (await answer(request("!thing xyz", language="en"), services)).plain == (
+        "I don't know xyz with !thing. !help thing shows what works.")
+
+
+async def test_help_for_a_subcommand_and_the_subcommands_a_person_may_use(storage,
+                                                                          subcommand_texts):
+    services = subcommand_services(storage)
+    member = (await answer(request("!hilfe"), services)).plain
+    assert "- !ding [name] – Ein Ding.\n  - !ding zählen" in member
+    assert "!ding malen" not in member
+    moderator = (await answer(request("!hilfe", Level.ROOM_MODERATOR), services)).plain
+    assert "  - !ding malen, !ding zählen" in moderator
+    detail = (await answer(request("!hilfe ding malen"), services)).plain
+    assert detail.startswith("!ding malen <farbe>\n\nMalt ein Ding an.")
+    assert "Aufrufbar als: !ding paint, !ding malen, !ding anmalen" in detail
+    assert "Hinweis: Dafür brauchst du die Rolle Raum-Moderation." in detail
+    whole = (await answer(request("!hilfe ding"), services)).plain
+    assert ("Unterbefehle:\n- !ding malen <farbe> – Malt ein Ding an. (Raum-Moderation)\n"
+            "- !ding zählen <zahl> – Zählt. (Mitglied)") in whole
+    assert (await answer(request("!hilfe ding anmahlen"), services)).plain.startswith(
+        "anmahlen kenne ich hier nicht. Meintest du !ding malen")
+
+
+def test_a_subcommand_word_declared_twice_is_refused():
+    router = Router("core")
+
+    @router.command("thing", "ding")
+    async def thing(ctx):
+        return None
+
+    @router.subcommand("thing", "paint", "malen")
+    async def paint(ctx):
+        return None
+
+    with pytest.raises(ValueError, match="declared twice"):
+        @router.subcommand("thing", "draw", "Malen")
+        async def draw(ctx):
+            return None

@@ -12,7 +12,7 @@ from commands.i18n import LANGUAGES, Catalog, Text, escape_markdown
 from tests.unit.fakes import CATALOG
 
 ROUTERS = list(dict.fromkeys([core.router, *FEATURES]))
-COMMANDS = [c for r in ROUTERS for c in r.commands]
+COMMANDS = [c for r in ROUTERS for top in r.commands for c in (top, *top.subcommands)]
 HOSTILE = ["**x**", "<b>fett</b>", "[a](javascript:x)", "@room", "_y_", "`z`", "# Titel",
            "&amp;", "<script>alert(1)</script>", "![i](https://e.org/i.png)", "\\*",
            "Zeile\n# Titel\n- Punkt\n1. Eins\n> Zitat\n***"]
@@ -45,10 +45,10 @@ def test_each_key_has_the_same_placeholders_in_both_languages(key):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.key)
 def test_every_command_is_described(command, lang):
-    assert CATALOG.has(lang, f"commands.{command.name}.summary")
-    assert CATALOG.has(lang, f"commands.{command.name}.examples")
+    assert CATALOG.has(lang, f"commands.{command.key}.summary")
+    assert CATALOG.has(lang, f"commands.{command.key}.examples")
     assert CATALOG.has(lang, f"groups.{command.group}")
     for arg in command.args:
         if not arg.choices:
@@ -56,15 +56,24 @@ def test_every_command_is_described(command, lang):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.key)
 def test_every_example_is_a_valid_call_of_its_command(command, lang):
     registry = Registry(ROUTERS)
-    lines = CATALOG.template(lang, f"commands.{command.name}.examples").splitlines()
+    lines = CATALOG.template(lang, f"commands.{command.key}.examples").splitlines()
     assert lines
     for line in lines:
         assert line.startswith("!"), line
         name, _, rest = line[1:].partition(" ")
-        assert registry.find(name) is command, line
+        found = registry.find(name)
+        if command.parent is not None:  # `!werkstatt neu …`, or `!werkstatt 12 ändern …`
+            assert found is command.parent, line
+            words = rest.split()
+            word = next((w for w in words[:2] if found.subcommand(w) is not None), None)
+            assert word is not None and found.subcommand(word) is command, line
+            if words and words[0] == word:
+                parse_args(command, rest[len(word):].strip())
+            continue
+        assert found is command, line
         parse_args(command, rest)  # raises ArgumentError if the example is wrong
 
 
