@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from commands.i18n import Catalog, Text
 from storage import Storage
-from storage.experts import fold
+from storage.text import fold
 
 if TYPE_CHECKING:
     from commands.communities import CommunityConfig, RoomAdmin
