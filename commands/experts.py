@@ -13,11 +13,11 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import groupby
 from urllib.parse import quote
 
 from rapidfuzz import fuzz, process
 
+from commands import erasure
 from commands.framework import (
     Arg,
     Attachment,
@@ -30,8 +30,6 @@ from commands.framework import (
     lookup,
 )
 from commands.i18n import Text, escape_markdown
-from commands.workshops import View as WorkshopView
-from commands.workshops import _moved_up  # the one text for "you moved up", as on !abmelden
 from storage.experts import (
     COUNT_LIMIT,
     DEFAULT_SYNONYMS,
@@ -48,7 +46,6 @@ from storage.experts import (
     topic_key,
 )
 from storage.text import STATES, clean_text, normalize_state
-from storage.workshops import Registration
 
 router = Router("experts")
 
@@ -224,21 +221,10 @@ async def _consented(ctx: Context) -> Profile:
 
 
 async def _delete(ctx: Context) -> Text | list[Reply]:
-    erasure = await ctx.services.storage.member_data.delete(ctx.sender, ctx.services.clock.now())
-    if not erasure.found:
+    erased = await ctx.services.storage.member_data.delete(ctx.sender, ctx.services.clock.now())
+    if not erased.found:
         return ctx.t("profile.nothing_stored")
-    return [Reply(ctx.t("profile.deleted")), *await _tell_moved_up(ctx, erasure.promoted)]
-
-
-async def _tell_moved_up(ctx: Context, promoted: list[Registration]) -> list[Reply]:
-    """Whoever moved up into a place the deleted member left is told, as after `!abmelden`."""
-    view = WorkshopView(ctx.services, ctx.language)
-    replies: list[Reply] = []
-    for number, moved in groupby(promoted, key=lambda r: r.workshop):
-        workshop = await ctx.services.storage.workshops.get(number)
-        if workshop is not None:
-            replies += _moved_up(view, workshop, list(moved))
-    return replies
+    return [Reply(ctx.t("profile.deleted")), *await erasure.follow_ups(ctx, erased)]
 
 
 async def _export(ctx: Context) -> Text | list[Reply]:
@@ -272,12 +258,12 @@ async def _remove(ctx: Context, details: str) -> Text | list[Reply]:
     if not _USER_ID.match(details):
         raise UserError("profile.remove_usage",
                         example=ctx.call(None, _words(ctx)["remove"], "@name:example.org"))
-    erasure = await ctx.services.storage.member_data.delete(
+    erased = await ctx.services.storage.member_data.delete(
         details, ctx.services.clock.now(), removed_by=ctx.sender)
-    if not erasure.found:
+    if not erased.found:
         return ctx.t("profile.remove_none", user=Text.code(details))
     return [Reply(ctx.t("profile.removed", user=Text.code(details))),
-            *await _tell_moved_up(ctx, erasure.promoted)]
+            *await erasure.follow_ups(ctx, erased)]
 
 
 # -- setting fields -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Every setting is declared once in `SETTINGS`; features read them through `setting`, `is_on` and
 `rooms_switched_on`, so the operator's defaults (`RoomDefaults`) and the moderators' choices
 combine the same way everywhere. Each change is recorded (who, when, old and new value).
+Like `commands/core.py` this is part of the core, not a feature: every feature may import it,
+and it imports none.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from itertools import groupby
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,6 +46,7 @@ from commands.dates import (
     parse_when_value,
     resolve,
 )
+from commands.erasure import after_erasure
 from commands.framework import (
     Arg,
     Attachment,
@@ -66,6 +68,7 @@ from commands.schedule import (
     reminder_horizon,
     reminders_within,
 )
+from storage.member_data import Erasure
 from storage.text import STOPWORDS, tokens
 from storage.workshops import (
     REGISTERED,
@@ -587,6 +590,18 @@ def _moved_up(view: View, w: Workshop, promoted: list[Registration]) -> list[Rep
                          withdraw=view.call("withdraw", str(w.number))),
                   direct=True, recipient=r.user_id)
             for r in promoted]
+
+
+@after_erasure
+async def _tell_moved_up(ctx: Context, erased: Erasure) -> list[Reply]:
+    """Whoever moved up into a place a deleted member left is told, as after `!abmelden`."""
+    view = View(ctx.services, ctx.language)
+    replies: list[Reply] = []
+    for number, moved in groupby(erased.promoted, key=lambda r: r.workshop):
+        workshop = await ctx.services.storage.workshops.get(number)
+        if workshop is not None:
+            replies += _moved_up(view, workshop, list(moved))
+    return replies
 
 
 # -- moderators ---------------------------------------------------------------------------------
