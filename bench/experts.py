@@ -559,7 +559,7 @@ async def _cold_start_child(database: Path, query: str) -> dict[str, float]:
     opened = time.perf_counter()
     services = Services(storage=storage, catalog=Catalog.load(),
                         registry=Registry(bot.runtime.FEATURES), clock=_BerlinClock(),
-                        prefix="!", experts_config=ExpertConfig.default())
+                        prefix="!", configs={"experts": ExpertConfig.default()})
     ready = time.perf_counter()
 
     async def member_level() -> Level:

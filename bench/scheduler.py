@@ -68,7 +68,7 @@ async def rebuild(database: Path, runs: int) -> dict[str, Any]:
     from commands import workshops
 
     services = await services_on(database)
-    services.workshops_config = workshops.WorkshopConfig.create(["1d", "1h"], [], TIMEZONE)
+    services.configs["workshops"] = workshops.WorkshopConfig.create(["1d", "1h"], [], TIMEZONE)
     queued: list[str] = []
     starts: list[float] = []
     replans: list[float] = []

@@ -56,6 +56,24 @@ STOP_HANDLING_S = 3.0
 STOP_SENDING_S = 4.0
 
 
+def feature_configs(settings: Settings) -> dict[str, object]:
+    """Each feature's configuration from its settings section, by the feature's name."""
+    return {
+        "experts": experts.ExpertConfig(settings.experts.synonyms,
+                                        settings.experts.bio_max_length),
+        "workshops": workshops.WorkshopConfig.create(settings.workshops.reminders,
+                                                     settings.workshops.rooms,
+                                                     settings.bot.timezone),
+        "meet": meet.MeetConfig.create(
+            **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),
+            timezone=settings.bot.timezone),
+        "room_settings": room_settings.RoomDefaults(settings.bot.language, switched_on={
+            "announcements": frozenset(settings.announcements.rooms),
+            "meet_reminders": frozenset(settings.meet.rooms)}),
+        "communities": communities.CommunityConfig(settings.communities.space),
+    }
+
+
 class SystemClock:
     def __init__(self, settings: Settings) -> None:
         self._tz = settings.tzinfo
@@ -105,20 +123,7 @@ class Bot:
         services = Services(storage=storage, catalog=Catalog.load(),
                             registry=Registry(self.routers), clock=SystemClock(settings),
                             prefix=settings.bot.command_prefix,
-                            experts_config=experts.ExpertConfig(settings.experts.synonyms,
-                                                                settings.experts.bio_max_length),
-                            workshops_config=workshops.WorkshopConfig.create(
-                                settings.workshops.reminders, settings.workshops.rooms,
-                                settings.bot.timezone),
-                            meet_config=meet.MeetConfig.create(
-                                **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),
-                                timezone=settings.bot.timezone),
-                            room_defaults=room_settings.RoomDefaults(
-                                settings.bot.language, switched_on={
-                                    "announcements": frozenset(settings.announcements.rooms),
-                                    "meet_reminders": frozenset(settings.meet.rooms)}),
-                            communities_config=communities.CommunityConfig(
-                                settings.communities.space),
+                            configs=feature_configs(settings),
                             room_admin=MatrixRoomAdmin(
                                 connection, settings.matrix.encryption
                                 and settings.communities.encrypt_rooms))

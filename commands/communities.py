@@ -68,7 +68,7 @@ class CommunityConfig:
 
 
 def _config(services: Services) -> CommunityConfig:
-    return services.communities_config or CommunityConfig()
+    return services.configs.get("communities") or CommunityConfig()
 
 
 def _admin(ctx: Context) -> RoomAdmin:

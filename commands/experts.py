@@ -75,7 +75,7 @@ class ExpertConfig:
 
 
 def config_of(ctx: Context) -> ExpertConfig:
-    return ctx.services.experts_config or ExpertConfig.default()
+    return ctx.services.configs.get("experts") or ExpertConfig.default()
 
 
 # -- words of the command line (compared folded: `löschen` = `loeschen` = `LÖSCHEN`) ----------

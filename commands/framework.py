@@ -24,11 +24,7 @@ from storage import Storage
 from storage.text import fold
 
 if TYPE_CHECKING:
-    from commands.communities import CommunityConfig, RoomAdmin
-    from commands.experts import ExpertConfig
-    from commands.meet import MeetConfig
-    from commands.room_settings import RoomDefaults
-    from commands.workshops import WorkshopConfig
+    from commands.communities import RoomAdmin
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +267,9 @@ class Registry:
 
 @dataclass
 class Services:
-    """What handlers may use. Grows with the features; never holds anything from nio."""
+    """What handlers may use: the core's services, and each feature's configuration by the
+    feature's name (`configs["workshops"]`, from its settings section; the feature's defaults
+    where absent). Never holds anything from nio."""
 
     storage: Storage
     catalog: Catalog
@@ -279,11 +277,7 @@ class Services:
     clock: Clock
     prefix: str = "!"
     started_at: float = field(default_factory=time.monotonic)
-    experts_config: ExpertConfig | None = None  # `[experts]`; defaults when None
-    workshops_config: WorkshopConfig | None = None  # `[workshops]`; defaults when None
-    meet_config: MeetConfig | None = None  # `[meet]`; defaults when None
-    room_defaults: RoomDefaults | None = None  # the operator's defaults for room settings
-    communities_config: CommunityConfig | None = None  # `[communities]`; defaults when None
+    configs: dict[str, Any] = field(default_factory=dict)
     room_admin: RoomAdmin | None = None  # creating rooms, inviting: Matrix, behind a protocol
     # Tells the scheduler that a feature's schedule changed (a workshop added or moved).
     schedule_changed: Callable[[str], Awaitable[None]] | None = None

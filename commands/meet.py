@@ -136,7 +136,7 @@ class MeetConfig:
 
 
 def config_of(services: Services) -> MeetConfig:
-    return services.meet_config or MeetConfig()
+    return services.configs.get("meet") or MeetConfig()
 
 
 # -- the rule ------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ class RoomDefaults:
 
 
 def defaults_of(services: Services) -> RoomDefaults:
-    return services.room_defaults or RoomDefaults()
+    return services.configs.get("room_settings") or RoomDefaults()
 
 
 # -- reading, for every feature -------------------------------------------------------------------

@@ -112,7 +112,7 @@ class WorkshopConfig:
 
 
 def config_of(services: Services) -> WorkshopConfig:
-    return services.workshops_config or WorkshopConfig.default()
+    return services.configs.get("workshops") or WorkshopConfig.default()
 
 
 async def _schedule_changed(services: Services) -> None:

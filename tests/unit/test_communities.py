@@ -126,10 +126,10 @@ async def test_create_makes_the_room_in_a_new_space_with_the_creator_as_moderato
 
 async def test_a_configured_space_is_used_and_a_missing_one_is_reported(services, admin):
     space = admin.add_room("#next:example.org")
-    services.communities_config = CommunityConfig("#next:example.org")
+    services.configs["communities"] = CommunityConfig("#next:example.org")
     await create(services)
     assert len(admin.children[space]) == 1
-    services.communities_config = CommunityConfig("#gone:example.org")
+    services.configs["communities"] = CommunityConfig("#gone:example.org")
     assert await create(services, "cloud", "Cloud") == (
         "Den Space #gone:example.org aus der Konfiguration finde ich nicht. Bitte wende dich an "
         "die Bot-Administration.")

@@ -553,7 +553,7 @@ async def test_set_validation(consented, storage, body, expected):
 
 
 async def test_bio_limit_comes_from_the_config(consented, storage):
-    consented.experts_config = ExpertConfig(synonyms=[], bio_max_length=20)
+    consented.configs["experts"] = ExpertConfig(synonyms=[], bio_max_length=20)
     assert "höchstens 20 Zeichen" in await say(consented, "!profil setzen bio " + "x" * 21)
     assert "Gespeichert" in await say(consented, "!profil setzen bio " + "x" * 20)
 
@@ -838,7 +838,7 @@ def test_settings_default_to_the_built_in_synonyms():
 async def test_configured_synonyms_are_used(services, storage):
     await storage.experts.save(profile(ALICE, topics=["Fahrrad"]))
     assert "Keine Treffer" in await say(services, "!experten Velo")
-    services.experts_config = ExpertConfig(synonyms=[["Velo", "Fahrrad"]], bio_max_length=500)
+    services.configs["experts"] = ExpertConfig(synonyms=[["Velo", "Fahrrad"]], bio_max_length=500)
     assert "Ein Treffer" in await say(services, "!experten Velo")
 
 

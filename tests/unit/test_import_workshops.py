@@ -113,7 +113,7 @@ def test_text_is_one_line_and_a_span_of_exactly_14_days_is_fine():
 async def test_imported_reminders_go_to_the_configured_rooms(storage, tmp_path):
     await run(storage, csv_file(tmp_path, GOOD))
     services = make_services(storage, [workshop_commands.router])
-    services.workshops_config = WorkshopConfig.create(["1d"], ["!a:x.org", "!b:x.org"],
+    services.configs["workshops"] = WorkshopConfig.create(["1d"], ["!a:x.org", "!b:x.org"],
                                                       "Europe/Berlin")
     found = await WorkshopReminders(services).occurrences(berlin(2026, 12, 1),
                                                           berlin(2026, 12, 31))
@@ -305,7 +305,7 @@ async def test_past_workshops_of_a_calendar_export_are_imported_as_past(storage,
     # never listed as coming up …
     services = make_services(storage, [workshop_commands.router])
     services.clock = Clock()
-    services.workshops_config = WorkshopConfig.create(["1d", "1h"], ["!a:x.org"],
+    services.configs["workshops"] = WorkshopConfig.create(["1d", "1h"], ["!a:x.org"],
                                                       "Europe/Berlin")
     assert [w.title for w in await storage.workshops.upcoming(NOW)] == [
         "Open Data", "KI in der Verwaltung"]

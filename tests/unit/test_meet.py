@@ -42,8 +42,8 @@ def at(day: int, month: int, hour: int, minute: int = 0, year: int = 2026) -> da
 def make(storage, now: datetime, rooms: tuple[str, ...] = (ROOM,), **config):
     services = make_services(storage, routers=[core.router, room_settings.router, meet.router])
     services.clock = Clock(now)
-    services.meet_config = meet.MeetConfig.create(**{"link": LINK, **config})
-    services.room_defaults = room_settings.RoomDefaults(
+    services.configs["meet"] = meet.MeetConfig.create(**{"link": LINK, **config})
+    services.configs["room_settings"] = room_settings.RoomDefaults(
         "de", switched_on={"meet_reminders": frozenset(rooms)})
     return services
 

@@ -56,7 +56,7 @@ def changed() -> list[str]:
 def services(storage, clock, changed):
     services = make_services(storage, [core.router, room_settings.router, municipalities.router])
     services.clock = clock
-    services.room_defaults = room_settings.RoomDefaults(
+    services.configs["room_settings"] = room_settings.RoomDefaults(
         "de", switched_on={"announcements": frozenset({ROOM})})
 
     async def schedule_changed(source: str) -> None:

@@ -169,7 +169,7 @@ async def paired(storage) -> tuple[Services, GroupRow]:
     """A round of one pair, stored (3 days before the meeting of 12 March 2026)."""
     services = make_services(storage, [core.router, meet.router])
     services.clock = MeetClock()
-    services.meet_config = meet.MeetConfig.create(link="https://meet.example.org/next")
+    services.configs["meet"] = meet.MeetConfig.create(link="https://meet.example.org/next")
     for person in PAIR:
         await storage.meet.join(person, 0)
     assert await meet.pair_due_round(services) is not None

@@ -135,7 +135,8 @@ async def test_the_language_shortcut_records_its_change_too(services, storage):
 
 
 async def test_features_read_moderators_choices_over_the_operators_defaults(services):
-    services.room_defaults = RoomDefaults("en", {"announcements": frozenset({ROOM, "!c:x"})})
+    services.configs["room_settings"] = RoomDefaults(
+        "en", {"announcements": frozenset({ROOM, "!c:x"})})
     assert await room_settings.setting(services, ROOM, "language") == "en"
     assert await room_settings.is_on(services, ROOM, "announcements")
     assert not await room_settings.is_on(services, OTHER_ROOM, "announcements")

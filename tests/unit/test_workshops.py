@@ -699,7 +699,7 @@ async def test_usage_for_unknown_words(services):
 
 
 def reminders(services, **config) -> WorkshopReminders:
-    services.workshops_config = WorkshopConfig(**config) if config else None
+    services.configs["workshops"] = WorkshopConfig(**config) if config else None
     return WorkshopReminders(services)
 
 
