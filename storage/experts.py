@@ -40,7 +40,6 @@ from storage.text import (
     STATES,
     STOPWORDS,
     compact,
-    fold,  # noqa: F401  (commands/framework.py still imports it from here)
     normalize_state,
     tokens,
 )
