@@ -5,9 +5,10 @@ be paired, `!treffen aussetzen` opts out, `!treffen pause 4` pauses for four wee
 the bot made for a pair or trio, `!getroffen ja|nein` tells it whether they met (only the
 count is kept).
 
-Admins: `!treffen regel FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2 12:00 1h` (or, with the time in the
-rule, `!treffen regel FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0 1h`) changes the rhythm (stored
-in the database, above the configuration; `!treffen regel standard` goes back to it),
+Network moderators (each subcommand declares its level):
+`!treffen regel FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2 12:00 1h` (or, with the time in the rule,
+`!treffen regel FREQ=MONTHLY;BYDAY=2TH;BYHOUR=12;BYMINUTE=0 1h`) changes the rhythm (stored in
+the database, above the configuration; `!treffen regel standard` goes back to it),
 `!treffen link <url>`, `!treffen absagen 12.03.`, `!treffen verschieben 12.03. 19.03. 13:00`,
 `!treffen statistik`.
 
@@ -457,8 +458,8 @@ class View:
     def t(self, key: str, /, **values: Any) -> Text:
         return self.services.catalog.text(self.language, f"meet.{key}", **values)
 
-    def word(self, action: str) -> str:
-        return WORDS[self.language if self.language in WORDS else "en"][action]
+    def word(self, value: str) -> str:
+        return VALUE_WORDS[self.language if self.language in VALUE_WORDS else "en"][value]
 
     def call(self, command: str, *words: str) -> Text:
         return command_line(self.services, self.language, command, *words)
@@ -483,24 +484,12 @@ class View:
         return f"{day.day:02d}.{day.month:02d}.{day.year:04d}"  # strftime pads no year < 1000
 
 
-ACTIONS: dict[str, tuple[str, ...]] = {
-    "join": ("join", "mitmachen", "teilnehmen", "dabei", "anmelden", "optin"),
-    "leave": ("leave", "aussetzen", "austreten", "abmelden", "verlassen", "optout", "stop"),
-    "pause": ("pause", "pausieren", "pausiere"),
-    "stats": ("stats", "statistik", "statistics", "zahlen"),
-    "rule": ("rule", "regel", "rhythmus", "rrule"),
-    "link": ("link", "videolink", "url"),
-    "cancel": ("cancel", "absagen", "streichen"),
-    "move": ("move", "verschieben", "verlegen"),
-}
 ANSWERS = {"yes": ("yes", "ja", "y", "j"), "no": ("no", "nein", "n")}
-WORDS = {
-    "de": {"join": "mitmachen", "leave": "aussetzen", "pause": "pause", "stats": "statistik",
-           "rule": "regel", "link": "link", "cancel": "absagen", "move": "verschieben",
-           "yes": "ja", "no": "nein", "default": "standard"},
-    "en": {"join": "join", "leave": "leave", "pause": "pause", "stats": "stats",
-           "rule": "rule", "link": "link", "cancel": "cancel", "move": "move",
-           "yes": "yes", "no": "no", "default": "default"},
+# Value words written in replies (`!getroffen ja`, `!treffen regel standard`); the subcommands'
+# words come from their declarations.
+VALUE_WORDS = {
+    "de": {"yes": "ja", "no": "nein", "default": "standard"},
+    "en": {"yes": "yes", "no": "no", "default": "default"},
 }
 
 
@@ -515,45 +504,13 @@ async def _schedule_changed(services: Services) -> None:
 
 
 @router.command("meet", "treffen", aliases=["nexttomeetyou"],
-                action_levels=dict.fromkeys(("rule", "link", "cancel", "move", "stats"),
-                                            Level.NETWORK_MODERATOR),
-                action_words=WORDS,
-                args=[Arg("meet_action", optional=True),
-                      Arg("meet_details", rest=True, optional=True)])
-async def meet(ctx: Context, meet_action: str | None = None,
-               meet_details: str | None = None) -> Text:
-    details = (meet_details or "").strip()
-    if meet_action is None:
-        return await _dates(ctx)
-    action = lookup(ACTIONS, meet_action)
-    view = View(ctx.services, ctx.language)
-    if action in ("join", "leave", "stats") and details:
-        raise ctx.usage_error()
-    if action == "join":
-        return await _join(ctx, view)
-    if action == "leave":
-        return await _leave(ctx, view)
-    if action == "pause":
-        return await _pause(ctx, view, details)
-    if action is None:
-        raise UserError("meet.unknown_action", action=Text.code(meet_action),
-                        usage=_usage(view))
-    await ctx.require_action(action)
-    if action == "stats":
-        return await _stats(ctx, view)
-    if action == "rule":
-        return await _rule(ctx, view, details)
-    if action == "link":
-        return await _link(ctx, view, details)
-    if action == "cancel":
-        return await _cancel(ctx, view, details)
-    return await _move(ctx, view, details)
-
-
-def _usage(view: View) -> Text:
-    return view.t("usage", dates=view.call("meet"), join=view.call("meet", view.word("join")),
-                  leave=view.call("meet", view.word("leave")),
-                  pause=view.call("meet", view.word("pause"), "4"))
+                args=[Arg("meet_subcommand", optional=True, rest=True)])
+async def meet(ctx: Context, meet_subcommand: str | None = None) -> Text:
+    """`!treffen`: the next dates. A word after it that names no subcommand (those the router
+    runs itself) is answered with the closest subcommands."""
+    if meet_subcommand is not None:
+        raise ctx.unknown_subcommand(meet_subcommand.split()[0])
+    return await _dates(ctx)
 
 
 async def _dates(ctx: Context) -> Text:
@@ -571,13 +528,13 @@ async def _dates(ctx: Context) -> Text:
         parts.append(view.t("no_link"))
     participant = await ctx.services.storage.meet.participant(ctx.sender)
     if participant is None:
-        parts.append(view.t("pairing_invite", join=view.call("meet", view.word("join"))))
+        parts.append(view.t("pairing_invite", join=view.call("meet.join")))
     elif participant.paused_until is not None and participant.paused_until > utc_ms(now):
         parts.append(view.t("you_paused", until=_day_text(participant.paused_until, view),
-                            join=view.call("meet", view.word("join"))))
+                            join=view.call("meet.join")))
     else:
-        parts.append(view.t("you_take_part", leave=view.call("meet", view.word("leave")),
-                            pause=view.call("meet", view.word("pause"), "4")))
+        parts.append(view.t("you_take_part", leave=view.call("meet.leave"),
+                            pause=view.call("meet.pause", "4")))
     return Text.join(parts, "\n\n")
 
 
@@ -585,39 +542,53 @@ def _day_text(ms: int, view: View) -> str:
     return moment(ms).astimezone(view.config.timezone).strftime("%d.%m.%Y")
 
 
-async def _join(ctx: Context, view: View) -> Text:
+@router.subcommand("meet", "join", "mitmachen",
+                   aliases=["teilnehmen", "dabei", "anmelden", "optin"])
+async def join_pairing(ctx: Context) -> Text:
+    view = View(ctx.services, ctx.language)
     now = ctx.services.clock.now()
     if not await ctx.services.storage.meet.join(ctx.sender, utc_ms(now)):
-        return view.t("already_joined", leave=view.call("meet", view.word("leave")))
+        return view.t("already_joined", leave=view.call("meet.leave"))
     has_profile = await ctx.services.storage.experts.get(ctx.sender) is not None
     lead = format_timedelta(view.config.pairing_lead, locale=locale_of(view.language))
     text = view.t("joined", lead=lead,
-                  leave=view.call("meet", view.word("leave")),
-                  pause=view.call("meet", view.word("pause"), "4"))
+                  leave=view.call("meet.leave"),
+                  pause=view.call("meet.pause", "4"))
     if not has_profile:
         text = Text.join([text, view.t("joined_no_profile", profile=view.call("profile"))], "\n\n")
     return text
 
 
-async def _leave(ctx: Context, view: View) -> Text:
+@router.subcommand("meet", "leave", "aussetzen",
+                   aliases=["austreten", "abmelden", "verlassen", "optout", "stop"])
+async def leave_pairing(ctx: Context) -> Text:
+    view = View(ctx.services, ctx.language)
     if not await ctx.services.storage.meet.leave(ctx.sender):
-        return view.t("not_joined", join=view.call("meet", view.word("join")))
-    return view.t("left", join=view.call("meet", view.word("join")))
+        return view.t("not_joined", join=view.call("meet.join"))
+    return view.t("left", join=view.call("meet.join"))
 
 
-async def _pause(ctx: Context, view: View, details: str) -> Text:
-    example = view.call("meet", view.word("pause"), "4")
-    word = details.split()[0] if details else ""
-    if not word.isdigit() or not 1 <= int(word) <= MAX_PAUSE_WEEKS or len(details.split()) > 2:
+@router.subcommand("meet", "pause", "pause", aliases=["pausieren", "pausiere"],
+                   args=[Arg("meet_weeks", rest=True)])
+async def pause_pairing(ctx: Context, meet_weeks: str) -> Text:
+    """`!treffen pause 4`, also `!treffen pause 4 Wochen`."""
+    view = View(ctx.services, ctx.language)
+    example = view.call("meet.pause", "4")
+    words = meet_weeks.split()
+    word = words[0]
+    if not word.isdigit() or not 1 <= int(word) <= MAX_PAUSE_WEEKS or len(words) > 2:
         raise UserError("meet.pause_usage", example=example, max=MAX_PAUSE_WEEKS)
     now = ctx.services.clock.now()
     until = now + timedelta(weeks=int(word))
     await ctx.services.storage.meet.pause(ctx.sender, utc_ms(until), utc_ms(now))
     return view.t("paused", count=int(word), until=_day_text(utc_ms(until), view),
-                  join=view.call("meet", view.word("join")))
+                  join=view.call("meet.join"))
 
 
-async def _stats(ctx: Context, view: View) -> Text:
+@router.subcommand("meet", "stats", "statistik", aliases=["statistics", "zahlen"],
+                   level=Level.NETWORK_MODERATOR)
+async def show_stats(ctx: Context) -> Text:
+    view = View(ctx.services, ctx.language)
     storage = ctx.services.storage.meet
     now = ctx.services.clock.now()
     active, paused = await storage.participant_counts(utc_ms(now))
@@ -643,34 +614,41 @@ def _changed_at(ctx: Context) -> int:
     return utc_ms(ctx.services.clock.now())
 
 
-async def _rule(ctx: Context, view: View, details: str) -> Text:
+@router.subcommand("meet", "rule", "regel", aliases=["rhythmus", "rrule"],
+                   args=[Arg("meet_rule", optional=True), Arg("meet_start", optional=True),
+                         Arg("meet_duration", optional=True)],
+                   level=Level.NETWORK_MODERATOR)
+async def change_rule(ctx: Context, meet_rule: str | None = None, meet_start: str | None = None,
+               meet_duration: str | None = None) -> Text:
+    """`!treffen regel` shows the rule; `!treffen regel <rule> [start] [duration]` changes it
+    (a single word after the rule is a start if it looks like a time of day, else a duration);
+    `!treffen regel standard` goes back to the configuration."""
+    view = View(ctx.services, ctx.language)
     storage = ctx.services.storage.meet
-    example = view.call("meet", view.word("rule"), DEFAULT_RULE, "12:00", "1h")
-    words = details.split()
+    example = view.call("meet.rule", DEFAULT_RULE, "12:00", "1h")
+    words = [w for w in (meet_rule, meet_start, meet_duration) if w is not None]
     if not words:
         schedule = await current_schedule(ctx.services)
         return view.t("rule_now", rule=Text.code(schedule.rule),
                       time=schedule.start_time.strftime("%H:%M"),
                       duration=offset_label(schedule.duration), example=example,
-                      reset=view.call("meet", view.word("rule"), view.word("default")))
+                      reset=view.call("meet.rule", view.word("default")))
     current = await storage.override() or ScheduleOverride()
     if len(words) == 1 and fold(words[0]) in room_settings.RESET_WORDS:
         await storage.set_override(
             None if current.link is None else ScheduleOverride(link=current.link),
             ctx.sender, _changed_at(ctx))
     else:
-        if len(words) > 3:
-            raise UserError("meet.rule_usage", example=example)
         try:
-            rule = parse_rule(words[0])
+            parsed = parse_rule(words[0])
         except RuleError as error:
             raise UserError("meet.bad_rule", rule=Text.code(words[0]),
                             reason=rule_problem(error, ctx.services.catalog, ctx.language),
                             example=example) from None
         start, duration = _time_and_duration(words[1:], example)
-        if rule.time is not None:  # the rule gives the time; a typed one must agree
+        if parsed.time is not None:  # the rule gives the time; a typed one must agree
             try:
-                start = start_time_of(rule, start)
+                start = start_time_of(parsed, start)
             except RuleError as error:
                 raise UserError(f"meet.rule_problems.{error.key}", **error.values) from None
         if not rule_dates(words[0], ctx.services.clock.now().date(),
@@ -707,20 +685,21 @@ def _time_and_duration(words: list[str], example: Text) -> tuple[time | None, ti
     return start, duration
 
 
-async def _link(ctx: Context, view: View, details: str) -> Text:
+@router.subcommand("meet", "link", "link", aliases=["videolink", "url"],
+                   args=[Arg("meet_link", rest=True)], level=Level.NETWORK_MODERATOR)
+async def change_link(ctx: Context, meet_link: str) -> Text:
+    """`!treffen link <url>`; `-` removes the link, `standard` takes the configured one."""
+    view = View(ctx.services, ctx.language)
     storage = ctx.services.storage.meet
     current = await storage.override() or ScheduleOverride()
-    if not details:
-        raise UserError("meet.link_usage",
-                        example=view.call("meet", view.word("link"), "https://meet.example.org/next"))
-    if fold(details) in room_settings.RESET_WORDS:
+    if fold(meet_link) in room_settings.RESET_WORDS:
         value = None
-    elif details == "-":
+    elif meet_link == "-":
         value = ""
     else:
-        value = normalize_link(details)
+        value = normalize_link(meet_link)
         if value is None:
-            raise UserError("meet.bad_link", value=details)
+            raise UserError("meet.bad_link", value=meet_link)
     await storage.set_override(ScheduleOverride(current.rule, current.start_time,
                                                 current.duration_minutes, value),
                                ctx.sender, _changed_at(ctx))
@@ -782,27 +761,30 @@ async def _find_meeting(ctx: Context, view: View, text: str, example: Text) -> M
     return found
 
 
-async def _cancel(ctx: Context, view: View, details: str) -> Text:
-    example = view.call("meet", view.word("cancel"), "12.03.")
-    if not details or len(details.split()) != 1:
-        raise UserError("meet.date_usage", example=example)
-    meeting = await _find_meeting(ctx, view, details, example)
+@router.subcommand("meet", "cancel", "absagen", aliases=["streichen"],
+                   args=[Arg("meet_date")], level=Level.NETWORK_MODERATOR)
+async def cancel_date(ctx: Context, meet_date: str) -> Text:
+    view = View(ctx.services, ctx.language)
+    example = view.call("meet.cancel", "12.03.")
+    meeting = await _find_meeting(ctx, view, meet_date, example)
     await ctx.services.storage.meet.set_exception(meeting.key, None, ctx.sender,
                                                   _changed_at(ctx))
     await _schedule_changed(ctx.services)
     return view.t("cancelled", when=view.when(meeting))
 
 
-async def _move(ctx: Context, view: View, details: str) -> Text:
-    example = view.call("meet", view.word("move"), "12.03.", "19.03.", "13:00")
-    words = details.split(maxsplit=1)
-    if len(words) != 2:
-        raise UserError("meet.move_usage", example=example)
-    meeting = await _find_meeting(ctx, view, words[0], example)
+@router.subcommand("meet", "move", "verschieben", aliases=["verlegen"],
+                   args=[Arg("meet_date"), Arg("meet_new_when", rest=True)],
+                   level=Level.NETWORK_MODERATOR)
+async def move_date(ctx: Context, meet_date: str, meet_new_when: str) -> Text:
+    """`!treffen verschieben 12.03. 19.03. 13:00`: the date, then its new day and/or time."""
+    view = View(ctx.services, ctx.language)
+    example = view.call("meet.move", "12.03.", "19.03.", "13:00")
+    meeting = await _find_meeting(ctx, view, meet_date, example)
     tz = view.config.timezone
     now = ctx.services.clock.now()
     try:
-        when = parse_when_value(words[1])
+        when = parse_when_value(meet_new_when)
     except WhenError:
         raise UserError("meet.move_usage", example=example) from None
     if when.end_day is not None or when.end_time is not None:
@@ -893,7 +875,7 @@ class MeetReminders:
         parts = [header, view.t("reminder_when", when=view.when(meeting))]
         if schedule.link:
             parts.append(view.t("reminder_link", link=link(schedule.link)))
-        parts.append(view.t("reminder_pairing", join=view.call("meet", view.word("join"))))
+        parts.append(view.t("reminder_pairing", join=view.call("meet.join")))
         return Reply(Text.join(parts, "\n\n"))
 
 

@@ -268,7 +268,8 @@ async def test_admins_cancel_and_move_single_dates(storage):
     assert "kein Termin" in await say(services, "!treffen absagen 13.03.", Level.ADMIN)
     assert "Vergangenheit" in await say(services, "!treffen verschieben 14.05. 01.02.2026",
                                         Level.ADMIN)
-    assert "verschiebst" in await say(services, "!treffen verschieben 14.05.", Level.ADMIN)
+    assert "!treffen verschieben <termin> <neues datum und/oder uhrzeit>" in await say(
+        services, "!treffen verschieben 14.05.", Level.ADMIN)
 
 
 async def test_dates_at_the_edges_get_a_clear_answer(storage):
@@ -669,6 +670,59 @@ def test_the_commands_have_german_and_english_names():
     registry = Registry([meet.router])
     assert registry.find("treffen") is registry.find("meet")
     assert registry.find("getroffen") is registry.find("met")
+
+
+# -- the subcommands, declared ------------------------------------------------------------------
+
+
+def test_members_pair_themselves_and_network_moderators_run_the_dates():
+    registry = Registry([meet.router])
+    levels = {sub.name: sub.required_level for sub in registry.find("treffen").subcommands}
+    assert levels == {"join": Level.MEMBER, "leave": Level.MEMBER, "pause": Level.MEMBER,
+                      "stats": Level.NETWORK_MODERATOR, "rule": Level.NETWORK_MODERATOR,
+                      "link": Level.NETWORK_MODERATOR, "cancel": Level.NETWORK_MODERATOR,
+                      "move": Level.NETWORK_MODERATOR}
+    assert registry.find("getroffen").required_level == Level.MEMBER
+
+
+@pytest.mark.parametrize("line", ["!treffen statistik", "!treffen regel",
+                                  "!treffen link standard", "!treffen absagen 12.03.",
+                                  "!treffen verschieben 12.03. 13:00"])
+async def test_a_room_moderator_may_not_change_the_networks_dates(storage, line):
+    services = make(storage, at(1, 3, 9))
+    refused = await say(services, line, Level.ROOM_MODERATOR)
+    assert refused == (f"Den Befehl {' '.join(line.split()[:2])} dürfen nur Personen mit der "
+                       "Rolle Netzwerk-Moderation ausführen.")
+    assert "Rolle" not in await say(services, line, Level.NETWORK_MODERATOR)
+
+
+async def test_help_for_a_subcommand_and_the_subcommands_each_role_sees(storage):
+    services = make(storage, at(1, 3, 9))
+    rule = await say(services, "!hilfe treffen regel")
+    assert rule.startswith("!treffen regel [regel|standard] [beginn] [dauer]\n\n"
+                           "Zeigt oder ändert den Rhythmus")
+    assert "Aufrufbar als: !treffen rule, !treffen regel, !treffen rhythmus" in rule
+    assert "Für: Netzwerk-Moderation" in rule and "- !treffen regel standard" in rule
+    english = await say(services, "!help meet rule", language="en")
+    assert english.startswith("!meet rule [rule|default] [start] [duration]\n\n")
+    member = await say(services, "!hilfe")
+    assert "  - !treffen mitmachen, !treffen aussetzen, !treffen pause\n" in member
+    assert "!treffen regel" not in member
+    network = await say(services, "!hilfe", Level.NETWORK_MODERATOR)
+    assert ("  - !treffen mitmachen, !treffen aussetzen, !treffen pause, !treffen statistik, "
+            "!treffen regel, !treffen link, !treffen absagen, !treffen verschieben") in network
+
+
+async def test_a_mistyped_subcommand_is_answered_with_the_closest(storage):
+    services = make(storage, at(1, 3, 9))
+    assert await say(services, "!treffen mitmachn") == (
+        "mitmachn kenne ich hier nicht. Meintest du !treffen mitmachen? "
+        "Mehr zeigt !hilfe treffen.")
+    assert await say(services, "!meet paus 4", language="en") == (
+        "I don't know paus here. Did you mean !meet pause? More: !help meet.")
+    assert (await say(services, "!hilfe treffen verschiebn")).startswith(
+        "verschiebn kenne ich hier nicht. Meintest du !treffen verschieben")
+    assert await storage.meet.participant(ALICE) is None
 
 
 async def test_a_refused_room_does_not_hold_up_the_other_groups(storage):
