@@ -78,18 +78,10 @@ def config_of(ctx: Context) -> ExpertConfig:
     return ctx.services.configs.get("experts") or ExpertConfig.default()
 
 
-# -- words of the command line (compared folded: `löschen` = `loeschen` = `LÖSCHEN`) ----------
+# -- value words of `!profil themen` and field words of `!profil setzen` (compared folded:
+# `hinzufügen` = `hinzufuegen` = `HINZUFÜGEN`) ------------------------------------------------
 
-ACTIONS = {
-    "show": ("show", "anzeigen", "zeigen"),
-    "set": ("set", "setzen", "setze", "aendern"),
-    "topics": ("topics", "topic", "themen", "thema"),
-    "consent": ("consent", "zustimmen", "zustimmung", "einwilligen"),
-    "delete": ("delete", "loeschen"),
-    "export": ("export", "exportieren"),
-    "remove": ("remove", "entfernen"),
-}
-TOPIC_ACTIONS = {
+TOPIC_CHANGES = {
     "add": ("add", "hinzufuegen", "dazu", "plus"),
     "remove": ("remove", "entfernen", "loeschen", "minus"),
 }
@@ -104,18 +96,17 @@ FIELDS = {
     "languages": ("languages", "language", "sprachen", "sprache"),
     "topics": ("topics", "themen"),
 }
-# How the command words are written in each language, for the hints in replies.
+# How those words (and the search's page flag) are written in each language, for the hints
+# in replies.
 WORDS = {
-    "de": {"set": "setzen", "topics": "themen", "consent": "zustimmen", "delete": "löschen",
-           "export": "export", "remove": "entfernen", "add": "hinzufügen", "page": "--seite",
+    "de": {"add": "hinzufügen", "remove": "entfernen", "page": "--seite",
            "display_name": "name", "organisation": "organisation", "level": "ebene",
            "municipality": "kommune", "state": "bundesland", "role": "rolle", "bio": "bio",
-           "languages": "sprachen"},
-    "en": {"set": "set", "topics": "topics", "consent": "consent", "delete": "delete",
-           "export": "export", "remove": "remove", "add": "add", "page": "--page",
+           "languages": "sprachen", "topics": "themen"},
+    "en": {"add": "add", "remove": "remove", "page": "--page",
            "display_name": "name", "organisation": "organisation", "level": "level",
            "municipality": "municipality", "state": "state", "role": "role", "bio": "bio",
-           "languages": "languages"},
+           "languages": "languages", "topics": "topics"},
 }
 FILTERS = {"state": "state", "bundesland": "state", "level": "level", "ebene": "level",
            "org": "org", "organisation": "org", "organization": "org"}
@@ -145,40 +136,90 @@ def person_link(user_id: str, name: str | None) -> Text:
 
 
 @router.command("profile", "profil",
-                action_levels={"remove": Level.ADMIN}, action_words=WORDS,
-                args=[Arg("profile_action", optional=True),
-                      Arg("profile_details", rest=True, optional=True)])
-async def profile(ctx: Context, profile_action: str | None = None,
-                  profile_details: str | None = None) -> Text | list[Reply]:
-    details = (profile_details or "").strip()
-    action = "show" if profile_action is None else lookup(ACTIONS, profile_action)
-    if action is None or (action in ("show", "consent", "delete", "export") and details):
-        raise ctx.usage_error()
-    if action == "show":
-        return await _show(ctx)
-    if action == "consent":
-        return await _consent(ctx)
-    if action == "delete":
-        return await _delete(ctx)
-    if action == "export":
-        return await _export(ctx)
-    if action == "remove":
-        return await _remove(ctx, details)
-    if action == "topics":
-        return await _topics(ctx, details)
-    return await _set(ctx, details)
+                args=[Arg("profile_subcommand", rest=True, optional=True)])
+async def profile(ctx: Context, profile_subcommand: str | None = None) -> Text:
+    """`!profil`: the asker's profile; any word after it is a subcommand mistyped."""
+    if profile_subcommand is not None:
+        raise ctx.unknown_subcommand(profile_subcommand.split()[0])
+    return await _show(ctx)
+
+
+@router.subcommand("profile", "show", "anzeigen", aliases=["zeigen"])
+async def show(ctx: Context) -> Text:
+    return await _show(ctx)
+
+
+@router.subcommand("profile", "consent", "zustimmen", aliases=["zustimmung", "einwilligen"])
+async def consent(ctx: Context) -> Text:
+    at = ctx.services.clock.now()
+    found, new = await ctx.services.storage.experts.give_consent(ctx.sender, at)
+    if not new:
+        return ctx.t("profile.consent_already", consent_at=_local_time(ctx, found.consent_at))
+    words = _words(ctx)
+    return ctx.t("profile.consent_given", consent_at=_local_time(ctx, found.consent_at),
+                 set=ctx.call("profile.set", words["organisation"], "Stadt Musterstadt"),
+                 topics=ctx.call("profile.topics", words["add"], "KI"))
+
+
+@router.subcommand("profile", "set", "setzen", aliases=["setze", "ändern"],
+                   args=[Arg("profile_field", optional=True),
+                         Arg("profile_value", rest=True, optional=True)])
+async def set_field(ctx: Context, profile_field: str | None = None,
+                    profile_value: str | None = None) -> Text:
+    return await _set(ctx, profile_field or "", (profile_value or "").strip())
+
+
+@router.subcommand("profile", "topics", "themen", aliases=["topic", "thema"],
+                   args=[Arg("topic_change", optional=True),
+                         Arg("profile_topics", rest=True, optional=True)])
+async def edit_topics(ctx: Context, topic_change: str | None = None,
+                      profile_topics: str | None = None) -> Text:
+    """`!profil themen hinzufügen|entfernen <themen>`: the choice word is a value of this
+    subcommand (TOPIC_CHANGES), not a subcommand of its own."""
+    return await _topics(ctx, topic_change or "", profile_topics or "")
+
+
+@router.subcommand("profile", "export", "export", aliases=["exportieren"])
+async def export(ctx: Context) -> Text | list[Reply]:
+    return await _export(ctx)
+
+
+@router.subcommand("profile", "delete", "löschen")
+async def delete(ctx: Context) -> Text | list[Reply]:
+    erased = await ctx.services.storage.member_data.delete(ctx.sender, ctx.services.clock.now())
+    if not erased.found:
+        return ctx.t("profile.nothing_stored")
+    return [Reply(ctx.t("profile.deleted")), *await erasure.follow_ups(ctx, erased)]
+
+
+_USER_ID = re.compile(r"^@[^\s:]+:[A-Za-z0-9.\-\[\]:]+$")
+
+
+@router.subcommand("profile", "remove", "entfernen", args=[Arg("profile_member")],
+                   level=Level.ADMIN)
+async def remove(ctx: Context, profile_member: str) -> Text | list[Reply]:
+    """A bot admin removes everything stored about someone; logged without content."""
+    if not _USER_ID.match(profile_member):
+        raise UserError("profile.remove_usage",
+                        example=ctx.call("profile.remove", "@name:example.org"))
+    erased = await ctx.services.storage.member_data.delete(
+        profile_member, ctx.services.clock.now(), removed_by=ctx.sender)
+    if not erased.found:
+        return ctx.t("profile.remove_none", user=Text.code(profile_member))
+    return [Reply(ctx.t("profile.removed", user=Text.code(profile_member))),
+            *await erasure.follow_ups(ctx, erased)]
 
 
 async def _show(ctx: Context) -> Text:
     found = await ctx.services.storage.experts.get(ctx.sender)
     if found is None:
-        return ctx.t("profile.none", consent=ctx.call(None, _words(ctx)["consent"]),
+        return ctx.t("profile.none", consent=ctx.call("profile.consent"),
                      privacy=ctx.t("profile.privacy"))
     return _render_profile(ctx, found)
 
 
 def _render_profile(ctx: Context, found: Profile) -> Text:
-    words, catalog = _words(ctx), ctx.services.catalog
+    catalog = ctx.services.catalog
     values = {
         "display_name": found.display_name, "organisation": found.organisation,
         "level": ctx.t(f"profile.levels.{found.level}") if found.level else None,
@@ -194,21 +235,10 @@ def _render_profile(ctx: Context, found: Profile) -> Text:
     placeholder = (catalog.template(ctx.language, "profile.field_word"),
                    catalog.template(ctx.language, "profile.value_word"))
     footer = ctx.t("profile.footer", consent_at=_local_time(ctx, found.consent_at),
-                   set=ctx.call(None, words["set"], f"<{placeholder[0]}>", f"<{placeholder[1]}>"),
-                   delete=ctx.call(None, words["delete"]), export=ctx.call(None, words["export"]))
+                   set=ctx.call("profile.set", f"<{placeholder[0]}>", f"<{placeholder[1]}>"),
+                   delete=ctx.call("profile.delete"), export=ctx.call("profile.export"))
     # Blank lines around the list: a line right after it would continue its last item.
     return Text.join([ctx.t("profile.title"), lines, footer], "\n\n")
-
-
-async def _consent(ctx: Context) -> Text:
-    at = ctx.services.clock.now()
-    found, new = await ctx.services.storage.experts.give_consent(ctx.sender, at)
-    words = _words(ctx)
-    if not new:
-        return ctx.t("profile.consent_already", consent_at=_local_time(ctx, found.consent_at))
-    return ctx.t("profile.consent_given", consent_at=_local_time(ctx, found.consent_at),
-                 set=ctx.call(None, words["set"], words["organisation"], "Stadt Musterstadt"),
-                 topics=ctx.call(None, words["topics"], words["add"], "KI"))
 
 
 async def _consented(ctx: Context) -> Profile:
@@ -216,15 +246,8 @@ async def _consented(ctx: Context) -> Profile:
     found = await ctx.services.storage.experts.get(ctx.sender)
     if found is None:
         raise UserError("profile.consent_needed", privacy=ctx.t("profile.privacy"),
-                        consent=ctx.call(None, _words(ctx)["consent"]))
+                        consent=ctx.call("profile.consent"))
     return found
-
-
-async def _delete(ctx: Context) -> Text | list[Reply]:
-    erased = await ctx.services.storage.member_data.delete(ctx.sender, ctx.services.clock.now())
-    if not erased.found:
-        return ctx.t("profile.nothing_stored")
-    return [Reply(ctx.t("profile.deleted")), *await erasure.follow_ups(ctx, erased)]
 
 
 async def _export(ctx: Context) -> Text | list[Reply]:
@@ -250,38 +273,20 @@ async def _export(ctx: Context) -> Text | list[Reply]:
     ]
 
 
-_USER_ID = re.compile(r"^@[^\s:]+:[A-Za-z0-9.\-\[\]:]+$")
-
-
-async def _remove(ctx: Context, details: str) -> Text | list[Reply]:
-    await ctx.require(Level.ADMIN, _words(ctx)["remove"])
-    if not _USER_ID.match(details):
-        raise UserError("profile.remove_usage",
-                        example=ctx.call(None, _words(ctx)["remove"], "@name:example.org"))
-    erased = await ctx.services.storage.member_data.delete(
-        details, ctx.services.clock.now(), removed_by=ctx.sender)
-    if not erased.found:
-        return ctx.t("profile.remove_none", user=Text.code(details))
-    return [Reply(ctx.t("profile.removed", user=Text.code(details))),
-            *await erasure.follow_ups(ctx, erased)]
-
-
 # -- setting fields -----------------------------------------------------------------------------
 
 
-async def _set(ctx: Context, details: str) -> Text:
+async def _set(ctx: Context, field_word: str, raw: str) -> Text:
     found = await _consented(ctx)
-    field_word, _, raw = details.partition(" ")
     name = lookup(FIELDS, field_word) if field_word else None
     if name is None:
         raise UserError("profile.unknown_field" if field_word else "profile.which_field",
                         field=field_word, fields=_field_list(ctx),
-                        example=ctx.call(None, _words(ctx)["set"], _words(ctx)["state"], "Hessen"))
-    raw = raw.strip()
+                        example=ctx.call("profile.set", _words(ctx)["state"], "Hessen"))
     label = ctx.t(f"profile.fields.{name}")
     if not raw:
         raise UserError("profile.value_needed", field=label,
-                        example=ctx.call(None, _words(ctx)["set"], field_word, "-"))
+                        example=ctx.call("profile.set", field_word, "-"))
     clear = raw == "-"
     updated = _with_value(ctx, found, name, raw, label, clear)
     updated = replace(updated, updated_at=ctx.services.clock.now())
@@ -366,16 +371,15 @@ def _level_list(ctx: Context) -> Text:
                             meaning=ctx.t(f"profile.levels.{level}")) for level in LEVELS), ", ")
 
 
-async def _topics(ctx: Context, details: str) -> Text:
+async def _topics(ctx: Context, change_word: str, raw: str) -> Text:
     found = await _consented(ctx)
     words = _words(ctx)
-    op_word, _, raw = details.partition(" ")
-    op = lookup(TOPIC_ACTIONS, op_word) if op_word else None
+    op = lookup(TOPIC_CHANGES, change_word) if change_word else None
     items = _items(raw)
     if op is None or not items:
         raise UserError("profile.topics_usage",
-                        add=ctx.call(None, words["topics"], words["add"], "KI, OZG"),
-                        remove=ctx.call(None, words["topics"], words["remove"], "OZG"),
+                        add=ctx.call("profile.topics", words["add"], "KI, OZG"),
+                        remove=ctx.call("profile.topics", words["remove"], "OZG"),
                         topics=Text.raw(", ".join(found.topics) or "–"))
     have = {topic_key(t): t for t in found.topics}
     if op == "add":
@@ -557,8 +561,7 @@ async def topics(ctx: Context) -> Text:
     experts_ = ctx.services.storage.experts
     top = await experts_.top_topics(TOP_TOPICS)
     if not top:
-        return ctx.t("topics.none", add=ctx.call("profile", _words(ctx)["topics"],
-                                                    _words(ctx)["add"], "KI"))
+        return ctx.t("topics.none", add=ctx.call("profile.topics", _words(ctx)["add"], "KI"))
     return Text.join([
         ctx.t("topics.header", count=len(top), profiles=await experts_.count()),
         Text.join(ctx.t("topics.line", topic=t.topic, profiles=t.profiles) for t in top),

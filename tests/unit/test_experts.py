@@ -542,7 +542,7 @@ async def test_clearing_a_field(consented, storage):
     ("!profil setzen themen " + ", ".join(f"T{n}" for n in range(21)), "höchstens 20"),
     ("!profil setzen themen " + "y" * 61, "höchstens 60 Zeichen"),
     ("!profile set state Atlantis", "is not a German state"),
-    ("!profil zaubern", "So funktioniert der Befehl"),
+    ("!profil zaubern", "zaubern kenne ich bei !profil nicht. Was geht, zeigt !hilfe profil."),
     ("!profil export jetzt", "So funktioniert der Befehl"),
 ])
 async def test_set_validation(consented, storage, body, expected):
@@ -582,6 +582,45 @@ async def test_show_profile(consented):
     assert "Zugestimmt am 01.05.2024, 12:00 Uhr" in text.plain
     html = to_html(text.markdown)
     assert "<em>" not in html and "<li>Name: Anna *Müller*</li>" in html
+
+
+async def test_help_describes_each_profile_subcommand(services):
+    text = await say(services, "!hilfe profil löschen")
+    assert "!profil löschen" in text and "Löscht alles" in text
+    text = await say(services, "!help profile topics", language="en")
+    assert "!profile topics [add|remove] [topics]" in text
+    assert "!profile topics add AI, OZG" in text
+    listing = await say(services, "!hilfe profil")
+    for word in ("zustimmen", "setzen", "themen", "export", "löschen"):
+        assert f"!profil {word}" in listing, word
+
+
+@pytest.mark.parametrize(("body", "language", "expected"), [
+    ("!profil löshcen", "de", "Meintest du !profil löschen?"),
+    ("!profil zustimen", "de", "Meintest du !profil zustimmen?"),
+    ("!profile delte", "en", "Did you mean !profile delete"),
+])
+async def test_a_mistyped_profile_subcommand_gets_a_suggestion(services, storage, body,
+                                                               language, expected):
+    assert expected in await say(services, body, language=language)
+    assert await storage.experts.get(ALICE) is None
+
+
+def test_profile_levels_are_declared_on_the_subcommands():
+    registry = Registry([core.router, experts.router])
+    levels = {sub.name: sub.required_level for sub in registry.find("profil").subcommands}
+    assert levels == {"show": Level.MEMBER, "consent": Level.MEMBER, "set": Level.MEMBER,
+                      "topics": Level.MEMBER, "export": Level.MEMBER, "delete": Level.MEMBER,
+                      "remove": Level.ADMIN}
+
+
+async def test_every_profile_subcommand_but_remove_is_for_members(services, storage):
+    for body in ("!profil anzeigen", "!profil zustimmen", "!profil setzen rolle CDO",
+                 "!profil themen hinzufügen KI", "!profil export", "!profil löschen"):
+        for reply in await ask(services, body):
+            assert "dürfen nur" not in reply.text.plain, body
+    text = await say(services, f"!profil entfernen {BOB}", level=Level.NETWORK_MODERATOR)
+    assert "!profil entfernen" in text and "Bot-Administration" in text
 
 
 # -- delete, export, admin removal ----------------------------------------------------------------
