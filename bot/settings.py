@@ -47,7 +47,7 @@ from commands.meet import (
     rule_problem,
     start_time_of,
 )
-from storage.experts import DEFAULT_SYNONYMS
+from storage.expert_search import DEFAULT_SYNONYMS
 from storage.workshops import offset_label, parse_offset
 
 ENV_PREFIX = "NEXTBOT_"

@@ -30,18 +30,20 @@ from commands.framework import (
     lookup,
 )
 from commands.i18n import Text, escape_markdown
-from storage.experts import (
+from storage.expert_search import (
     COUNT_LIMIT,
     DEFAULT_SYNONYMS,
+    SearchHit,
+    SearchQuery,
+    Synonyms,
+    compiled_synonyms,
+)
+from storage.experts import (
     LEVELS,
     MAX_LANGUAGES,
     MAX_LENGTH,
     MAX_TOPICS,
     Profile,
-    SearchHit,
-    SearchQuery,
-    Synonyms,
-    compiled_synonyms,
     normalize_level,
     topic_key,
 )
@@ -494,7 +496,7 @@ async def experts(ctx: Context, search: str | None = None) -> Text:
                         example_org=ctx.call(None, "OZG", 'org:"Stadt Wiesbaden"'),
                         topics=ctx.call("topics"))
     page = parsed.page
-    total, hits = await ctx.services.storage.experts.search(query, PAGE_SIZE,
+    total, hits = await ctx.services.storage.expert_search.search(query, PAGE_SIZE,
                                                             (page - 1) * PAGE_SIZE)
     shown = Text.code(_without_page(text))
     if total == 0:

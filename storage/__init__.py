@@ -8,6 +8,7 @@ from pathlib import Path
 from storage.communities import CommunityRepository
 from storage.database import Database
 from storage.deliveries import DeliveryRepository
+from storage.expert_search import ExpertSearch
 from storage.experts import ExpertRepository
 from storage.inbox import InboxRepository
 from storage.meet import MeetRepository
@@ -31,6 +32,7 @@ class Storage:
     outbox: OutboxRepository
     rooms: RoomRepository
     experts: ExpertRepository
+    expert_search: ExpertSearch
     workshops: WorkshopRepository
     deliveries: DeliveryRepository
     undecrypted: UndecryptedRepository
@@ -51,6 +53,7 @@ class Storage:
             outbox=outbox,
             rooms=RoomRepository(db),
             experts=experts,
+            expert_search=ExpertSearch(db),
             workshops=workshops,
             deliveries=DeliveryRepository(db),
             undecrypted=UndecryptedRepository(db),

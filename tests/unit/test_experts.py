@@ -13,18 +13,14 @@ from commands import core, experts
 from commands.experts import ExpertConfig, parse_query
 from commands.framework import Level, Registry, dispatch, parse_args
 from commands.i18n import LANGUAGES
-from storage.experts import (
+from storage.expert_search import (
     COUNT_LIMIT,
     DEFAULT_SYNONYMS,
-    Profile,
     SearchQuery,
-    _clean_topics,
-    _index_row,
-    _short_row,
     compiled_synonyms,
     match_expression,
-    normalize_level,
 )
+from storage.experts import Profile, _clean_topics, _index_row, _short_row, normalize_level
 from storage.text import STATES, fold, normalize_state, tokens
 from tests.unit.fakes import ALICE, BOB, BOSS, CATALOG, make_services, request
 
@@ -59,7 +55,8 @@ def user(n: int) -> str:
 
 
 async def search(storage, text: str, limit: int = 5, offset: int = 0):
-    total, hits = await storage.experts.search(parse_query(text, SYNONYMS).query, limit, offset)
+    query = parse_query(text, SYNONYMS).query
+    total, hits = await storage.expert_search.search(query, limit, offset)
     return total, [h.user_id for h in hits]
 
 
@@ -117,8 +114,8 @@ async def test_hostile_words_never_break_the_search(storage):
     await storage.experts.save(profile(ALICE, display_name="Anna", topics=["KI"]))
     for text in ['"', "*", "NEAR(", "OR", "AND NOT", "'; DROP TABLE profiles; --", ")",
                  '") OR 1=1 --', "x* OR y*", "{bio}:x", "\\", "%", "_", "ä\u0308"]:
-        await storage.experts.search(SearchQuery((text,), synonyms=SYNONYMS))
-        await storage.experts.search(SearchQuery(("KI",), organisation=text))
+        await storage.expert_search.search(SearchQuery((text,), synonyms=SYNONYMS))
+        await storage.expert_search.search(SearchQuery(("KI",), organisation=text))
     assert await storage.experts.count() == 1
 
 
@@ -157,7 +154,7 @@ async def test_synonyms_find_each_other(storage):
         total, found = await search(storage, text)
         assert (total, set(found)) == (3, {ALICE, BOB, BOSS}), text
     # Without synonyms, only the words themselves.
-    total, found = await storage.experts.search(SearchQuery(("KI",)))
+    total, found = await storage.expert_search.search(SearchQuery(("KI",)))
     assert total == 1
 
 
@@ -228,11 +225,11 @@ async def test_words_in_different_fields_match_together(storage):
 
 async def test_matched_topics_are_reported(storage):
     await storage.experts.save(profile(ALICE, topics=["Digitalisierung", "OZG", "KI"]))
-    _, hits = await storage.experts.search(parse_query("digital künstliche", SYNONYMS).query)
+    _, hits = await storage.expert_search.search(parse_query("digital künstliche", SYNONYMS).query)
     assert hits == []
-    _, hits = await storage.experts.search(parse_query("digital", SYNONYMS).query)
+    _, hits = await storage.expert_search.search(parse_query("digital", SYNONYMS).query)
     assert hits[0].matched_topics == ("Digitalisierung",)
-    _, hits = await storage.experts.search(parse_query("AI", SYNONYMS).query)
+    _, hits = await storage.expert_search.search(parse_query("AI", SYNONYMS).query)
     assert hits[0].matched_topics == ("KI",)
 
 
@@ -892,7 +889,7 @@ async def test_level_filter_finds_the_same_on_the_profile_row_as_in_the_index(st
                                                                              monkeypatch):
     # A common level is checked on the profile row, a rare one inside MATCH: the same hits,
     # in the same order, either way.
-    from storage import experts as module
+    from storage import expert_search as module
 
     levels = ["kommune"] * 9 + ["bund", "land", None]
     await storage.experts.upsert_many([
@@ -906,11 +903,11 @@ async def test_level_filter_finds_the_same_on_the_profile_row_as_in_the_index(st
     found = {}
     for share in (0.0, 2.0):  # always on the profile row; never
         monkeypatch.setattr(module, "LEVEL_CHECK_SHARE", share)
-        storage.experts._shares = None
+        storage.expert_search._shares = None
         found[share] = [[await search(storage, q, 5, offset) for offset in (0, 5, 95, 120)]
                         for q in queries]
     assert found[0.0] == found[2.0]
     with_ozg = [n for n in range(130) if n % 4 or n % 5 == 0]
     assert found[0.0][0][0][0] == sum(levels[n % 12] == "kommune" for n in with_ozg)
     assert found[0.0][1][0][0] == 11  # n % 12 == 9: all odd, so all with OZG
-    assert await storage.experts.search(SearchQuery(("OZG",), level="Mars")) == (0, [])
+    assert await storage.expert_search.search(SearchQuery(("OZG",), level="Mars")) == (0, [])
