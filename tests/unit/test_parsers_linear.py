@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from bot import import_workshops
 from bot.csv_import import ImportFileError
-from commands import core, dates, experts, meet, municipalities, workshops
+from commands import core, dates, experts, meet, municipalities, workshop_spec, workshops
 from commands.framework import Level, UserError, dispatch
 from storage.workshops import parse_offset
 from tests.unit.fakes import make_services, request
@@ -56,8 +56,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "dates.parse_when_value": dates.parse_when_value,
     "dates.parse_when_value(date)": lambda s: dates.parse_when_value(s, date_only=True),
     "dates.parse_duration": dates.parse_duration,
-    "workshops.parse_number": workshops.parse_number,
-    "workshops.split_fields": workshops.split_fields,
+    "workshop_spec.parse_number": workshop_spec.parse_number,
+    "workshop_spec.split_fields": workshop_spec.split_fields,
     "meet.parse_start_time": meet.parse_start_time,
     "meet.parse_rule": meet.parse_rule,
     "meet.typed_day": lambda s: meet._typed_day(s, date(2026, 3, 1)),

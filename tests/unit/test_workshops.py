@@ -24,12 +24,8 @@ from commands.dates import (
 from commands.framework import Level, Registry, dispatch, parse_args
 from commands.i18n import LANGUAGES
 from commands.schedule import Occurrence
-from commands.workshops import (
-    WorkshopConfig,
-    WorkshopReminders,
-    parse_number,
-    split_fields,
-)
+from commands.workshop_spec import parse_number, split_fields
+from commands.workshops import WorkshopConfig, WorkshopReminders
 from storage.workshops import Workshop, offset_label, parse_offset
 from tests.unit.fakes import (
     ALICE,
@@ -692,7 +688,74 @@ async def test_participants_go_to_the_moderator_by_direct_message(services, stor
 async def test_usage_for_unknown_words(services):
     text = await say(services, "!werkstatt")
     assert "!werkstatt 12 ics" in text and "!werkstatt neu" in text
-    assert "So geht es" in await say(services, "!werkstatt 12 tanzen")
+    assert "tanzen kenne ich hier nicht" in await say(services, "!werkstatt 12 tanzen")
+
+
+# -- subcommands, declared on the router --------------------------------------------------------
+
+
+def test_each_subcommand_needs_the_level_it_always_needed():
+    levels = {sub.key: sub.required_level for command in workshops.router.commands
+              for sub in command.subcommands}
+    member, moderator = Level.MEMBER, Level.ROOM_MODERATOR
+    assert levels == {
+        "workshop.show": member, "workshop.ics": member, "workshop.rsvp": member,
+        "workshop.withdraw": member, "workshop.add": moderator, "workshop.edit": moderator,
+        "workshop.cancel": moderator, "workshop.participants": moderator,
+        "rsvp.cancel": member}
+    assert all(c.level == member for c in workshops.router.commands)
+
+
+async def test_help_knows_each_subcommand(services):
+    text = await say(services, "!hilfe werkstatt neu")
+    assert text.startswith("!werkstatt neu [datum uhrzeit titel angaben=…]\n\nLegt eine")
+    assert "!werkstatt anlegen" in text and "Rolle Raum-Moderation" in text
+    assert "!werkstatt neu 03.12. 10:00-12:00 KI in der Verwaltung" in text
+    english = await say(services, "!help workshop participants", language="en")
+    assert english.startswith("!workshop participants <number>")
+    assert "!rsvp cancel <number>" in await say(services, "!help rsvp cancel", language="en")
+    member = await say(services, "!hilfe")
+    assert "!werkstatt ics" in member and "!werkstatt neu" not in member
+    assert "!werkstatt neu" in await say(services, "!hilfe", level=Level.ROOM_MODERATOR)
+
+
+async def test_a_mistyped_subcommand_is_answered_with_the_closest(services, storage):
+    text = await say(services, "!werkstatt nue 03.12.2026 10:00-12:00 KI",
+                     level=Level.ROOM_MODERATOR)
+    assert text.startswith("nue kenne ich hier nicht. Meintest du !werkstatt neu")
+    await stored(storage, "KI", berlin(2026, 12, 3, 10))
+    text = await say(services, "!werkstatt 1 teilnehmnde", level=Level.ROOM_MODERATOR)
+    assert "Meintest du !werkstatt teilnehmende" in text
+    assert await storage.workshops.get(2) is None
+
+
+async def test_the_number_may_stand_before_or_after_the_subcommand(services, storage):
+    await stored(storage, "KI", berlin(2026, 12, 3, 10), capacity=20)
+    assert "KI (Werkstatt Nr. 1)" in await say(services, "!werkstatt 1")
+    assert "KI (Werkstatt Nr. 1)" in await say(services, "!werkstatt Nr. 1")
+    assert "KI (Werkstatt Nr. 1)" in await say(services, "!werkstatt anzeigen #1")
+    for body in ("!werkstatt 1 ics", "!werkstatt Nr. 1 ics", "!werkstatt ics 1",
+                 "!workshop 1 calendar"):
+        [reply] = await ask(services, body, language="en" if "workshop" in body else "de")
+        assert reply.attachment is not None, body
+    assert "Du bist angemeldet" in await say(services, "!werkstatt 1 anmelden", sender=BOB)
+    assert "abgemeldet" in await say(services, "!anmelden absagen 1", sender=BOB)
+    assert "Du bist angemeldet" in await say(services, "!werkstatt anmelden 1", sender=BOB)
+    assert "abgemeldet" in await say(services, "!werkstatt 1 abmelden", sender=BOB)
+    mod = {"level": Level.ROOM_MODERATOR}
+    edited = (await ask(services, "!werkstatt 1 ändern plätze=5", **mod))[0].text.plain
+    assert edited.startswith("Gespeichert: KI (Nr. 1)")
+    assert (await storage.workshops.get(1)).capacity == 5
+    dm, _ = await ask(services, "!werkstatt Nr. 1 teilnehmende", **mod)
+    assert dm.direct
+    assert "So geht es" in await say(services, "!werkstatt 1 neu 03.12.2026 10-12 x", **mod)
+    refused = await say(services, "!werkstatt 1 absagen")
+    assert refused == ("Den Befehl !werkstatt absagen dürfen nur Personen mit der Rolle "
+                       "Raum-Moderation ausführen.")
+    assert "Welche Werkstatt meinst du? Gib ihre Nummer an, z. B. !werkstatt ändern 12" in (
+        await say(services, "!werkstatt ändern ort=x", **mod))
+    assert "So funktioniert der Befehl: !werkstatt ics <nummer>" in await say(
+        services, "!werkstatt ics")
 
 
 # -- reminders ----------------------------------------------------------------------------------
@@ -849,11 +912,13 @@ async def test_every_example_works(services, storage, lang):
     await stored(storage, "KI", berlin(2026, 12, 3, 10))
     for _ in range(11):
         await stored(storage, "Platzhalter", berlin(2026, 12, 4, 10))
-    for command in workshops.router.commands:
-        for line in CATALOG.template(lang, f"commands.{command.name}.examples").splitlines():
+    every = [c for command in workshops.router.commands for c in (command, *command.subcommands)]
+    for command in every:
+        for line in CATALOG.template(lang, f"commands.{command.key}.examples").splitlines():
             for reply in await ask(services, line, level=Level.ROOM_MODERATOR, language=lang):
-                assert "So geht es" not in reply.text.plain, line
-                assert "How workshops work" not in reply.text.plain, line
+                for failure in ("So geht es", "How workshops work", "kenne ich", "don't know",
+                                "So funktioniert", "How to use"):
+                    assert failure not in reply.text.plain, line
 
 
 async def test_a_moved_workshop_gets_its_reminders_again_under_new_keys(services, storage):
