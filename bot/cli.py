@@ -249,7 +249,7 @@ def _cmd_device(args: argparse.Namespace) -> int:
         return 1
 
     async def work(storage: Storage) -> int:
-        from bot.matrix import device_fingerprint
+        from bot.crypto import device_fingerprint
 
         session = await storage.session.get()
         if session is None:
@@ -292,6 +292,7 @@ def _cmd_reset_identity(args: argparse.Namespace) -> int:
 
     async def work(storage: Storage) -> int:
         from bot.cross_signing import IdentityError, spaced
+        from bot.crypto import StoreKeyError
         from bot.matrix import LoginError, MatrixConnection, TransientError
 
         session = await storage.session.get()
@@ -302,7 +303,7 @@ def _cmd_reset_identity(args: argparse.Namespace) -> int:
         connection = MatrixConnection(settings.matrix)
         try:
             identity, deleted = await connection.reset_identity(storage.session, password)
-        except (IdentityError, LoginError, TransientError) as exc:
+        except (IdentityError, LoginError, StoreKeyError, TransientError) as exc:
             _report([f"the identity was not replaced: {exc}"])
             return 1
         finally:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+from bot.crypto import StoreKeyError
 from bot.feed import MemberFeed
 from bot.handling import CommandHandler
 from bot.lanes import RoomLanes
@@ -273,7 +274,7 @@ async def run_bot(settings: Settings) -> None:
     try:
         await bot.start()
         await bot.wait()
-    except (LoginError, DatabaseTooNewError, MetricsAddressError) as exc:
+    except (LoginError, StoreKeyError, DatabaseTooNewError, MetricsAddressError) as exc:
         log.error("%s", exc)
         raise SystemExit(1) from None
     finally:

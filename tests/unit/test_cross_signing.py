@@ -25,7 +25,8 @@ from bot.cross_signing import (
     sign_device,
     unsigned_devices,
 )
-from bot.matrix import MatrixConnection, _KeysQueryResponse
+from bot.crypto import _KeysQueryResponse
+from bot.matrix import MatrixConnection
 from bot.settings import MatrixSettings
 
 BOT = "@bot:localhost"

@@ -3,6 +3,7 @@ may read it, and the key its secrets are encrypted with."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,8 @@ import pytest
 from nio.crypto import InboundGroupSession, OlmAccount, OutboundGroupSession
 from nio.crypto.sessions import OutboundSession
 
-from bot import matrix as matrix_module
-from bot.matrix import PICKLE_KEY_FILE, MatrixConnection, StoreKeyError, device_fingerprint
+from bot.crypto import PICKLE_KEY_FILE, KeyStore, StoreKeyError, device_fingerprint
+from bot.matrix import MatrixConnection
 from bot.settings import MatrixSettings
 
 BOT = "@bot:localhost"
@@ -215,7 +216,7 @@ async def test_a_failure_while_re_encrypting_leaves_the_store_as_it_was(
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(matrix_module._Store, "save_inbound_group_session", crash)
+        patch.setattr(KeyStore, "save_inbound_group_session", crash)
         with pytest.raises(OSError):
             await opened(store)
     assert unlocks(store, "DEFAULT_KEY")  # the transaction was rolled back as a whole
@@ -228,3 +229,20 @@ async def test_an_empty_key_file_stops_the_start_instead_of_replacing_the_key(tm
     (store / PICKLE_KEY_FILE).write_text("")
     with pytest.raises(StoreKeyError, match="empty"):
         MatrixConnection(settings_for(store))
+
+
+async def test_a_store_that_cannot_be_unlocked_stops_the_bot_with_its_message(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from bot.runtime import run_bot
+    from bot.settings import Settings, StorageSettings
+
+    store = tmp_path / "store"
+    await identity_after_opening(store)
+    (store / PICKLE_KEY_FILE).write_text("")
+    settings = Settings(matrix=settings_for(store),
+                        storage=StorageSettings(database=tmp_path / "bot.db"))
+    with caplog.at_level(logging.ERROR, logger="bot.runtime"), \
+            pytest.raises(SystemExit) as stopped:
+        await run_bot(settings)
+    assert stopped.value.code == 1
+    assert any("is empty" in r.getMessage() for r in caplog.records)
