@@ -89,7 +89,7 @@ async def test_english_help_command_is_answered_in_german_by_default(
 # (command text, whether the reply quotes it): the usage and "unknown command" replies name
 # only the first word, the help for an unknown command name quotes its one-word argument.
 HOSTILE = [
-    ("!hilfe <script>alert(1)</script> @room", False),
+    ("!hilfe <script>alert(1)</script> @room", True),  # !hilfe reads a subcommand too
     ("!xyz<img src=x onerror=alert(1)>", False),
     ("!hilfe <script>alert(1)</script>", True),
     ("!hilfe <img/src=x/onerror=alert(1)>", True),
