@@ -18,6 +18,7 @@ from rapidfuzz import fuzz, process
 from commands import room_settings
 from commands.framework import (
     Arg,
+    Command,
     Context,
     Level,
     Router,
@@ -82,29 +83,21 @@ def _now_ms(services: Services) -> int:
     return int(services.clock.now().timestamp() * 1000)
 
 
-# -- words of the command line (compared folded: `verknüpfen` = `verknuepfen`) -----------------
+# -- field words of `!community setzen` (compared folded: `Beschreibung` = `beschreibung`) -------
 
-ACTIONS: dict[str, tuple[str, ...]] = {
-    "create": ("create", "new", "anlegen", "neu", "erstellen"),
-    "link": ("link", "verknuepfen", "verbinden"),
-    "archive": ("archive", "archivieren"),
-    "set": ("set", "setzen", "aendern"),
-}
 FIELDS: dict[str, tuple[str, ...]] = {
     "title": ("title", "titel", "name"),
     "topic": ("topic", "thema"),
     "description": ("description", "beschreibung"),
 }
-WORDS = {
-    "de": {"create": "anlegen", "link": "verknüpfen", "archive": "archivieren", "set": "setzen",
-           "title": "titel", "topic": "thema", "description": "beschreibung"},
-    "en": {"create": "create", "link": "link", "archive": "archive", "set": "set",
-           "title": "title", "topic": "topic", "description": "description"},
+FIELD_WORDS = {
+    "de": {"title": "titel", "topic": "thema", "description": "beschreibung"},
+    "en": {"title": "title", "topic": "topic", "description": "description"},
 }
 
 
-def _words(ctx: Context) -> dict[str, str]:
-    return WORDS.get(ctx.language, WORDS["en"])
+def _field_words(ctx: Context) -> dict[str, str]:
+    return FIELD_WORDS.get(ctx.language, FIELD_WORDS["en"])
 
 
 # -- members ------------------------------------------------------------------------------------
@@ -114,8 +107,8 @@ def _words(ctx: Context) -> dict[str, str]:
 async def communities(ctx: Context) -> Text:
     found = await ctx.services.storage.communities.active()
     if not found:
-        return ctx.t("communities.none", create=ctx.call("community", _words(ctx)["create"],
-                                                         "ki-verwaltung", "KI in der Verwaltung"))
+        return ctx.t("communities.none", create=ctx.call("community.create", "ki-verwaltung",
+                                                         "KI in der Verwaltung"))
     admin = _admin(ctx)
     counts = await asyncio.gather(*(admin.member_count(c.room_id) for c in found))
     lines = [ctx.t("communities.title", count=len(found))]
@@ -147,7 +140,9 @@ async def join(ctx: Context, community: str) -> Text:
     return ctx.t("communities.invited", title=Text.raw(found.title))
 
 
-async def _find(ctx: Context, text: str) -> Community:
+async def _find(ctx: Context, text: str, typo_of: Command | None = None) -> Community:
+    """The active community `text` names; else the closest slugs, or (for `!community <word>`,
+    `typo_of` its command) the closest subcommands where the word looks like a mistyped one."""
     slug = text.strip().casefold()
     storage = ctx.services.storage.communities
     found = await storage.get(slug)
@@ -159,6 +154,8 @@ async def _find(ctx: Context, text: str) -> Community:
         raise UserError("communities.unknown_suggest", slug=Text.code(text.strip()),
                         suggestions=Text.join((Text.code(m[0]) for m in close), ", "),
                         list=ctx.call("communities"))
+    if typo_of is not None and typo_of.closest_subcommands(text):
+        raise ctx.unknown_subcommand(text.strip(), of=typo_of)
     raise UserError("communities.unknown", slug=Text.code(text.strip()),
                     list=ctx.call("communities"))
 
@@ -167,31 +164,46 @@ async def _find(ctx: Context, text: str) -> Community:
 
 
 @router.command("community", "community", aliases=["gemeinschaft"],
-                action_levels=dict.fromkeys(("create", "link", "set", "archive"),
-                                            Level.NETWORK_MODERATOR),
-                action_words=WORDS,
-                args=[Arg("community_action"),
-                      Arg("community_details", rest=True, optional=True)])
-async def community(ctx: Context, community_action: str,
-                    community_details: str | None = None) -> Text:
-    details = (community_details or "").strip()
-    action = lookup(ACTIONS, community_action)
-    if action is None:
-        if details:
-            raise ctx.usage_error()
-        return await _show(ctx, await _find(ctx, community_action))
-    await ctx.require_action(action)
-    slug_text, _, rest = details.partition(" ")
-    rest = rest.strip()
-    if not slug_text:
+                args=[Arg("community", rest=True)])
+async def community(ctx: Context, community: str) -> Text:
+    """`!community <kurzname>`: one community; any other words are a subcommand mistyped."""
+    word, _, more = community.strip().partition(" ")
+    if more.strip():
+        if ctx.command.closest_subcommands(word):
+            raise ctx.unknown_subcommand(word)
         raise ctx.usage_error()
-    if action == "create":
-        return await _create(ctx, _slug(slug_text), rest)
-    if action == "link":
-        return await _link(ctx, _slug(slug_text), rest)
-    if action == "archive":
-        return await _archive(ctx, await _find(ctx, slug_text))
-    return await _set(ctx, await _find(ctx, slug_text), rest)
+    return await _show(ctx, await _find(ctx, word, typo_of=ctx.command))
+
+
+@router.subcommand("community", "create", "anlegen", aliases=["new", "neu", "erstellen"],
+                   args=[Arg("community"), Arg("community_title", rest=True)],
+                   level=Level.NETWORK_MODERATOR)
+async def create_community(ctx: Context, community: str, community_title: str) -> Text:
+    return await _create(ctx, _slug(community), community_title)
+
+
+@router.subcommand("community", "link", "verknüpfen", aliases=["verbinden"],
+                   args=[Arg("community"), Arg("community_room"),
+                         Arg("community_title", rest=True, optional=True)],
+                   level=Level.NETWORK_MODERATOR)
+async def link_room(ctx: Context, community: str, community_room: str,
+                    community_title: str = "") -> Text:
+    return await _link(ctx, _slug(community), community_room, community_title)
+
+
+@router.subcommand("community", "set", "setzen", aliases=["ändern"],
+                   args=[Arg("community"), Arg("community_field", optional=True),
+                         Arg("community_value", rest=True, optional=True)],
+                   level=Level.NETWORK_MODERATOR)
+async def set_field(ctx: Context, community: str, community_field: str = "",
+                    community_value: str = "") -> Text:
+    return await _set(ctx, await _find(ctx, community), community_field, community_value)
+
+
+@router.subcommand("community", "archive", "archivieren", args=[Arg("community")],
+                   level=Level.NETWORK_MODERATOR)
+async def archive_community(ctx: Context, community: str) -> Text:
+    return await _archive(ctx, await _find(ctx, community))
 
 
 def _slug(text: str) -> str:
@@ -240,7 +252,8 @@ async def _create(ctx: Context, slug: str, title_text: str) -> Text:
     if not title:
         raise ctx.usage_error()
     if len(title) > TITLE_MAX:
-        raise UserError("communities.too_long", field=_words(ctx)["title"], limit=TITLE_MAX)
+        raise UserError("communities.too_long", field=_field_words(ctx)["title"],
+                        limit=TITLE_MAX)
     storage = ctx.services.storage.communities
     existing = await storage.get(slug)
     if existing is not None and existing.archived_at is None:
@@ -259,10 +272,7 @@ async def _create(ctx: Context, slug: str, title_text: str) -> Text:
                  join=ctx.call("join", slug))
 
 
-async def _link(ctx: Context, slug: str, rest: str) -> Text:
-    room_text, _, title_text = rest.partition(" ")
-    if not room_text:
-        raise ctx.usage_error()
+async def _link(ctx: Context, slug: str, room_text: str, title_text: str) -> Text:
     admin = _admin(ctx)
     room_id = await admin.find_room(room_text)
     if room_id is None:
@@ -276,7 +286,8 @@ async def _link(ctx: Context, slug: str, rest: str) -> Text:
         raise UserError("communities.room_taken", slug=Text.code(other.slug))
     title = one_line(title_text) or (existing.title if existing else slug)
     if len(title) > TITLE_MAX:
-        raise UserError("communities.too_long", field=_words(ctx)["title"], limit=TITLE_MAX)
+        raise UserError("communities.too_long", field=_field_words(ctx)["title"],
+                        limit=TITLE_MAX)
     if not await admin.join(room_id):
         raise UserError("communities.cannot_join", room=Text.code(room_text))
     space = await _space(ctx, admin)
@@ -297,13 +308,12 @@ async def _archive(ctx: Context, found: Community) -> Text:
     return ctx.t("communities.archived", title=Text.raw(found.title), slug=Text.code(found.slug))
 
 
-async def _set(ctx: Context, found: Community, rest: str) -> Text:
-    field_text, _, value_text = rest.partition(" ")
+async def _set(ctx: Context, found: Community, field_text: str, value_text: str) -> Text:
     field_name = lookup(FIELDS, field_text) if field_text else None
-    words = _words(ctx)
+    words = _field_words(ctx)
     if field_name is None:
         raise UserError("communities.set_usage",
-                        example=ctx.call(None, words["set"], found.slug, words["topic"], "…"),
+                        example=ctx.call(None, found.slug, words["topic"], "…"),
                         fields=Text.join((Text.code(words[f]) for f in FIELDS), ", "))
     value = visible_lines(value_text) if field_name == "description" else one_line(value_text)
     limit = {"title": TITLE_MAX, "topic": TOPIC_MAX, "description": DESCRIPTION_MAX}[field_name]

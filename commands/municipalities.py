@@ -62,10 +62,6 @@ ANNOUNCE_GRACE = timedelta(days=7)
 LATEST_SHOWN = 8
 STATE_SHOWN = 40
 
-ACTIONS = {
-    "add": ("add", "new", "neu", "hinzufuegen", "anlegen", "eintragen", "aufnehmen"),
-    "remove": ("remove", "delete", "entfernen", "loeschen", "austragen"),
-}
 FIELDS = {
     "state": ("state", "land", "bundesland"),
     "ags": ("ags", "schluessel", "gemeindeschluessel", "key"),
@@ -73,11 +69,10 @@ FIELDS = {
     "website": ("website", "webseite", "web", "url", "link", "homepage"),
     "joined": ("joined", "joinedon", "beigetreten", "beitritt", "seit", "since", "datum", "date"),
 }
-WORDS = {
-    "de": {"add": "neu", "remove": "entfernen", "state": "land", "ags": "ags", "kind": "art",
-           "website": "web", "joined": "seit"},
-    "en": {"add": "add", "remove": "remove", "state": "state", "ags": "ags", "kind": "kind",
-           "website": "website", "joined": "joined"},
+FIELD_WORDS = {
+    "de": {"state": "land", "ags": "ags", "kind": "art", "website": "web", "joined": "seit"},
+    "en": {"state": "state", "ags": "ags", "kind": "kind", "website": "website",
+           "joined": "joined"},
 }
 _KEY = re.compile(r"(?:(?<=\s)|^)([^\W\d_][^\W_]*)\s*=\s*")
 _GERMAN_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
@@ -127,7 +122,7 @@ class View:
     def __init__(self, services: Services, language: str) -> None:
         self.services = services
         self.language = language
-        self.words = WORDS.get(language, WORDS["en"])
+        self.words = FIELD_WORDS.get(language, FIELD_WORDS["en"])
 
     def t(self, key: str, /, **values: Any) -> Text:
         return self.services.catalog.text(self.language, f"municipalities.{key}", **values)
@@ -156,7 +151,7 @@ class View:
 
     def example_add(self) -> Text:
         w = self.words
-        return self.call("municipality", w["add"], "Wiesbaden", f"{w['state']}=Hessen",
+        return self.call("municipality.add", "Wiesbaden", f"{w['state']}=Hessen",
                          f"{w['ags']}=06414000", f"{w['kind']}={self.kind('stadt')}")
 
 
@@ -176,7 +171,7 @@ async def municipalities(ctx: Context, municipality_state: str | None = None) ->
     repo = ctx.services.storage.municipalities
     total = await repo.count()
     if not total:
-        return view.t("none", add=view.call("municipality", view.words["add"], "…"))
+        return view.t("none", add=view.call("municipality.add", "…"))
     lines = [view.t("title", count=total), view.t("latest_title")]
     lines += [view.line(m) for m in await repo.latest(LATEST_SHOWN)]
     by_state = await repo.count_by_state()
@@ -202,37 +197,53 @@ def _states() -> Text:
 
 
 @router.command("municipality", "kommune",
-                action_levels={"add": Level.NETWORK_MODERATOR, "remove": Level.ADMIN},
-                action_words=WORDS,
-                args=[Arg("municipality_details", rest=True, optional=True)])
-async def municipality(ctx: Context, municipality_details: str | None = None) -> Text:
+                args=[Arg("municipality_name", rest=True, optional=True)])
+async def municipality(ctx: Context, municipality_name: str | None = None) -> Text:
     view = View(ctx.services, ctx.language)
-    text = (municipality_details or "").strip()
+    text = (municipality_name or "").strip()
     if not text:
         raise _usage(view)
-    first, _, rest = text.partition(" ")
-    action = lookup(ACTIONS, first)
-    if action == "add":
-        await ctx.require_action("add")
-        return await _add(ctx, view, rest.strip())
-    if action == "remove":
-        await ctx.require_action("remove")
-        return await _remove(ctx, view, rest.strip())
-    return await _show(view, text)
+    return await _show(ctx, view, text)
+
+
+@router.subcommand("municipality", "add", "neu",
+                   aliases=["new", "hinzufügen", "anlegen", "eintragen", "aufnehmen"],
+                   args=[Arg("municipality_entry", rest=True, optional=True)],
+                   level=Level.NETWORK_MODERATOR)
+async def add_member(ctx: Context, municipality_entry: str | None = None) -> Text:
+    return await _add(ctx, View(ctx.services, ctx.language), (municipality_entry or "").strip())
+
+
+@router.subcommand("municipality", "remove", "entfernen",
+                   aliases=["delete", "löschen", "austragen"],
+                   args=[Arg("municipality_name", rest=True, optional=True)],
+                   level=Level.ADMIN)
+async def remove_member(ctx: Context, municipality_name: str | None = None) -> Text:
+    return await _remove(ctx, View(ctx.services, ctx.language), (municipality_name or "").strip())
 
 
 def _usage(view: View) -> UserError:
-    w = view.words
     return UserError("municipalities.usage", list=view.call("municipalities"),
                      state=view.call("municipalities", "Hessen"),
                      show=view.call("municipality", "Wiesbaden"),
                      add=view.example_add(),
-                     remove=view.call("municipality", w["remove"], "Wiesbaden"))
+                     remove=view.call("municipality.remove", "Wiesbaden"))
 
 
-async def _show(view: View, text: str) -> Text:
+async def _show(ctx: Context, view: View, text: str) -> Text:
     name, fields = split_fields(text)
-    found = await _find(view, name, fields)
+    typo = _mistyped_subcommand(ctx, name, fields)
+    if typo is not None and any(field != "state" for field, _, _ in fields):
+        raise ctx.unknown_subcommand(typo)  # of the subcommands only `neu` takes other keys
+    try:
+        found = await _find(view, name, fields)
+    except UserError as error:
+        if typo is None or error.key != "municipalities.not_found":
+            raise
+        raise UserError("municipalities.not_found_suggest", name=name,
+                        suggestions=Text.join((ctx.call(sub) for sub in
+                                               ctx.command.closest_subcommands(typo)), ", "),
+                        list=view.call("municipalities")) from None
     member = found[0]
     lines = [view.t("details_title", name=member.name),
              view.t("field", label=view.t("labels.kind"), value=view.kind(member.kind)),
@@ -245,6 +256,16 @@ async def _show(view: View, text: str) -> Text:
     if member.website:
         lines.append(view.t("field", label=view.t("labels.website"), value=member.website))
     return Text.join(lines)
+
+
+def _mistyped_subcommand(ctx: Context, name: str,
+                         fields: list[tuple[str | None, str, str]]) -> str | None:
+    """The first word of `!kommune <name …>` where it looks like a mistyped subcommand
+    (`!kommune nue Wiesbaden land=Hessen`): close to one, and more words follow."""
+    first, _, more = name.partition(" ")
+    if not (more.strip() or fields) or not ctx.command.closest_subcommands(first):
+        return None
+    return first
 
 
 async def _find(view: View, name: str, fields: list[tuple[str | None, str, str]]
@@ -339,8 +360,8 @@ async def _add(ctx: Context, view: View, text: str) -> Text:
     else:
         german = ctx.language == "de"
         parts.append(view.t("announced_nowhere", switch=ctx.call(
-            "config", "setzen" if german else "set",
-            room_settings.BY_KEY["announcements"].name(ctx.language), "an" if german else "on")))
+            "config.set", room_settings.BY_KEY["announcements"].name(ctx.language),
+            "an" if german else "on")))
     return Text.join(parts, " ")
 
 
@@ -348,7 +369,7 @@ async def _remove(ctx: Context, view: View, text: str) -> Text:
     name, fields = split_fields(text)
     if not name:
         raise UserError("municipalities.remove_usage",
-                        example=view.call("municipality", view.words["remove"], "Wiesbaden"))
+                        example=view.call("municipality.remove", "Wiesbaden"))
     [member] = await _find(view, name, fields)
     repo = ctx.services.storage.municipalities
     await repo.remove(member.id, _now_ms(ctx.services))

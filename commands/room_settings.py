@@ -127,36 +127,31 @@ async def change(services: Services, room_id: str, key: str, value: str | None,
 
 # -- the command ------------------------------------------------------------------------------
 
-ACTIONS: dict[str, tuple[str, ...]] = {
-    "set": ("set", "setzen", "aendern"),
-    "history": ("history", "verlauf"),
-}
-
 
 @router.command("config", "einstellungen", aliases=["settings", "konfiguration"],
-                action_levels={"set": Level.ROOM_MODERATOR},
-                action_words={"de": {"set": "setzen"}, "en": {"set": "set"}},
-                args=[Arg("config_action", optional=True),
-                      Arg("config_details", rest=True, optional=True)])
-async def config(ctx: Context, config_action: str | None = None,
-                 config_details: str | None = None) -> Text:
-    details = (config_details or "").strip()
-    if config_action is None:
-        return await _show(ctx)
-    action = lookup(ACTIONS, config_action)
-    if action == "history" and not details:
-        return await _history(ctx)
-    if action == "set":
-        await ctx.require_action("set")
-        key_word, _, value = details.partition(" ")
-        if not key_word or not value.strip():
-            raise UserError("settings.set_usage", example=_example(ctx), keys=_keys(ctx))
-        return await _set(ctx, key_word, value.strip())
-    raise ctx.usage_error()
+                args=[Arg("config_subcommand", rest=True, optional=True)])
+async def config(ctx: Context, config_subcommand: str | None = None) -> Text:
+    """`!einstellungen`: this room's settings; any word after it is a subcommand mistyped."""
+    if config_subcommand is not None:
+        raise ctx.unknown_subcommand(config_subcommand.split()[0])
+    return await _show(ctx)
 
 
-def _word(ctx: Context, action: str) -> str:
-    return ACTIONS[action][0] if ctx.language != "de" else ACTIONS[action][1]
+@router.subcommand("config", "set", "setzen", aliases=["ändern"],
+                   args=[Arg("config_key", optional=True),
+                         Arg("config_value", rest=True, optional=True)],
+                   level=Level.ROOM_MODERATOR)
+async def set_setting(ctx: Context, config_key: str | None = None,
+                      config_value: str | None = None) -> Text:
+    value = (config_value or "").strip()
+    if not config_key or not value:
+        raise UserError("settings.set_usage", example=_example(ctx), keys=_keys(ctx))
+    return await _set(ctx, config_key, value)
+
+
+@router.subcommand("config", "history", "verlauf")
+async def history(ctx: Context) -> Text:
+    return await _history(ctx)
 
 
 def _keys(ctx: Context) -> Text:
@@ -164,7 +159,7 @@ def _keys(ctx: Context) -> Text:
 
 
 def _example(ctx: Context) -> Text:
-    return ctx.call(None, _word(ctx, "set"), BY_KEY["language"].name(ctx.language), "en")
+    return ctx.call("config.set", BY_KEY["language"].name(ctx.language), "en")
 
 
 def _find(text: str) -> Setting | None:
@@ -182,8 +177,8 @@ async def _show(ctx: Context) -> Text:
             shown = shown + Text(" ", " ") + ctx.t("settings.default_marker")
         lines.append(ctx.t("settings.line", label=ctx.t(f"settings.labels.{definition.key}"),
                            setting=Text.code(definition.name(ctx.language)), value=shown))
-    lines.append(ctx.t("settings.how", set=ctx.call(None, _word(ctx, "set"), "…"),
-                       history=ctx.call(None, _word(ctx, "history"))))
+    lines.append(ctx.t("settings.how", set=ctx.call("config.set", "…"),
+                       history=ctx.call("config.history")))
     return Text.join(lines)
 
 

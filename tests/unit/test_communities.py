@@ -147,6 +147,36 @@ async def test_only_network_moderators_manage_communities(services, admin, level
     assert admin.rooms == {}
 
 
+def test_the_subcommands_keep_their_levels():
+    community = next(c for c in communities.router.commands if c.name == "community")
+    assert community.required_level == Level.MEMBER
+    assert {sub.key: sub.required_level for sub in community.subcommands} == dict.fromkeys(
+        ("community.create", "community.link", "community.set", "community.archive"),
+        NETWORK_MOD)
+
+
+async def test_help_for_a_subcommand_and_a_mistyped_one(services, admin):
+    detail = await say(services, "!hilfe community anlegen")
+    assert detail.startswith("!community anlegen <kurzname> <titel>\n\nLegt eine Community an")
+    assert "Aufrufbar als: !community create, !community anlegen, !community new" in detail
+    assert "Für: Netzwerk-Moderation" in detail
+    assert "- !community anlegen ki-verwaltung KI in der Verwaltung" in detail
+    assert (await say(services, "!help community link", language="en")).startswith(
+        "!community link <short name> <room> [title]")
+    assert await say(services, "!community anlgen ki KI", level=NETWORK_MOD) == (
+        "anlgen kenne ich hier nicht. Meintest du !community anlegen? Mehr zeigt "
+        "!hilfe community.")
+    assert await say(services, "!community archiviern", level=NETWORK_MOD) == (
+        "archiviern kenne ich hier nicht. Meintest du !community archivieren? Mehr zeigt "
+        "!hilfe community.")
+    # A short name that is nothing like a subcommand is an unknown community.
+    assert await say(services, "!community wolke") == (
+        "Eine Community wolke kenne ich nicht. Alle Communities zeigt !gemeinschaften.")
+    assert (await say(services, "!community wolke regen")).startswith(
+        "So funktioniert der Befehl: !community <kurzname>")
+    assert admin.rooms == {}
+
+
 @pytest.mark.parametrize(("body", "expected"), [
     ("!community anlegen K!I Titel", "K!I taugt nicht als Kurzname"),
     ("!community anlegen x Titel", "x taugt nicht als Kurzname"),

@@ -362,15 +362,15 @@ async def test_help_shows_each_person_the_subcommands_of_their_role(storage):
     room_moderator = (await answer(request("!hilfe", Level.ROOM_MODERATOR), services)).plain
     assert "!sprache" in room_moderator and "!community anlegen" not in room_moderator
     network = (await answer(request("!hilfe", Level.NETWORK_MODERATOR), services)).plain
-    assert ("Netzwerk-Moderation: !community anlegen, !community verknüpfen, "
+    assert ("  - !community anlegen, !community verknüpfen, "
             "!community setzen, !community archivieren") in network
-    assert "Netzwerk-Moderation: !kommune neu" in network and "!kommune entfernen" not in network
+    assert "  - !kommune neu\n" in network and "!kommune entfernen" not in network
     admin = (await answer(request("!hilfe", Level.ADMIN), services)).plain
-    assert "Bot-Administration: !kommune entfernen" in admin
+    assert "  - !kommune neu, !kommune entfernen" in admin
     detail = (await answer(request("!hilfe kommune"), services)).plain
-    assert ("Teile davon nur für bestimmte Rollen:\n"
-            "  - Netzwerk-Moderation: !kommune neu\n"
-            "  - Bot-Administration: !kommune entfernen") in detail
+    assert "Unterbefehle:\n- !kommune neu [name land=…] – " in detail
+    assert "(Netzwerk-Moderation)\n- !kommune entfernen [name] – " in detail
+    assert detail.endswith("(Bot-Administration)")
 
 
 # -- subcommands, declared like commands ----------------------------------------------------------

@@ -263,6 +263,32 @@ async def test_only_admins_remove_and_a_removed_member_can_be_added_again(servic
     assert await services.storage.municipalities.count() == 1
 
 
+def test_the_subcommands_keep_their_levels():
+    levels = {sub.key: sub.required_level for sub in municipalities.router.commands[1].subcommands}
+    assert levels == {"municipality.add": Level.NETWORK_MODERATOR,
+                      "municipality.remove": Level.ADMIN}
+
+
+async def test_help_for_a_subcommand_and_a_mistyped_one(services):
+    detail = await say(services, "!hilfe kommune neu")
+    assert detail.startswith("!kommune neu [name land=…]\n\nTrägt ein neues Mitglied ein")
+    assert "Für: Netzwerk-Moderation" in detail
+    assert "- !kommune neu Wiesbaden land=Hessen ags=06414000 art=Stadt" in detail
+    assert (await say(services, "!help municipality remove", language="en")).startswith(
+        "!municipality remove [name]\n\nRemoves an entry")
+    # Keys only `neu` takes: surely a mistyped subcommand.
+    assert await say(services, "!kommune nue Wiesbaden land=Hessen ags=06414000",
+                     level=NETWORK_MOD) == (
+        "nue kenne ich hier nicht. Meintest du !kommune neu? Mehr zeigt !hilfe kommune.")
+    # Could be a name: not found, and the subcommand it may have meant.
+    assert await say(services, "!kommune entfernn Wiesbaden") == (
+        "„entfernn Wiesbaden“ steht nicht im Verzeichnis. Meintest du !kommune entfernen? "
+        "Die Mitglieder zeigt !kommunen.")
+    assert await say(services, "!kommune Wiesbaden") == (
+        "„Wiesbaden“ steht nicht im Verzeichnis. Die Mitglieder zeigt !kommunen.")
+    assert await services.storage.municipalities.count() == 0
+
+
 async def test_the_same_name_in_two_states_is_asked_back(services):
     await say(services, "!kommune neu Neustadt land=Hessen", level=NETWORK_MOD)
     await say(services, "!kommune neu Neustadt land=Sachsen", level=NETWORK_MOD)

@@ -41,6 +41,25 @@ async def test_members_may_look_but_not_change(services, storage):
     assert await storage.rooms.setting_changes(ROOM) == []
 
 
+def test_the_subcommands_keep_their_levels():
+    [config] = room_settings.router.commands
+    assert {sub.key: sub.required_level for sub in config.subcommands} == {
+        "config.set": Level.ROOM_MODERATOR, "config.history": Level.MEMBER}
+
+
+async def test_help_for_a_subcommand(services):
+    detail = await say(services, "!hilfe einstellungen setzen")
+    assert detail.startswith("!einstellungen setzen [einstellung] [wert]\n\nÄndert eine "
+                             "Einstellung dieses Raums")
+    assert "Für: Raum-Moderation" in detail
+    assert "- !einstellungen setzen ankündigungen an" in detail
+    english = await say(services, "!help config history", language="en")
+    assert english.startswith("!config history\n\nShows the latest changes")
+    shown = await say(services, "!einstellungen")
+    assert shown.endswith("Ändern (Moderation): !einstellungen setzen … · Letzte Änderungen: "
+                          "!einstellungen verlauf")
+
+
 async def test_a_moderator_changes_the_language_and_is_answered_in_the_new_one(services,
                                                                                storage):
     answer = await say(services, "!einstellungen setzen sprache en", level=Level.ROOM_MODERATOR)
@@ -87,8 +106,12 @@ async def test_standard_resets_to_the_default(services, storage):
     ("!einstellungen setzen willkommen \u200b\u200e",
      "Für willkommen fehlt der Text. aus schaltet ihn ab, standard nimmt wieder den "
      "Standardtext."),
-    ("!einstellungen bunt", "So funktioniert der Befehl: !einstellungen [setzen|verlauf] "
-     "[schlüssel wert]\nMehr dazu: !hilfe einstellungen"),
+    ("!einstellungen bunt", "bunt kenne ich bei !einstellungen nicht. Was geht, zeigt "
+     "!hilfe einstellungen."),
+    ("!einstellungen setzn sprache en", "setzn kenne ich hier nicht. Meintest du "
+     "!einstellungen setzen? Mehr zeigt !hilfe einstellungen."),
+    ("!einstellungen verlauf jetzt", "So funktioniert der Befehl: !einstellungen verlauf\n"
+     "Mehr dazu: !hilfe einstellungen verlauf"),
 ])
 async def test_bad_input_is_answered_with_what_is_allowed(services, storage, body, expected):
     assert await say(services, body, level=Level.ROOM_MODERATOR) == expected
