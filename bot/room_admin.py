@@ -1,4 +1,4 @@
-"""`RoomAdmin` for the communities, on the Matrix connection: which state events make a space,
+"""`RoomAdmin` (commands/framework.py) on the Matrix connection: which state events make a space,
 and which failures a command should retry (RetryLater) or answer (ActionRefused)."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from typing import TypeVar
 
 from bot.matrix import MatrixConnection, RefusedError, TransientError
 from bot.settings import server_of
-from commands.communities import ActionRefused
-from commands.framework import RetryLater
+from commands.framework import ActionRefused, RetryLater
 
 T = TypeVar("T")
 

@@ -11,16 +11,17 @@ import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from rapidfuzz import fuzz, process
 
 from commands import room_settings
 from commands.framework import (
+    ActionRefused,
     Arg,
     Command,
     Context,
     Level,
+    RoomAdmin,
     Router,
     Services,
     UserError,
@@ -38,27 +39,6 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 TITLE_MAX = 100
 TOPIC_MAX = 300
 DESCRIPTION_MAX = 2000
-
-
-class ActionRefused(Exception):
-    """The homeserver refused an action for good (no permission, unknown room): the message is
-    its error code, never content."""
-
-
-class RoomAdmin(Protocol):
-    """What communities need from Matrix. Transient failures raise `RetryLater`, refusals
-    `ActionRefused`."""
-
-    async def create_room(self, *, name: str, topic: str, moderators: Sequence[str],
-                          space: bool = False) -> str: ...
-    async def add_to_space(self, space_id: str, room_id: str) -> None: ...
-    async def remove_from_space(self, space_id: str, room_id: str) -> None: ...
-    async def find_room(self, text: str) -> str | None: ...
-    async def join(self, room_id: str) -> bool: ...
-    async def is_member(self, room_id: str, user_id: str) -> bool: ...
-    async def invite(self, room_id: str, user_id: str) -> None: ...
-    async def set_topic(self, room_id: str, topic: str) -> None: ...
-    async def member_count(self, room_id: str) -> int: ...
 
 
 @dataclass(frozen=True)

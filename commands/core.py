@@ -29,7 +29,6 @@ async def help_command(ctx: Context, command: str | None = None) -> Text:
             subs = [ctx.call(sub) for sub in c.subcommands if sub.required_level <= level]
             if subs:
                 lines.append(ctx.t("help.subcommands", commands=Text.join(subs, ", ")))
-            lines.extend(_action_lines(ctx, c, up_to=level))
         sections.append(Text.join(lines))
     help_name = ctx.command.display_name(lang)
     placeholder = services.catalog.template(lang, "args.command")
@@ -80,25 +79,9 @@ def _help_for(ctx: Context, text: str, level: Level) -> Text:
             ctx.t("help.subcommand_line", usage=_usage(ctx, sub), summary=_summary(ctx, sub),
                   level=ctx.t(sub.required_level.key))
             for sub in found.subcommands)))
-    restricted = _action_lines(ctx, found, up_to=Level.ADMIN)
-    if restricted:
-        parts.append(ctx.t("help.actions", actions=Text.join(restricted)))
     if needed > level:
         parts.append(ctx.t("help.not_allowed", level=ctx.t(needed.key)))
     return Text.join(parts, "\n\n")
-
-
-def _action_lines(ctx: Context, command: Command, *, up_to: Level) -> list[Text]:
-    """One line per level above the command's own, up to `up_to`, naming its actions, e.g.
-    `  - Netzwerk-Moderation: !community anlegen, !community archivieren`."""
-    by_level: dict[Level, list[Text]] = {}
-    for action in command.action_levels:
-        needed = command.action_level(action)
-        if command.level < needed <= up_to:
-            by_level.setdefault(needed, []).append(
-                ctx.call(command.name, command.action_word(action, ctx.language)))
-    return [ctx.t("help.action_line", level=ctx.t(needed.key), commands=Text.join(calls, ", "))
-            for needed, calls in sorted(by_level.items())]
 
 
 @router.command("ping", "ping")

@@ -17,14 +17,11 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from commands.i18n import Catalog, Text
 from storage import Storage
 from storage.text import fold
-
-if TYPE_CHECKING:
-    from commands.communities import RoomAdmin
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +119,6 @@ class Command:
     args: tuple[Arg, ...]
     level: Level
     group: str
-    # The level each action (subcommand) needs, and how its word is written per language;
-    # an action not listed needs `level`.
-    action_levels: dict[str, Level] = field(default_factory=dict)
-    action_words: dict[str, dict[str, str]] = field(default_factory=dict)
 
     parent: Command | None = None
     subcommands: list[Command] = field(default_factory=list)
@@ -156,13 +149,6 @@ class Command:
             if words[match] not in found:
                 found.append(words[match])
         return found[:limit]
-
-    def action_level(self, action: str) -> Level:
-        return max(self.level, self.action_levels.get(action, self.level))
-
-    def action_word(self, action: str, language: str) -> str:
-        words = self.action_words.get(language) or self.action_words.get("en") or {}
-        return words.get(action, action)
 
     def display_name(self, language: str) -> str:
         """How it is written in `language`: `werkstatt`, `werkstatt neu`."""
@@ -213,17 +199,11 @@ class Router:
         aliases: Sequence[str] = (),
         args: Sequence[Arg] = (),
         level: Level = Level.MEMBER,
-        action_levels: dict[str, Level] | None = None,
-        action_words: dict[str, dict[str, str]] | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Declare a command. `action_levels` declares the level of each action (subcommand)
-        above the command's own, with `action_words` (language -> action -> word) to name it
-        in refusals and in !help; the handler checks it with `Context.require_action`."""
+        """Declare a command; its subcommands are declared with `subcommand`."""
         def register(handler: Handler) -> Handler:
             self.commands.append(
-                Command(name, german, tuple(aliases), handler, tuple(args), level, self.group,
-                        dict(action_levels or {}), dict(action_words or {}))
-            )
+                Command(name, german, tuple(aliases), handler, tuple(args), level, self.group))
             return handler
 
         return register
@@ -263,6 +243,28 @@ class Registry:
             if command not in found:
                 found.append(command)
         return found[:limit]
+
+
+class ActionRefused(Exception):
+    """The homeserver refused a `RoomAdmin` action for good (no permission, unknown room): the
+    message is its error code, never content."""
+
+
+class RoomAdmin(Protocol):
+    """Acting on Matrix rooms for a command (communities create rooms and invite), behind a
+    protocol so that handlers stay testable with fakes (`bot/room_admin.py` implements it).
+    Transient failures raise `RetryLater`, refusals `ActionRefused`."""
+
+    async def create_room(self, *, name: str, topic: str, moderators: Sequence[str],
+                          space: bool = False) -> str: ...
+    async def add_to_space(self, space_id: str, room_id: str) -> None: ...
+    async def remove_from_space(self, space_id: str, room_id: str) -> None: ...
+    async def find_room(self, text: str) -> str | None: ...
+    async def join(self, room_id: str) -> bool: ...
+    async def is_member(self, room_id: str, user_id: str) -> bool: ...
+    async def invite(self, room_id: str, user_id: str) -> None: ...
+    async def set_topic(self, room_id: str, topic: str) -> None: ...
+    async def member_count(self, room_id: str) -> int: ...
 
 
 @dataclass
@@ -366,10 +368,6 @@ class Context:
                                                 for c in close), ", "),
                          help=help_line)
 
-    async def require_action(self, action: str) -> None:
-        """Refuse this command's `action` below the level its declaration gives it."""
-        await self.require(self.command.action_level(action),
-                           self.command.action_word(action, self.language))
 
 
 def command_line(services: Services, language: str, command: str | Command,
@@ -537,13 +535,16 @@ async def _invoke(command: Command, rest: str, typed: Text, request: Request,
     needed = command.required_level
     if needed > Level.MEMBER and await request.level() < needed:
         raise _Refused("errors.level", command=typed, level=catalog.text(lang, needed.key))
+    context = Context(request, services, command)
     try:
         values = parse_args(command, rest)
     except ArgumentError:
+        if command.subcommands and not command.args:  # a word that is none of them
+            raise context.unknown_subcommand(_first_word(rest)[0]) from None
         raise _UsageError("errors.usage", usage=usage(command, catalog, lang, services.prefix),
                           help=Text.code(f"{services.prefix}{_help_name(services, lang)} "
                                          f"{command.display_name(lang)}")) from None
-    return await command.handler(Context(request, services, command), **values)
+    return await command.handler(context, **values)
 
 
 def _help_name(services: Services, language: str) -> str:

@@ -128,12 +128,10 @@ async def change(services: Services, room_id: str, key: str, value: str | None,
 # -- the command ------------------------------------------------------------------------------
 
 
-@router.command("config", "einstellungen", aliases=["settings", "konfiguration"],
-                args=[Arg("config_subcommand", rest=True, optional=True)])
-async def config(ctx: Context, config_subcommand: str | None = None) -> Text:
-    """`!einstellungen`: this room's settings; any word after it is a subcommand mistyped."""
-    if config_subcommand is not None:
-        raise ctx.unknown_subcommand(config_subcommand.split()[0])
+@router.command("config", "einstellungen", aliases=["settings", "konfiguration"])
+async def config(ctx: Context) -> Text:
+    """`!einstellungen`: this room's settings (a word after it that is no subcommand is
+    answered with the closest ones)."""
     return await _show(ctx)
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from bot.welcomer import GREET_AGAIN_AFTER_MS, Welcomer
 from commands import communities, core, room_settings
-from commands.communities import ActionRefused, CommunityConfig
-from commands.framework import Level, RetryLater, dispatch
+from commands.communities import CommunityConfig
+from commands.framework import ActionRefused, Level, RetryLater, dispatch
 from storage.communities import Join
 from storage.outbox import OutgoingMessage
 from tests.unit.fakes import ALICE, BOB, OTHER_ROOM, make_services, request, say

@@ -470,3 +470,19 @@ def test_a_subcommand_word_declared_twice_is_refused():
         @router.subcommand("thing", "draw", "Malen")
         async def draw(ctx):
             return None
+
+
+async def test_a_word_after_a_command_that_takes_none_but_has_subcommands_is_a_typo(storage):
+    router = Router("core")
+
+    @router.command("box", "kiste")
+    async def box(ctx):
+        return Text.raw("box")
+
+    @router.subcommand("box", "open", "öffnen")
+    async def open_box(ctx):
+        return Text.raw("open")
+
+    services = make_services(storage, [core.router, router])
+    assert (await answer(request("!kiste öffnn"), services)).plain == (
+        "öffnn kenne ich hier nicht. Meintest du !kiste öffnen? Mehr zeigt !hilfe kiste.")
