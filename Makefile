@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m bot.demo
+	$(PY) -m bot.devtools.demo
 
 test: $(VENV)/.installed element-client
 	$(VENV)/bin/ruff check bot commands storage tests bench

@@ -9,11 +9,11 @@
    1–5 of ~200 topics each, bios of 10–60 words; the same ones for the same seed), writes them
    as a CSV file in the import format to `workdir`;
 2. imports that file into a new database file the way `nextbot import experts` does
-   (`Storage.open`, `bot.import_experts.import_experts`, `close`), timed: this builds the database
-   that 3 and 4 use;
+   (`Storage.open`, `bot.importers.experts.import_experts`, `close`), timed: this builds the
+   database that 3 and 4 use;
 3. answers the fixed query mix `QUERIES` with `!experten …` through `commands.framework.dispatch`
    (parse, search, reply text), `runs` times each, taking turns; also the Matrix content the bot
-   would send for each reply (`bot.render.paginate`);
+   would send for each reply (`bot.matrix.render.paginate`);
 4. starts a fresh interpreter per sample on that database and on an empty one: imports,
    `Storage.open` (the migrations check), catalog + registry + services, the first `!experten`
    reply.
@@ -345,8 +345,8 @@ def _bio(rng: random.Random, words: int, topics: list[str], role: str, organisat
 
 
 def write_csv(profiles: list[Any], path: Path) -> int:
-    """The profiles in `nextbot import experts`'s format (`bot.import_experts.row_of`); bytes."""
-    from bot.import_experts import COLUMNS, row_of
+    """The profiles in `nextbot import experts`'s format (`bot.importers.experts.row_of`); bytes."""
+    from bot.importers.experts import COLUMNS, row_of
 
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
@@ -364,7 +364,7 @@ async def import_csv(csv_path: Path, database: Path) -> dict[str, Any]:
     Seconds; `upsert_s` is the part spent in `ExpertRepository.upsert_many` (the writing), the
     rest of `import_s` is reading and checking the file.
     """
-    from bot.import_experts import DEFAULT_BIO_MAX_LENGTH, import_experts
+    from bot.importers.experts import DEFAULT_BIO_MAX_LENGTH, import_experts
     from storage import Storage
 
     began = time.perf_counter()
@@ -483,10 +483,10 @@ async def search_latency(database: Path, runs: int) -> dict[str, Any]:
     """Every query of QUERIES `runs` times (one warm-up round first), taking turns.
 
     Milliseconds: `dispatch` (parse, search, reply text) and `with_content` (plus the Matrix
-    content: Markdown to sanitized HTML, `bot.render.paginate`); per query and per kind too.
+    content: Markdown to sanitized HTML, `bot.matrix.render.paginate`); per query and per kind too.
     """
     from bench.inprocess import services_on, summary
-    from bot.render import paginate
+    from bot.matrix.render import paginate
     from commands.framework import Level, Request, dispatch
     from commands.i18n import Text
 

@@ -136,8 +136,8 @@ async def pipeline_cost(commands: int, body: str = "!ping", placement: str | Non
     command: the sync loop's, the handling's, the delete). Whether the two threads share a CPU
     changes the cost severalfold on some machines, so `placement` ("one core", "two cores")
     pins them; None leaves it to the scheduler."""
-    from bot.handling import CommandHandler
-    from bot.permissions import Permissions
+    from bot.matrix.permissions import Permissions
+    from bot.pipeline.handling import CommandHandler
     from storage.inbox import InboxMessage
     from storage.rooms import RoomCursor
 
@@ -157,7 +157,7 @@ async def pipeline_cost(commands: int, body: str = "!ping", placement: str | Non
                 message = InboxMessage(f"$bench{index}", ROOM, SENDER, body,
                                        int(time.time() * 1000))
                 began = time.perf_counter_ns()
-                async with storage.db.transaction():  # as `bot.syncer.Syncer.sync_once`
+                async with storage.db.transaction():  # as `bot.pipeline.syncer.Syncer.sync_once`
                     await storage.inbox.add_on_commit([message],
                                                       received_at=int(time.time() * 1000))
                     await storage.rooms.set_cursor(RoomCursor(ROOM, message.event_id,

@@ -56,7 +56,7 @@ from bench import scheduler as scheduler_bench
 from bench.client import Member
 from bench.inprocess import quantile, summary
 from bench.png import BLUE, GREY, BarChart, Group
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 
 RESULTS_DIR = Path(__file__).parent / "results"
 PASSWORD = "bench-password-123"

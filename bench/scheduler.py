@@ -4,7 +4,7 @@
 
 A file database gets N / 2 workshops in 100 rooms, all starting between one and two days from now,
 so that both default reminders (a day and an hour before) of each fall within the scheduler's
-planning horizon: N occurrences to plan. Then `bot.scheduler.Scheduler` with the workshops'
+planning horizon: N occurrences to plan. Then `bot.pipeline.scheduler.Scheduler` with the workshops'
 reminder source, as `bot.runtime` wires it, is measured:
 
 - *start*: `Scheduler.start()` on that database: the catch-up (nothing due) and the planning of
@@ -64,7 +64,7 @@ class _Clock:
 
 async def rebuild(database: Path, runs: int) -> dict[str, Any]:
     from bench.inprocess import services_on
-    from bot.scheduler import Scheduler
+    from bot.pipeline.scheduler import Scheduler
     from commands import workshops
 
     services = await services_on(database)

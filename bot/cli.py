@@ -249,7 +249,7 @@ def _cmd_device(args: argparse.Namespace) -> int:
         return 1
 
     async def work(storage: Storage) -> int:
-        from bot.crypto import device_fingerprint
+        from bot.matrix.crypto import device_fingerprint
 
         session = await storage.session.get()
         if session is None:
@@ -260,7 +260,7 @@ def _cmd_device(args: argparse.Namespace) -> int:
         except LookupError as exc:
             _report([str(exc)])
             return 1
-        from bot.cross_signing import IdentityError, load_identity, spaced
+        from bot.matrix.cross_signing import IdentityError, load_identity, spaced
 
         try:
             identity = load_identity(settings.matrix.store_path, session.user_id)
@@ -291,9 +291,9 @@ def _cmd_reset_identity(args: argparse.Namespace) -> int:
         return 1
 
     async def work(storage: Storage) -> int:
-        from bot.cross_signing import IdentityError, spaced
-        from bot.crypto import StoreKeyError
-        from bot.matrix import LoginError, MatrixConnection, TransientError
+        from bot.matrix.connection import LoginError, MatrixConnection, TransientError
+        from bot.matrix.cross_signing import IdentityError, spaced
+        from bot.matrix.crypto import StoreKeyError
 
         session = await storage.session.get()
         if session is None or session.user_id != settings.matrix.user_id:
@@ -377,7 +377,7 @@ def _cmd_import_experts(args: argparse.Namespace) -> int:
     settings = _load_or_report(args.config)
     if settings is None:
         return 1
-    from bot.import_experts import run_cli
+    from bot.importers.experts import run_cli
 
     async def work(storage: Storage) -> int:
         return await run_cli(
@@ -392,7 +392,7 @@ def _cmd_import_workshops(args: argparse.Namespace) -> int:
     settings = _load_or_report(args.config)
     if settings is None:
         return 1
-    from bot.import_workshops import run_cli
+    from bot.importers.workshops import run_cli
 
     async def work(storage: Storage) -> int:
         return await run_cli(
@@ -409,7 +409,7 @@ def _cmd_import_municipalities(args: argparse.Namespace) -> int:
     settings = _load_or_report(args.config)
     if settings is None:
         return 1
-    from bot.import_municipalities import run_cli
+    from bot.importers.municipalities import run_cli
 
     async def work(storage: Storage) -> int:
         return await run_cli(
@@ -425,7 +425,7 @@ def _cmd_export_experts(args: argparse.Namespace) -> int:
     settings = _load_or_report(args.config)
     if settings is None:
         return 1
-    from bot.import_experts import ExportError, export_experts
+    from bot.importers.experts import ExportError, export_experts
 
     async def work(storage: Storage) -> int:
         try:

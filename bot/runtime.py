@@ -13,22 +13,22 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-from bot.crypto import StoreKeyError
-from bot.feed import MemberFeed
-from bot.handling import CommandHandler
-from bot.lanes import RoomLanes
-from bot.matrix import LoginError, MatrixConnection
+from bot.importers.feed import MemberFeed
+from bot.matrix.connection import LoginError, MatrixConnection
+from bot.matrix.crypto import StoreKeyError
+from bot.matrix.own_rooms import DirectRooms
+from bot.matrix.pairing_rooms import PairingRooms, after_rooms_synced
+from bot.matrix.permissions import NetworkRooms, Permissions
+from bot.matrix.room_admin import MatrixRoomAdmin
 from bot.metrics import Metrics, MetricsAddressError, MetricsServer
-from bot.own_rooms import DirectRooms
-from bot.pairing_rooms import PairingRooms, after_rooms_synced
-from bot.permissions import NetworkRooms, Permissions
-from bot.rate_limit import MemberRateLimit
-from bot.room_admin import MatrixRoomAdmin
-from bot.scheduler import Scheduler
-from bot.sender import Sender
+from bot.pipeline.handling import CommandHandler
+from bot.pipeline.lanes import RoomLanes
+from bot.pipeline.rate_limit import MemberRateLimit
+from bot.pipeline.scheduler import Scheduler
+from bot.pipeline.sender import Sender
+from bot.pipeline.syncer import Syncer
+from bot.pipeline.welcomer import Welcomer
 from bot.settings import Settings
-from bot.syncer import Syncer
-from bot.welcomer import Welcomer
 from commands import (
     communities,
     core,

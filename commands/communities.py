@@ -1,7 +1,7 @@
 """Communities: long-lived rooms of the network, listed in its space, joined by command, with a
 welcome for newcomers that each room's moderators word themselves.
 
-Handlers act on Matrix only through `RoomAdmin` (implemented in `bot/room_admin.py`), so this
+Handlers act on Matrix only through `RoomAdmin` (implemented in `bot/matrix/room_admin.py`), so this
 module stays free of nio and its tests run against a fake.
 """
 

@@ -252,7 +252,7 @@ class ActionRefused(Exception):
 
 class RoomAdmin(Protocol):
     """Acting on Matrix rooms for a command (communities create rooms and invite), behind a
-    protocol so that handlers stay testable with fakes (`bot/room_admin.py` implements it).
+    protocol so that handlers stay testable with fakes (`bot/matrix/room_admin.py` implements it).
     Transient failures raise `RetryLater`, refusals `ActionRefused`."""
 
     async def create_room(self, *, name: str, topic: str, moderators: Sequence[str],

@@ -20,7 +20,7 @@ or moving it is stored under that key.
 
 The scheduler's sources here: `MeetReminders` (before each date, into every room where
 `meet_reminders` is on) and `MeetFollowUps` (after a date, into each pair's room: did you
-meet?). The pairing itself runs in `bot/pairing_rooms.py`, which calls `pair_due_round` and
+meet?). The pairing itself runs in `bot/matrix/pairing_rooms.py`, which calls `pair_due_round` and
 then makes the rooms; the algorithm is `commands/pairing.py`.
 """
 

@@ -5,7 +5,8 @@ Members: `!kommunen` shows the latest joins, the count and a short statistic by 
 Moderators: `!kommune neu Wiesbaden land=Hessen ags=06414000 art=Stadt` registers a join (it
 is announced); admins: `!kommune entfernen Wiesbaden`. Keys in German or English (`state=`,
 `kind=`, `website=`, `joined=` …). New members also come from the operators' CSV import
-(`bot/import_municipalities.py`) and the network's published member list (`bot/feed.py`).
+(`bot/importers/municipalities.py`) and the network's published member list
+(`bot/importers/feed.py`).
 
 `JoinAnnouncements` is the scheduler's source of announcements: each join registered to be
 announced is posted once into every room that wants announcements (`[announcements] rooms` plus

@@ -1,10 +1,10 @@
 """What features tell the scheduler: their occurrences, and what to post when one is due.
 
 A feature (workshop reminders, NExT-to-meet-you, join announcements) offers an
-`OccurrenceSource`. The scheduler in `bot/scheduler.py` asks it for the occurrences in a window,
-fires each once at its time, and records the delivery under the occurrence's key, so a restart
-neither loses nor repeats one. Times are computed on the wall clock of the configured time zone,
-so 18:00 stays 18:00 across the clock changes.
+`OccurrenceSource`. The scheduler in `bot/pipeline/scheduler.py` asks it for the occurrences in a
+window, fires each once at its time, and records the delivery under the occurrence's key, so a
+restart neither loses nor repeats one. Times are computed on the wall clock of the configured time
+zone, so 18:00 stays 18:00 across the clock changes.
 """
 
 from __future__ import annotations

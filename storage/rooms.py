@@ -105,7 +105,7 @@ class RoomRepository:
         return row is not None
 
     async def alias_key(self) -> bytes:
-        """The bot's random key for the aliases of the rooms it makes (`bot/own_rooms.py`):
+        """The bot's random key for the aliases of the rooms it makes (`bot/matrix/own_rooms.py`):
         made on first use and kept, so that no member can work out such an alias."""
         if self._alias_key is None:
             await self._db.execute(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 
 # -- homeserver ---------------------------------------------------------------------------------
 

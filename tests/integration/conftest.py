@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 from tests.integration.harness import BotAccount, Member
 
 pytestmark = pytest.mark.synapse

@@ -18,10 +18,10 @@ import aiohttp
 import nio
 import pytest
 
-from bot.matrix import MatrixConnection, RoomEvent, SyncBatch
+from bot.devtools.testserver import Homeserver
+from bot.matrix.connection import MatrixConnection, RoomEvent, SyncBatch
 from bot.runtime import Bot
 from bot.settings import Settings
-from bot.testserver import Homeserver
 from commands.framework import Router
 
 PASSWORD = "test-password-123"

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from bot.render import ALLOWED_ATTRIBUTES, ALLOWED_TAGS
+from bot.matrix.render import ALLOWED_ATTRIBUTES, ALLOWED_TAGS
 from commands.framework import Router
 from commands.i18n import Catalog, Text
 from tests.integration.conftest import MakeMember

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 from tests.integration.harness import PASSWORD, Member, replies_to, unique
 
 pytestmark = pytest.mark.synapse

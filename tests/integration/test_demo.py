@@ -12,7 +12,7 @@ pytestmark = pytest.mark.synapse
 
 def test_demo_script_talks_to_the_bot_and_cleans_up() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bot.demo", "--script",
+        [sys.executable, "-m", "bot.devtools.demo", "--script",
          "!ping", "!hilfe", "!experten KI", "!werkstätten"],
         capture_output=True, text=True, timeout=120,
     )

@@ -19,7 +19,7 @@ from typing import Any
 import nio
 import pytest
 
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 from tests.integration.harness import PASSWORD, BotAccount, unique
 from tests.integration.test_encryption import EncryptingMember
 

@@ -15,9 +15,9 @@ from signedjson.key import decode_verify_key_base64
 from signedjson.sign import verify_signed_json
 
 from bot import cli
-from bot.cross_signing import KEYS_FILE, spaced
-from bot.matrix import LoginError
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
+from bot.matrix.connection import LoginError
+from bot.matrix.cross_signing import KEYS_FILE, spaced
 from tests.integration.harness import PASSWORD, BotAccount, register_with_token, unique
 
 pytestmark = pytest.mark.synapse
@@ -204,10 +204,11 @@ async def test_a_community_room_is_made_encrypted_and_its_welcome_arrives_encryp
 async def test_an_unreadable_message_gets_one_explanation_and_the_loop_goes_on(
     bot_account: BotAccount, member, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import matrix, syncer
+    from bot.matrix import connection
+    from bot.pipeline import syncer
 
     monkeypatch.setattr(syncer, "UNDECRYPTABLE_GRACE_MS", 500)
-    monkeypatch.setattr(matrix, "SYNC_TIMEOUT_MS", 1000)  # look again soon, not in 30 s
+    monkeypatch.setattr(connection, "SYNC_TIMEOUT_MS", 1000)  # look again soon, not in 30 s
     await bot_account.start()
     await bot_account.wait_synced()
     room = await member.create_room(invite=[bot_account.user_id], initial_state=[ENCRYPTION])

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import nio
 import pytest
 
-from bot.matrix import MatrixConnection, TransientError
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
+from bot.matrix.connection import MatrixConnection, TransientError
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import (
     BotAccount,

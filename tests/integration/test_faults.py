@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 from storage import Storage
 from storage.workshops import Workshop
 from tests.integration.fault_proxy import FaultProxy

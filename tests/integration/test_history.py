@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from bot.matrix import MatrixConnection
+from bot.matrix.connection import MatrixConnection
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import BotAccount, Member, assert_answered_once, replies_to
 

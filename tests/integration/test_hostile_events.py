@@ -14,7 +14,7 @@ from pathlib import Path
 import nio
 import pytest
 
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 from tests.integration.harness import BotAccount
 from tests.integration.test_encryption import ENCRYPTION, EncryptingMember
 

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import nio
 import pytest
 
-from bot.matrix import MatrixConnection, TransientError
-from bot.own_rooms import keyed_alias
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
+from bot.matrix.connection import MatrixConnection, TransientError
+from bot.matrix.own_rooms import keyed_alias
 from commands.meet import STATE_EVENT
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import BotAccount, Member

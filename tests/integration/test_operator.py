@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.testserver import Homeserver
+from bot.devtools.testserver import Homeserver
 from tests.integration.conftest import MakeBot, MakeMember
 from tests.integration.harness import (
     PASSWORD,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.matrix import MatrixConnection
-from bot.permissions import Permissions
+from bot.matrix.connection import MatrixConnection
+from bot.matrix.permissions import Permissions
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import BotAccount, Member
 

@@ -9,7 +9,7 @@ import uuid
 import nio
 import pytest
 
-from bot.testserver import Homeserver, RegistrationError
+from bot.devtools.testserver import Homeserver, RegistrationError
 
 pytestmark = pytest.mark.synapse
 

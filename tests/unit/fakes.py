@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.backoff import Backoff
-from bot.matrix import (
+from bot.matrix.connection import (
     Invite,
     RefusedError,
     RoomEvent,
@@ -19,6 +18,7 @@ from bot.matrix import (
     SyncBatch,
     TransientError,
 )
+from bot.pipeline.backoff import Backoff
 from commands import core
 from commands.framework import Level, Registry, Request, Router, Services, dispatch
 from commands.i18n import Catalog
@@ -63,7 +63,7 @@ INTERNAL_ERRORS = {CATALOG.template(lang, "errors.internal") for lang in ("de", 
 async def say(services: Services, body: str, level: Level = Level.MEMBER, language: str = "de",
               sender: str = ALICE, room_id: str = ROOM) -> str:
     """The plain text of the one reply to `body`, which must render and be no internal error."""
-    from bot.render import to_html
+    from bot.matrix.render import to_html
 
     replies = await dispatch(request(body, level=level, language=language, sender=sender,
                                      room_id=room_id), services)

@@ -1,6 +1,6 @@
 import random
 
-from bot.backoff import Backoff
+from bot.pipeline.backoff import Backoff
 from tests.unit.fakes import Sleeps
 
 

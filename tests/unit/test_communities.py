@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from bot.welcomer import GREET_AGAIN_AFTER_MS, Welcomer
+from bot.pipeline.welcomer import GREET_AGAIN_AFTER_MS, Welcomer
 from commands import communities, core, room_settings
 from commands.communities import CommunityConfig
 from commands.framework import ActionRefused, Level, RetryLater, dispatch

@@ -13,8 +13,9 @@ from nio.crypto import OlmDevice
 from signedjson.key import decode_verify_key_base64
 from signedjson.sign import verify_signed_json
 
-from bot import cross_signing
-from bot.cross_signing import (
+from bot.matrix import cross_signing
+from bot.matrix.connection import MatrixConnection
+from bot.matrix.cross_signing import (
     KEYS_FILE,
     Identity,
     IdentityError,
@@ -25,8 +26,7 @@ from bot.cross_signing import (
     sign_device,
     unsigned_devices,
 )
-from bot.crypto import _KeysQueryResponse
-from bot.matrix import MatrixConnection
+from bot.matrix.crypto import _KeysQueryResponse
 from bot.settings import MatrixSettings
 
 BOT = "@bot:localhost"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.render import to_html
+from bot.matrix.render import to_html
 from bot.settings import ExpertSettings
 from commands import core, experts
 from commands.experts import ExpertConfig, parse_query

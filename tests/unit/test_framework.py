@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from bot.render import to_html
+from bot.matrix.render import to_html
 from commands import core
 from commands.framework import (
     Arg,

@@ -2,10 +2,10 @@ import sqlite3
 
 import pytest
 
-from bot.handling import CommandHandler, reply_txn_id
-from bot.own_rooms import DirectRooms
-from bot.permissions import Permissions
-from bot.sender import Sender
+from bot.matrix.own_rooms import DirectRooms
+from bot.matrix.permissions import Permissions
+from bot.pipeline.handling import CommandHandler, reply_txn_id
+from bot.pipeline.sender import Sender
 from commands import communities, core, workshops
 from commands.framework import RetryLater, Router
 from commands.i18n import Text
@@ -173,7 +173,7 @@ async def test_drain_room_answers_in_order(storage, handler):
 
 
 async def test_an_unreachable_homeserver_keeps_a_moderator_command_queued(storage, on_reply):
-    from bot.matrix import TransientError
+    from bot.matrix.connection import TransientError
     from commands.framework import RetryLater
 
     async def unreachable(room_id):

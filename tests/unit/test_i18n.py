@@ -4,7 +4,7 @@ import string
 
 import pytest
 
-from bot.render import to_html
+from bot.matrix.render import to_html
 from bot.runtime import FEATURES
 from commands import core
 from commands.framework import Level, Registry, parse_args

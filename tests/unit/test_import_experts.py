@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.csv_import import ImportFileError
-from bot.import_experts import (
+from bot.importers.csv_reading import ImportFileError
+from bot.importers.experts import (
     COLUMNS,
     FORMULA_STARTS,
     ExportError,

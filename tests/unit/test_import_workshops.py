@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.csv_import import ImportFileError
-from bot.import_workshops import (
+from bot.importers.csv_reading import ImportFileError
+from bot.importers.workshops import (
     COLUMNS,
     CREATED_BY,
     check_workshop_rows,

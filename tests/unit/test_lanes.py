@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.lanes import RoomLanes
+from bot.pipeline.lanes import RoomLanes
 from tests.unit.fakes import until
 
 A, B, C = "!a:example.org", "!b:example.org", "!c:example.org"
@@ -124,7 +124,7 @@ async def test_max_parallel_limits_rooms_running_at_once():
 
 
 async def test_a_failing_drain_is_logged_and_the_room_retried(caplog):
-    caplog.set_level(logging.ERROR, logger="bot.lanes")
+    caplog.set_level(logging.ERROR, logger="bot.pipeline.lanes")
     queues = Queues()
     queues.failures[A] = 2
     queues.add(A, "a1")
@@ -134,7 +134,7 @@ async def test_a_failing_drain_is_logged_and_the_room_retried(caplog):
         await until(lambda: queues.done_in(A) == ["a1"])
         assert queues.done_in(B) == ["b1"]
     assert queues.drains.count(A) == 3
-    failures = [r for r in caplog.records if r.name == "bot.lanes"]
+    failures = [r for r in caplog.records if r.name == "bot.pipeline.lanes"]
     assert len(failures) == 2
     assert all(A in r.getMessage() and "commands" in r.getMessage() for r in failures)
     assert all(r.exc_info is not None for r in failures)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-import bot.matrix
-from bot.matrix import MatrixConnection, TransientError
+import bot.matrix.connection
+from bot.matrix.connection import MatrixConnection, TransientError
 from bot.settings import MatrixSettings
 
 ROOM = "!room:localhost"
@@ -66,7 +66,7 @@ async def server() -> AsyncIterator[ScriptedHomeserver]:
 @pytest.fixture
 async def connection(server: ScriptedHomeserver, tmp_path: Path,
                      monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MatrixConnection]:
-    monkeypatch.setattr(bot.matrix, "UNBOUNDED_SYNC_LIMIT_S", 0.3)
+    monkeypatch.setattr(bot.matrix.connection, "UNBOUNDED_SYNC_LIMIT_S", 0.3)
     matrix = MatrixConnection(MatrixSettings(
         homeserver=server.url, user_id="@bot:localhost", password="x",
         store_path=tmp_path / "store", encryption=False))
@@ -86,7 +86,7 @@ async def test_the_full_state_sync_at_start_gives_up_and_asks_again(
     connection: MatrixConnection, server: ScriptedHomeserver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bot.matrix.Backoff, "next_delay", lambda self: 0.05)
+    monkeypatch.setattr(bot.matrix.connection.Backoff, "next_delay", lambda self: 0.05)
     with pytest.raises(TimeoutError):  # start-up requests are repeated until answered
         await asyncio.wait_for(connection._load_rooms(None), timeout=1.5)
     assert server.requests >= 3  # not one request waited on for ever

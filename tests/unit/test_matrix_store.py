@@ -14,8 +14,8 @@ import pytest
 from nio.crypto import InboundGroupSession, OlmAccount, OutboundGroupSession
 from nio.crypto.sessions import OutboundSession
 
-from bot.crypto import PICKLE_KEY_FILE, KeyStore, StoreKeyError, device_fingerprint
-from bot.matrix import MatrixConnection
+from bot.matrix.connection import MatrixConnection
+from bot.matrix.crypto import PICKLE_KEY_FILE, KeyStore, StoreKeyError, device_fingerprint
 from bot.settings import MatrixSettings
 
 BOT = "@bot:localhost"

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.matrix import RefusedError, TransientError
-from bot.pairing_rooms import PairingRooms, after_rooms_synced, intro_txn_id
-from bot.scheduler import Scheduler
+from bot.matrix.connection import RefusedError, TransientError
+from bot.matrix.pairing_rooms import PairingRooms, after_rooms_synced, intro_txn_id
+from bot.pipeline.scheduler import Scheduler
 from bot.settings import ConfigError, _build
 from commands import core, meet, room_settings
 from commands.framework import Level, Registry, dispatch
@@ -525,7 +525,7 @@ async def test_people_without_a_profile_are_paired_without_details(storage):
     assert "no shared topics" in intro.text.plain
 
 
-# -- rooms for the groups (bot/pairing_rooms.py) with a fake homeserver --------------------------
+# -- rooms for the groups (bot/matrix/pairing_rooms.py) with a fake homeserver -----------------
 
 
 class FakeRooms:

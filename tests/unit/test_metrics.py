@@ -10,12 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.backoff import Backoff
-from bot.matrix import SendOutcome, SendResult, TransientError
+from bot.matrix.connection import SendOutcome, SendResult, TransientError
 from bot.metrics import HEALTHY_SYNC_AGE_S, Metrics, MetricsAddressError, MetricsServer
-from bot.sender import Sender
+from bot.pipeline.backoff import Backoff
+from bot.pipeline.sender import Sender
+from bot.pipeline.syncer import Syncer
 from bot.settings import ConfigError, load_settings, parse_listen
-from bot.syncer import Syncer
 from storage.deliveries import Delivery
 from storage.outbox import OutgoingMessage
 from tests.unit.fakes import ROOM, FakeSyncSource, FakeTransport, batch, config

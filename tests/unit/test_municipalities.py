@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.render import to_html
-from bot.scheduler import Scheduler
+from bot.matrix.render import to_html
+from bot.pipeline.scheduler import Scheduler
 from commands import core, municipalities, room_settings
 from commands.framework import Level
 from commands.municipalities import ANNOUNCE_DELAY, JoinAnnouncements, pair_key, split_fields

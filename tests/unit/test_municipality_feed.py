@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.cli import main
-from bot.csv_import import ImportFileError
-from bot.feed import MASS_ADD_MIN, FeedUnreachable, Fetched, MemberFeed, parse_feed
-from bot.import_municipalities import import_members, run_cli
+from bot.importers.csv_reading import ImportFileError
+from bot.importers.feed import MASS_ADD_MIN, FeedUnreachable, Fetched, MemberFeed, parse_feed
+from bot.importers.municipalities import import_members, run_cli
 from bot.settings import ConfigError, load_settings
 from storage.municipalities import Member
 from tests.unit.fakes import config, no_jitter_backoff
@@ -249,7 +249,7 @@ poll_minutes = 0
 async def test_fetch_sends_conditional_requests_and_reports_failures_without_content():
     from aiohttp import web
 
-    from bot.feed import fetch
+    from bot.importers.feed import fetch
 
     seen: list[dict[str, str]] = []
     status = {"code": 200}

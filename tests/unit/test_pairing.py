@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.matrix import TransientError
-from bot.own_rooms import keyed_alias
-from bot.pairing_rooms import PairingRooms
+from bot.matrix.connection import TransientError
+from bot.matrix.own_rooms import keyed_alias
+from bot.matrix.pairing_rooms import PairingRooms
 from commands import core, meet
 from commands.framework import Services
 from commands.pairing import PERFECT, Group, Participant, pair, score
@@ -154,7 +154,7 @@ def test_two_thousand_participants_are_all_paired_without_repeats():
     assert not any(b in recent.get(a, ()) for g in groups for a in g.members for b in g.members)
 
 
-# -- a pair's room is the bot's own (bot/pairing_rooms.py, bot/own_rooms.py) ----------------------
+# -- a pair's room is the bot's own (bot/matrix/pairing_rooms.py, bot/matrix/own_rooms.py) --
 
 SQUATTER = "@mallory:example.org"
 PAIR = ("@alice:example.org", "@bob:example.org")

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bot import import_workshops
-from bot.csv_import import ImportFileError
+from bot.importers import workshops as import_workshops
+from bot.importers.csv_reading import ImportFileError
 from commands import core, dates, experts, meet, municipalities, workshop_spec, workshops
 from commands.framework import Level, UserError, dispatch
 from storage.workshops import parse_offset

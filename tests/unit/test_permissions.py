@@ -1,7 +1,7 @@
 import pytest
 
-from bot.matrix import RefusedError
-from bot.permissions import (
+from bot.matrix.connection import RefusedError
+from bot.matrix.permissions import (
     NetworkRooms,
     NotCached,
     Permissions,

@@ -2,11 +2,11 @@
 
 import pytest
 
-from bot.handling import CommandHandler, reply_txn_id
-from bot.matrix import TransientError
+from bot.matrix.connection import TransientError
+from bot.matrix.permissions import Permissions
 from bot.metrics import Metrics
-from bot.permissions import Permissions
-from bot.rate_limit import MemberRateLimit, Verdict
+from bot.pipeline.handling import CommandHandler, reply_txn_id
+from bot.pipeline.rate_limit import MemberRateLimit, Verdict
 from commands.framework import RetryLater
 from storage.inbox import InboxMessage
 from tests.unit.fakes import ALICE, BOB, BOSS, OTHER_ROOM, ROOM, make_services, set_language

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bot.render import MAX_CONTENT_BYTES, content_size, notice, paginate, sanitize, to_html
+from bot.matrix.render import MAX_CONTENT_BYTES, content_size, notice, paginate, sanitize, to_html
 from commands.i18n import Text
 from tests.unit.fakes import CATALOG
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.scheduler import Scheduler, delivery_txn_id
+from bot.pipeline.scheduler import Scheduler, delivery_txn_id
 from commands.framework import Reply
 from commands.i18n import Text
 from commands.schedule import (
@@ -107,7 +107,7 @@ async def test_a_restart_between_firing_and_sending_sends_once(storage):
 
 
 async def test_missed_within_grace_is_sent_late_once_older_is_skipped_and_logged(storage, caplog):
-    caplog.set_level(logging.WARNING, logger="bot.scheduler")
+    caplog.set_level(logging.WARNING, logger="bot.pipeline.scheduler")
     source = DailySource(time(18))
     clock = MovableClock(at(1, 12, 12))
     scheduler, _ = make_scheduler(storage, source, clock)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.base import STATE_RUNNING
 
-from bot.scheduler import PAUSE_FOR_JOBS
+from bot.pipeline.scheduler import PAUSE_FOR_JOBS
 from commands.framework import Reply
 from commands.i18n import Text
 from commands.schedule import Occurrence

@@ -2,10 +2,10 @@ import logging
 
 import pytest
 
-from bot.matrix import RefusedError, SendOutcome, SendResult, send_result_of_error
+from bot.matrix.connection import RefusedError, SendOutcome, SendResult, send_result_of_error
+from bot.matrix.own_rooms import DIRECT_STATE_EVENT, DirectRooms, keyed_alias
 from bot.metrics import Metrics
-from bot.own_rooms import DIRECT_STATE_EVENT, DirectRooms, keyed_alias
-from bot.sender import MAX_RATE_LIMIT_WAIT_S, Sender
+from bot.pipeline.sender import MAX_RATE_LIMIT_WAIT_S, Sender
 from storage.outbox import OutgoingMessage
 from tests.unit.fakes import (
     ALICE,

@@ -4,11 +4,11 @@ from urllib.parse import quote
 
 import pytest
 
-from bot import syncer as syncer_module
-from bot.backoff import Backoff
-from bot.matrix import Invite, LoginError, RoomEvent, TransientError
+from bot.matrix.connection import Invite, LoginError, RoomEvent, TransientError
 from bot.metrics import Metrics
-from bot.syncer import MAX_COMMAND_CHARS, Syncer, strip_reply_fallback
+from bot.pipeline import syncer as syncer_module
+from bot.pipeline.backoff import Backoff
+from bot.pipeline.syncer import MAX_COMMAND_CHARS, Syncer, strip_reply_fallback
 from storage.rooms import RoomCursor
 from tests.unit.fakes import (
     ALICE,
@@ -257,7 +257,7 @@ async def test_a_huge_gap_is_read_only_up_to_the_page_limit(synced, source, logg
     for i in range(10):
         source.pages[(ROOM, f"p{i}")] = ([message(f"$g{i}", "!ping", ts=T0 + 90 - i)],
                                          f"p{i + 1}")
-    with caplog.at_level(logging.WARNING, logger="bot.syncer"):
+    with caplog.at_level(logging.WARNING, logger="bot.pipeline.syncer"):
         await synced.sync_once()
     assert len(source.page_calls) == 3
     assert await queued_ids(logged_in) == ["$g2", "$g1", "$g0", "$now"]
@@ -420,7 +420,7 @@ async def test_a_batch_failing_half_way_commits_nothing(synced, source, logged_i
     syncer = make_syncer(logged_in, source, recorder, Backoff(rng=lambda: 1.0, sleep=sleeps))
     source.pages[(OTHER_ROOM, "p1")] = ValueError("bad page")
     source.script.append(broken)
-    with caplog.at_level(logging.ERROR, logger="bot.syncer"), \
+    with caplog.at_level(logging.ERROR, logger="bot.pipeline.syncer"), \
             pytest.raises(asyncio.CancelledError):
         await syncer.run()
     assert len(sleeps.calls) == 1
@@ -468,7 +468,7 @@ async def test_one_unstorable_event_does_not_stop_the_loop(synced, source, logge
         message("$bad", "!ping", ts=T0 + 1, sender=f"@mallory{LONE}:example.org"),
         message("$ok", "!ping", ts=T0 + 2),
     ])))
-    with caplog.at_level(logging.WARNING, logger="bot.syncer"), \
+    with caplog.at_level(logging.WARNING, logger="bot.pipeline.syncer"), \
             pytest.raises(asyncio.CancelledError):  # the script ran out after "s2"
         await syncer.run()
     assert sleeps.calls == []  # nothing failed, nothing was retried
@@ -489,7 +489,7 @@ async def test_a_lone_surrogate_in_a_command_becomes_a_replacement_character(
         message("$chat", f"hallo{LONE}", ts=T0 + 3),
         message("$pair", "!ping \U0001f600", ts=T0 + 4),  # a real pair is left alone
     ])))
-    with caplog.at_level(logging.DEBUG, logger="bot.syncer"):
+    with caplog.at_level(logging.DEBUG, logger="bot.pipeline.syncer"):
         await synced.sync_once()
     assert await inbox(logged_in) == [("$cmd", ROOM, "!ping geheim\ufffd"),
                                       ("$reply", ROOM, "!hilfe\ufffd"),
@@ -527,7 +527,7 @@ async def test_events_that_cannot_be_stored_are_set_aside_the_rest_commits(
                  f"!x{LONE}:example.org"),
         timeline([message("$o1", "!ping", ts=T0 + 1, room_id=OTHER_ROOM)], OTHER_ROOM),
     ))
-    with caplog.at_level(logging.WARNING, logger="bot.syncer"):
+    with caplog.at_level(logging.WARNING, logger="bot.pipeline.syncer"):
         await syncer.sync_once()
     assert (await logged_in.session.get()).sync_token == "s2"
     assert await queued_ids(logged_in) == ["$c1", "$c2", "$o1"]
@@ -554,7 +554,7 @@ async def test_an_event_that_cannot_be_read_is_set_aside(logged_in, source, reco
         message("$ok", "!ping", ts=T0 + 3),
     ]))]
     await syncer.sync_once()
-    with caplog.at_level(logging.WARNING, logger="bot.syncer"):
+    with caplog.at_level(logging.WARNING, logger="bot.pipeline.syncer"):
         await syncer.sync_once()
     assert await queued_ids(logged_in) == ["$ok"]
     # A previous membership of no known shape: taken as a new join, like none at all.
@@ -631,7 +631,7 @@ async def test_an_unreadable_command_is_answered_once_its_key_arrives(synced, so
 
 
 async def test_still_unreadable_after_the_grace_period_is_explained(logged_in, source, recorder):
-    from bot.syncer import UNDECRYPTABLE_GRACE_MS
+    from bot.pipeline.syncer import UNDECRYPTABLE_GRACE_MS
 
     clock = {"now": T0}
     explained: list[str] = []

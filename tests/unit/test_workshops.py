@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from icalendar import Calendar
 
-from bot.render import to_html
+from bot.matrix.render import to_html
 from commands import core, room_settings, workshops
 from commands.dates import (
     When,

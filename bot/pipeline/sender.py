@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from bot.backoff import Backoff
-from bot.matrix import RefusedError, SendOutcome, SendResult, TransientError
+from bot.matrix.connection import RefusedError, SendOutcome, SendResult, TransientError
 from bot.metrics import Metrics
+from bot.pipeline.backoff import Backoff
 from storage.outbox import OutboxRepository, OutgoingMessage, is_member_address
 
 log = logging.getLogger(__name__)

@@ -45,8 +45,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
-from bot import csv_import
-from bot.csv_import import (
+from bot.importers import csv_reading
+from bot.importers.csv_reading import (
     PROGRESS_MIN_ROWS,
     CsvRows,
     RowProblem,
@@ -122,7 +122,7 @@ class ImportResult:
     dry_run: bool = False
 
     def summary(self) -> str:
-        return csv_import.summary(f"created {self.created}, updated {self.updated}, "
+        return csv_reading.summary(f"created {self.created}, updated {self.updated}, "
                                   f"unchanged {self.unchanged}, skipped {self.skipped}",
                                   self.dry_run)
 
@@ -284,7 +284,7 @@ async def import_experts(storage: Storage, path: Path | str, *, skip_invalid: bo
     path = Path(path)
     text = read_text(path)
     known = await storage.experts.user_ids()
-    with csv_import.progress(text.count("\n"), progress, "checking") as tick:
+    with csv_reading.progress(text.count("\n"), progress, "checking") as tick:
         parsed = parse_experts(text, name=str(path), bio_max_length=bio_max_length,
                                known_ids=known, on_row=tick)
     del text  # the profiles do not refer to it; a large file's text is not kept while writing
@@ -316,8 +316,8 @@ async def run_cli(storage: Storage, path: Path | str, *, skip_invalid: bool = Fa
                   dry_run: bool = False, bio_max_length: int = DEFAULT_BIO_MAX_LENGTH,
                   progress: bool = False, out: IO[str] | None = None,
                   err: IO[str] | None = None) -> int:
-    """`nextbot import experts`: import, report and the exit code (see csv_import.run_cli)."""
-    return await csv_import.run_cli(
+    """`nextbot import experts`: import, report and the exit code (see csv_reading.run_cli)."""
+    return await csv_reading.run_cli(
         import_experts(storage, path, skip_invalid=skip_invalid, dry_run=dry_run,
                        bio_max_length=bio_max_length, progress=progress),
         dry_run=dry_run, out=out, err=err)
@@ -366,7 +366,7 @@ async def export_experts(storage: Storage, path: Path | str, *,
     written = 0
     handle = _temporary_beside(path)
     try:
-        with handle, csv_import.progress(total, progress, "exporting") as tick:
+        with handle, csv_reading.progress(total, progress, "exporting") as tick:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
             async for profile in storage.experts.all_profiles(batch=5000):

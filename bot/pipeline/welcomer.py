@@ -13,8 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from bot.backoff import Backoff
-from bot.render import page_labels, paginate
+from bot.matrix.render import page_labels, paginate
+from bot.pipeline.backoff import Backoff
 from commands import communities, room_settings
 from commands.framework import Services
 from storage.communities import Join

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 
 import nio
 
+from bot.devtools.testserver import Homeserver
 from bot.runtime import Bot
 from bot.settings import Settings
-from bot.testserver import Homeserver
 from commands.schedule import local_time
 from storage import Storage
 from storage.experts import Profile
@@ -237,7 +237,8 @@ def _log_to(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bot.devtools.demo",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--script", nargs="+", metavar="COMMAND",
                         help="send these commands, print the replies, and exit")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""What the operators' CSV imports share (`bot/import_experts.py`, `bot/import_workshops.py`).
+"""What the operators' CSV imports share (`bot/importers/experts.py`, `bot/importers/workshops.py`).
 
 Both read a UTF-8 file (a BOM is accepted), comma-separated, or `;`-separated when only that
 makes the header name known columns (German spreadsheet exports). The header is checked as a

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
-from bot.matrix import MatrixConnection, RefusedError, TransientError
+from bot.matrix.connection import MatrixConnection, RefusedError, TransientError
 from bot.settings import server_of
 from commands.framework import ActionRefused, RetryLater
 

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from bot import csv_import
-from bot.csv_import import CsvRows, RowProblem, read_text, too_long
+from bot.importers import csv_reading
+from bot.importers.csv_reading import CsvRows, RowProblem, read_text, too_long
 from commands.dates import MAX_SPAN, MAX_YEARS_AHEAD, latest_start_day
 from commands.links import normalize_link
 from commands.schedule import local_time
@@ -100,7 +100,7 @@ class WorkshopImportResult:
     def summary(self) -> str:
         past = (f" ({self.past} of them past: not listed as coming up, no reminders)"
                 if self.past else "")
-        return csv_import.summary(f"created {self.created}{past}, already there "
+        return csv_reading.summary(f"created {self.created}{past}, already there "
                                   f"{self.existing}, skipped {self.skipped}", self.dry_run)
 
 
@@ -253,7 +253,7 @@ async def import_workshops(storage: Storage, path: Path | str, *, timezone: str 
     now = now or datetime.now(UTC)
     text = read_text(path)
     known = await existing_keys(storage)
-    with csv_import.progress(text.count("\n"), progress, "checking") as tick:
+    with csv_reading.progress(text.count("\n"), progress, "checking") as tick:
         workshops, problems = check_workshop_rows(text, timezone=timezone, now=now,
                                                   name=str(path), on_row=tick)
     bad = len({p.line for p in problems})
@@ -291,7 +291,7 @@ async def run_cli(storage: Storage, path: Path | str, *, timezone: str | ZoneInf
                     "(they belong to no room)"]
         return []
 
-    return await csv_import.run_cli(
+    return await csv_reading.run_cli(
         import_workshops(storage, path, timezone=timezone, skip_invalid=skip_invalid,
                          dry_run=dry_run, progress=progress, now=now),
         dry_run=dry_run, notes=notes, out=out, err=err)

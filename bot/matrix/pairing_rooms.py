@@ -28,9 +28,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from bot.matrix import RefusedError, TransientError
-from bot.own_rooms import create_own_room, find_own_room, full_alias, keyed_alias
-from bot.render import page_labels, paginate
+from bot.matrix.connection import RefusedError, TransientError
+from bot.matrix.own_rooms import create_own_room, find_own_room, full_alias, keyed_alias
+from bot.matrix.render import page_labels, paginate
 from commands import meet
 from commands.framework import Services
 from storage.meet import GroupRow, utc_ms

@@ -25,11 +25,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.matrix import TransientError
+from bot.matrix.connection import TransientError
+from bot.matrix.permissions import NotCached, Permissions
+from bot.matrix.render import file_message, page_labels, paginate
 from bot.metrics import Metrics
-from bot.permissions import NotCached, Permissions
-from bot.rate_limit import MemberRateLimit, Verdict
-from bot.render import file_message, page_labels, paginate
+from bot.pipeline.rate_limit import MemberRateLimit, Verdict
 from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage

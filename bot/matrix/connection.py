@@ -1,4 +1,4 @@
-"""The Matrix connection: with `bot/crypto.py` (the key store, who gets room keys), the only
+"""The Matrix connection: with `bot/matrix/crypto.py` (the key store, who gets room keys), the only
 module that imports nio.
 
 It turns nio's responses into the small, plain types below, and its errors into three kinds:
@@ -22,9 +22,9 @@ from urllib.parse import quote
 import aiohttp
 import nio
 
-from bot import cross_signing
-from bot.backoff import Backoff
-from bot.crypto import KeySharingClient, KeyStore, prepare_store
+from bot.matrix import cross_signing
+from bot.matrix.crypto import KeySharingClient, KeyStore, prepare_store
+from bot.pipeline.backoff import Backoff
 from bot.settings import MatrixSettings
 from storage.session import SessionRepository
 
@@ -517,7 +517,7 @@ class MatrixConnection:
                 name=name, topic=topic, invite=list(invite), is_direct=is_direct, space=space,
                 alias=alias,
                 # Never `trusted_private_chat`: it gives the invitee power 100, and a member
-                # must hold no power in the bot's direct chat (see bot/permissions.py).
+                # must hold no power in the bot's direct chat (see bot/matrix/permissions.py).
                 preset=nio.RoomPreset.private_chat,
                 initial_state=state, power_level_override=levels,
             )

@@ -1,5 +1,5 @@
 """Operators' CSV import of the member register (`nextbot import municipalities FILE.csv`), and
-the row checks the member feed (`bot/feed.py`) shares.
+the row checks the member feed (`bot/importers/feed.py`) shares.
 
 The file format, one member organisation per row, UTF-8 (a BOM is accepted), comma-separated
 (a header that only parses with `;` is read with `;`):
@@ -32,8 +32,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bot import csv_import
-from bot.csv_import import CsvRows, ImportFileError, RowProblem, read_text, too_long
+from bot.importers import csv_reading
+from bot.importers.csv_reading import CsvRows, ImportFileError, RowProblem, read_text, too_long
 from commands.municipalities import parse_date
 from storage import Storage
 from storage.municipalities import (
@@ -70,7 +70,7 @@ class MemberImportResult:
                   f"skipped {self.skipped}")
         if self.created and not self.dry_run:
             counts += ", announced by the bot" if self.announced else ", not announced"
-        return csv_import.summary(counts, self.dry_run)
+        return csv_reading.summary(counts, self.dry_run)
 
 
 # -- one row (pure) -----------------------------------------------------------------------------
@@ -206,7 +206,7 @@ async def import_members(storage: Storage, path: Path | str, *, skip_invalid: bo
     path = Path(path)
     now = now or datetime.now(UTC)
     text = read_text(path)
-    with csv_import.progress(text.count("\n"), progress, "checking") as tick:
+    with csv_reading.progress(text.count("\n"), progress, "checking") as tick:
         members, problems = check_member_rows(csv_rows(text, str(path), on_row=tick),
                                               today=now.date())
     bad = len({p.line for p in problems})
@@ -246,7 +246,7 @@ async def run_cli(storage: Storage, path: Path | str, *, skip_invalid: bool = Fa
                     "announcements on get the announcement"]
         return []
 
-    return await csv_import.run_cli(
+    return await csv_reading.run_cli(
         import_members(storage, path, skip_invalid=skip_invalid, dry_run=dry_run,
                        silent=silent, progress=progress, now=now),
         dry_run=dry_run, notes=notes, out=out, err=err)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from bot.matrix import RefusedError
+from bot.matrix.connection import RefusedError
 from storage.rooms import RoomRepository
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.render import page_labels, paginate
+from bot.matrix.render import page_labels, paginate
 from commands.framework import Clock
 from commands.i18n import Catalog
 from commands.schedule import Occurrence, OccurrenceSource

@@ -2,7 +2,7 @@
 
 Every `poll_minutes` the feed is fetched with a conditional request (If-None-Match with the
 last ETag, If-Modified-Since with the last Last-Modified): an unchanged list costs a 304. The
-list is CSV with the import's header (`bot/import_municipalities.py`) or JSON (a list of
+list is CSV with the import's header (`bot/importers/municipalities.py`) or JSON (a list of
 objects with the same fields).
 
 - The first good poll of a feed address only seeds the register: nothing is announced.
@@ -12,7 +12,7 @@ objects with the same fields).
   the last good one (less than half) changes nothing; so does one that would add more than
   `MASS_ADD_MIN` members or half the register at once (an import is the way for that). Each
   such poll logs one line without the feed's content. Unreachable feeds are retried sooner,
-  with back-off (`bot/backoff.py`), never more often than the interval otherwise.
+  with back-off (`bot/pipeline/backoff.py`), never more often than the interval otherwise.
 - A feed never removes members; an admin does (`!kommune entfernen`), and a removed member the
   feed still lists is not added again.
 """
@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from bot.backoff import Backoff
-from bot.csv_import import ImportFileError, decode
-from bot.import_municipalities import check_member_rows, csv_rows, json_rows
+from bot.importers.csv_reading import ImportFileError, decode
+from bot.importers.municipalities import check_member_rows, csv_rows, json_rows
+from bot.pipeline.backoff import Backoff
 from storage import Storage
 from storage.municipalities import FeedState, Member, MemberIndex
 

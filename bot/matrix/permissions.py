@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from bot.matrix import RefusedError
+from bot.matrix.connection import RefusedError
 from commands.framework import Level
 
 log = logging.getLogger(__name__)

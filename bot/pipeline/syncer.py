@@ -19,9 +19,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.backoff import Backoff
-from bot.matrix import Invite, LoginError, RoomEvent, RoomTimeline, SyncBatch, TransientError
+from bot.matrix.connection import (
+    Invite,
+    LoginError,
+    RoomEvent,
+    RoomTimeline,
+    SyncBatch,
+    TransientError,
+)
 from bot.metrics import Metrics
+from bot.pipeline.backoff import Backoff
 from storage import Storage
 from storage.communities import Join
 from storage.database import storable, storable_record, storable_text

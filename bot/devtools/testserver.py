@@ -493,7 +493,8 @@ class Homeserver:
         return _registration_result(localpart, status, text)
 
 
-if __name__ == "__main__":  # pragma: no cover - a manual smoke check: python -m bot.testserver
+# A manual smoke check: python -m bot.devtools.testserver
+if __name__ == "__main__":  # pragma: no cover
     with Homeserver() as server:
         print(f"{server!r} started in {server.startup_seconds:.2f} s; Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):

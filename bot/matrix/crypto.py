@@ -6,8 +6,8 @@
 - `KeySharingClient` shares room keys only with devices their owner's cross-signing vouches for
   (MSC4153, `[matrix] exclude_unsigned_devices`).
 
-The bot's cross-signing identity itself (making, uploading, signing): `bot/cross_signing.py`.
-The connection that uses both: `bot/matrix.py`.
+The bot's cross-signing identity itself (making, uploading, signing): `bot/matrix/cross_signing.py`.
+The connection that uses both: `bot/matrix/connection.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import nio
 
-from bot import cross_signing
+from bot.matrix import cross_signing
 from bot.settings import MatrixSettings
 from storage.database import owner_only
 

@@ -8,7 +8,7 @@ identity and one device for good. The other way round, the bot shares room keys 
 devices their owner's cross-signing vouches for (`unsigned_devices`); people without any
 cross-signing keep getting them.
 
-No nio here: `bot/matrix.py` makes the requests (a `KeyServer`) and applies the verdicts.
+No nio here: `bot/matrix/connection.py` makes the requests (a `KeyServer`) and applies the verdicts.
 Signing and canonical JSON are matrix-org's own `signedjson` and `canonicaljson`.
 """
 
