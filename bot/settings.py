@@ -39,7 +39,7 @@ from pydantic_settings import (
 from commands.dates import parse_duration
 from commands.i18n import Catalog
 from commands.links import normalize_link
-from commands.meet import (
+from commands.meet_rule import (
     RuleError,
     clock_text,
     parse_rule,

@@ -15,7 +15,7 @@ from bot.matrix.connection import RefusedError, TransientError
 from bot.matrix.pairing_rooms import PairingRooms, after_rooms_synced, intro_txn_id
 from bot.pipeline.scheduler import Scheduler
 from bot.settings import ConfigError, _build
-from commands import core, meet, room_settings
+from commands import core, meet, meet_reminders, meet_rule, meet_schedule, room_settings
 from commands.framework import Level, Registry, dispatch
 from commands.schedule import local_time
 from storage.experts import Profile
@@ -65,7 +65,7 @@ async def profile(storage, user_id: str, **fields) -> None:
 
 async def test_the_default_rule_is_the_second_thursday_at_noon_berlin_time(storage):
     services = make(storage, at(1, 1, 9))
-    found = await meet.next_meetings(services, at(1, 1, 9), 4)
+    found = await meet_schedule.next_meetings(services, at(1, 1, 9), 4)
     assert [m.date for m in found] == [date(2026, 1, 8), date(2026, 2, 12), date(2026, 3, 12),
                                        date(2026, 4, 9)]
     assert all(m.starts_at.astimezone(BERLIN).time() == time(12) for m in found)
@@ -78,7 +78,7 @@ async def test_the_default_rule_is_the_second_thursday_at_noon_berlin_time(stora
 ])
 async def test_noon_stays_noon_across_the_clock_changes(storage, first, change, after):
     services = make(storage, at(1, 3, 0), rule="FREQ=WEEKLY;BYDAY=SU")
-    found = await meet.meetings_between(services, local_time(first, time(0), BERLIN),
+    found = await meet_schedule.meetings_between(services, local_time(first, time(0), BERLIN),
                                         local_time(after, time(23), BERLIN))
     assert [m.date for m in found] == [first, change, after]
     assert [m.starts_at.astimezone(BERLIN).strftime("%H:%M") for m in found] == ["12:00"] * 3
@@ -97,13 +97,13 @@ async def test_reminders_keep_the_wall_clock_across_the_clock_change(storage):
 
 
 def test_rules_are_checked():
-    assert meet.parse_rule("RRULE:FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2")
-    assert meet.rule_dates("DTSTART=20260108;FREQ=WEEKLY;INTERVAL=2", date(2026, 1, 1),
+    assert meet_rule.parse_rule("RRULE:FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2")
+    assert meet_rule.rule_dates("DTSTART=20260108;FREQ=WEEKLY;INTERVAL=2", date(2026, 1, 1),
                            date(2026, 2, 1)) == [date(2026, 1, 8), date(2026, 1, 22)]
     for bad in ("FREQ=HOURLY", "FREQ=MINUTELY", "BYDAY=TH", "FREQ=WEEKLY;BYHOUR=12,13",
                 "FREQ=WEEKLY;BYDAY=XX", "nonsense", "DTSTART=2026;FREQ=DAILY"):
         with pytest.raises(ValueError):
-            meet.parse_rule(bad)
+            meet_rule.parse_rule(bad)
 
 
 # The forms calendars export: (rule, the first three dates from 1 January 2026, their start).
@@ -124,14 +124,14 @@ RULE_FORMS = [
 @pytest.mark.parametrize(("rule", "days", "start"), RULE_FORMS)
 async def test_the_rule_forms_calendars_export(storage, rule, days, start):
     services = make(storage, at(1, 1, 0), rule=rule)
-    found = await meet.next_meetings(services, at(1, 1, 0), 3)
+    found = await meet_schedule.next_meetings(services, at(1, 1, 0), 3)
     assert [m.date.strftime("%d.%m.") for m in found] == days
     assert {m.starts_at.astimezone(BERLIN).strftime("%H:%M") for m in found} == {start}
 
 
 async def test_a_time_in_the_rule_stays_on_the_wall_clock_across_the_clock_change(storage):
     services = make(storage, at(1, 3, 0), rule="FREQ=WEEKLY;BYDAY=SU;BYHOUR=9;BYMINUTE=30")
-    found = await meet.meetings_between(services, at(22, 3, 0), at(29, 3, 23))
+    found = await meet_schedule.meetings_between(services, at(22, 3, 0), at(29, 3, 23))
     assert [m.starts_at.astimezone(BERLIN).strftime("%d.%m. %H:%M") for m in found] == [
         "22.03. 09:30", "29.03. 09:30"]
     assert found[0].starts_at.utcoffset() != found[1].starts_at.utcoffset()
@@ -142,9 +142,9 @@ def test_a_rule_time_and_a_configured_time_must_agree():
     assert meet.MeetConfig.create(rule=rule).start_time == time(12)
     assert meet.MeetConfig.create(rule=rule, start_time="12:00").start_time == time(12)
     assert meet.MeetConfig.create(rule="FREQ=WEEKLY", start_time="9:30").start_time == time(9, 30)
-    with pytest.raises(meet.RuleError) as caught:
+    with pytest.raises(meet_rule.RuleError) as caught:
         meet.MeetConfig.create(rule=rule, start_time="13:00")
-    text = meet.rule_problem(caught.value, CATALOG, "en").plain
+    text = meet_rule.rule_problem(caught.value, CATALOG, "en").plain
     assert "12:00" in text and "13:00" in text and "BYHOUR=12;BYMINUTE=0" in text
 
 
@@ -182,21 +182,21 @@ REFUSED_RULES = [
 
 @pytest.mark.parametrize(("rule", "key", "reason"), REFUSED_RULES)
 def test_every_refused_rule_names_its_reason(rule, key, reason):
-    with pytest.raises(meet.RuleError) as caught:
-        meet.parse_rule(rule)
+    with pytest.raises(meet_rule.RuleError) as caught:
+        meet_rule.parse_rule(rule)
     assert caught.value.key == key
-    assert reason in meet.rule_problem(caught.value, CATALOG, "en").plain
+    assert reason in meet_rule.rule_problem(caught.value, CATALOG, "en").plain
     assert CATALOG.has("de", f"meet.rule_problems.{key}")
 
 
 def test_a_rule_that_never_falls_on_a_day_is_refused_quickly():
     # dateutil would search to the year 9999 for its first date: seconds for a daily rule.
     started = time_module.perf_counter()
-    with pytest.raises(meet.RuleError):
-        meet.parse_rule("DTSTART=20260101;FREQ=DAILY;BYMONTH=4;BYMONTHDAY=31")
+    with pytest.raises(meet_rule.RuleError):
+        meet_rule.parse_rule("DTSTART=20260101;FREQ=DAILY;BYMONTH=4;BYMONTHDAY=31")
     assert time_module.perf_counter() - started < 2
     # … while a rare one is found: 29 February on a Monday, next in 2044
-    rule = meet.parse_rule("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO")
+    rule = meet_rule.parse_rule("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO")
     assert rule.dates.after(datetime(2026, 1, 1)) == datetime(2044, 2, 29)
 
 
@@ -261,7 +261,7 @@ async def test_admins_cancel_and_move_single_dates(storage):
     assert "16.04.2026, 13:00–14:00 Uhr (verschoben)" in dates
     assert "09.04.2026" not in dates
     # the moved date keeps its key: the rule's date
-    [april] = [m for m in await meet.next_meetings(services, at(1, 3, 9), 3)
+    [april] = [m for m in await meet_schedule.next_meetings(services, at(1, 3, 9), 3)
                if m.date == date(2026, 4, 9)]
     assert april.moved and april.starts_at == at(16, 4, 13)
 
@@ -288,7 +288,8 @@ async def test_dates_at_the_edges_get_a_clear_answer(storage):
     # five years ahead is the last day a date can be moved to
     moved = await say(services, "!treffen verschieben 12.03. 01.03.2031 12:00", Level.ADMIN)
     assert "Sa., 01.03.2031, 12:00–13:00 Uhr" in moved
-    assert (await meet.meeting_on(services, "2026-03-12")).starts_at == at(1, 3, 12, year=2031)
+    moved_meeting = await meet_schedule.meeting_on(services, "2026-03-12")
+    assert moved_meeting.starts_at == at(1, 3, 12, year=2031)
 
 
 async def test_cancelled_and_moved_dates_are_not_reminded_at_their_old_time(storage):
@@ -629,7 +630,7 @@ async def test_the_groups_are_asked_after_the_date_whether_they_met(storage):
     found = await source.occurrences(at(12, 3, 0), at(13, 3, 0))
     assert sorted(o.room_id for o in found) == sorted(g.room_id for g in groups)
     assert {o.due for o in found} == {at(12, 3, 14)}  # an hour after the end
-    assert all(o.grace == meet.ASK_GRACE for o in found)
+    assert all(o.grace == meet_reminders.ASK_GRACE for o in found)
     reply = await source.render(found[0], late=False)
     assert reply is not None and "!getroffen ja" in reply.text.plain
 

@@ -25,7 +25,16 @@ from hypothesis import strategies as st
 
 from bot.importers import workshops as import_workshops
 from bot.importers.csv_reading import ImportFileError
-from commands import core, dates, experts, meet, municipalities, workshop_spec, workshops
+from commands import (
+    core,
+    dates,
+    experts,
+    meet,
+    meet_rule,
+    municipalities,
+    workshop_spec,
+    workshops,
+)
 from commands.framework import Level, UserError, dispatch
 from storage.workshops import parse_offset
 from tests.unit.fakes import make_services, request
@@ -58,8 +67,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "dates.parse_duration": dates.parse_duration,
     "workshop_spec.parse_number": workshop_spec.parse_number,
     "workshop_spec.split_fields": workshop_spec.split_fields,
-    "meet.parse_start_time": meet.parse_start_time,
-    "meet.parse_rule": meet.parse_rule,
+    "meet_rule.parse_start_time": meet_rule.parse_start_time,
+    "meet_rule.parse_rule": meet_rule.parse_rule,
     "meet.typed_day": lambda s: meet._typed_day(s, date(2026, 3, 1)),
     "import_workshops.parse_time": lambda s: import_workshops.parse_time(s, BERLIN),
     "import_workshops.check_workshop_rows": _csv,
