@@ -548,8 +548,10 @@ def _short(stats: dict[str, Any]) -> dict[str, Any]:
 
 async def _cold_start_child(database: Path, query: str) -> dict[str, float]:
     began = time.perf_counter()
-    import bot.runtime
+    import bot.runtime  # noqa: F401 - timed: importing the whole bot
+    from bot.features import FEATURES
     from commands.experts import ExpertConfig
+    from commands.feature import routers
     from commands.framework import Level, Registry, Request, Services, dispatch
     from commands.i18n import Catalog
     from storage import Storage
@@ -558,7 +560,7 @@ async def _cold_start_child(database: Path, query: str) -> dict[str, float]:
     storage = await Storage.open(database)
     opened = time.perf_counter()
     services = Services(storage=storage, catalog=Catalog.load(),
-                        registry=Registry(bot.runtime.FEATURES), clock=_BerlinClock(),
+                        registry=Registry(routers(FEATURES)), clock=_BerlinClock(),
                         prefix="!", configs={"experts": ExpertConfig.default()})
     ready = time.perf_counter()
 

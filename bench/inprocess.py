@@ -47,7 +47,8 @@ async def services_on(database: str | Path) -> Any:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from bot.runtime import FEATURES
+    from bot.features import FEATURES
+    from commands.feature import routers
     from commands.framework import Registry, Services
     from commands.i18n import Catalog
     from storage import Storage
@@ -57,7 +58,7 @@ async def services_on(database: str | Path) -> Any:
             return datetime.now(ZoneInfo("Europe/Berlin"))
 
     storage = await Storage.open(database)
-    return Services(storage=storage, catalog=Catalog.load(), registry=Registry(FEATURES),
+    return Services(storage=storage, catalog=Catalog.load(), registry=Registry(routers(FEATURES)),
                     clock=Clock(), prefix="!")
 
 
@@ -182,7 +183,9 @@ async def pipeline_cost(commands: int, body: str = "!ping", placement: str | Non
 
 async def _cold_start_child(directory: Path) -> dict[str, float]:
     began = time.perf_counter()
-    import bot.runtime
+    import bot.runtime  # noqa: F401 - timed: importing the whole bot
+    from bot.features import FEATURES
+    from commands.feature import routers
     from commands.framework import Registry
     from commands.i18n import Catalog
     from storage import Storage
@@ -191,7 +194,7 @@ async def _cold_start_child(directory: Path) -> dict[str, float]:
     storage = await Storage.open(directory / "nextbot.db")
     opened = time.perf_counter()
     catalog = Catalog.load()
-    registry = Registry(bot.runtime.FEATURES)
+    registry = Registry(routers(FEATURES))
     ready = time.perf_counter()
     assert catalog.languages() and registry.all()
     await storage.close()

@@ -1,5 +1,8 @@
 """Wiring: settings → database → Matrix connection → sync loop, command handling, sending.
 
+The features come from `bot/features.py`; this module names none of them: it takes each one's
+router, configuration, scheduler sources and Matrix-side setups (`commands/feature.py`).
+
 ```
 sync loop ──► inbox (SQLite) ──► command lanes (per room) ──► outbox (SQLite) ──► send lanes
 ```
@@ -12,14 +15,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from bot.importers.feed import MemberFeed
+from bot.feature_context import FeatureContext
+from bot.features import FEATURES
 from bot.matrix.connection import LoginError, MatrixConnection
 from bot.matrix.crypto import StoreKeyError
 from bot.matrix.own_rooms import DirectRooms
-from bot.matrix.pairing_rooms import PairingRooms, after_rooms_synced
 from bot.matrix.permissions import NetworkRooms, Permissions
-from bot.matrix.room_admin import MatrixRoomAdmin
 from bot.metrics import Metrics, MetricsAddressError, MetricsServer
 from bot.pipeline.handling import CommandHandler
 from bot.pipeline.lanes import RoomLanes
@@ -27,28 +30,16 @@ from bot.pipeline.rate_limit import MemberRateLimit
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.sender import Sender
 from bot.pipeline.syncer import Syncer
-from bot.pipeline.welcomer import Welcomer
 from bot.settings import Settings
-from commands import (
-    communities,
-    core,
-    experts,
-    meet,
-    municipalities,
-    room_settings,
-    workshops,
-)
-from commands.framework import Registry, Router, Services
+from commands.feature import Feature, routers
+from commands.framework import Registry, Services
 from commands.i18n import Catalog
+from commands.room_settings import RoomDefaults
 from storage import Storage
 from storage.database import DatabaseTooNewError
 from storage.outbox import FAILED_KEPT_MS
 
 log = logging.getLogger(__name__)
-
-# Every feature module's router, in the order `!help` lists them.
-FEATURES: list[Router] = [core.router, room_settings.router, communities.router, experts.router,
-                          workshops.router, meet.router, municipalities.router]
 
 HANDLED_EVENTS_KEPT_MS = 30 * 24 * 3600 * 1000
 # On stop (SIGTERM): how long to let commands being handled finish, then to send what is
@@ -57,22 +48,18 @@ STOP_HANDLING_S = 3.0
 STOP_SENDING_S = 4.0
 
 
-def feature_configs(settings: Settings) -> dict[str, object]:
-    """Each feature's configuration from its settings section, by the feature's name."""
-    return {
-        "experts": experts.ExpertConfig(settings.experts.synonyms,
-                                        settings.experts.bio_max_length),
-        "workshops": workshops.WorkshopConfig.create(settings.workshops.reminders,
-                                                     settings.workshops.rooms,
-                                                     settings.bot.timezone),
-        "meet": meet.MeetConfig.create(
-            **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),
-            timezone=settings.bot.timezone),
-        "room_settings": room_settings.RoomDefaults(settings.bot.language, switched_on={
-            "announcements": frozenset(settings.announcements.rooms),
-            "meet_reminders": frozenset(settings.meet.rooms)}),
-        "communities": communities.CommunityConfig(settings.communities.space),
-    }
+def feature_configs(settings: Settings, features: Sequence[Feature]) -> dict[str, object]:
+    """Each feature's configuration from its settings section, by the feature's name; and the
+    room settings' defaults: the bot's language, and the rooms each feature's configured rooms
+    switch a setting on in."""
+    configs: dict[str, object] = {f.name: f.configure(settings) for f in features
+                                  if f.configure is not None}
+    switched_on: dict[str, frozenset[str]] = {}
+    for feature in features:
+        if feature.switched_on is not None:
+            switched_on.update(feature.switched_on(settings))
+    configs["room_settings"] = RoomDefaults(settings.bot.language, switched_on)
+    return configs
 
 
 class SystemClock:
@@ -90,13 +77,13 @@ def now_ms() -> int:
 class Bot:
     """The whole bot in one object: `await bot.start()`, later `await bot.stop()`."""
 
-    def __init__(self, settings: Settings, routers: Sequence[Router] | None = None) -> None:
+    def __init__(self, settings: Settings, features: Sequence[Feature] | None = None) -> None:
         self.settings = settings
-        self.routers = list(routers if routers is not None else FEATURES)
+        self.features = list(features if features is not None else FEATURES)
         self.storage: Storage | None = None
         self.connection: MatrixConnection | None = None
         self.scheduler: Scheduler | None = None
-        self.pairing: PairingRooms | None = None  # NExT-to-meet-you's rounds and rooms
+        self.parts: dict[str, Any] = {}  # what the features' setups made, by name
         self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
         self._handler: CommandHandler | None = None
@@ -122,23 +109,32 @@ class Bot:
         self.connection = connection = MatrixConnection(settings.matrix)
         await connection.start_session(storage.session)
         services = Services(storage=storage, catalog=Catalog.load(),
-                            registry=Registry(self.routers), clock=SystemClock(settings),
-                            prefix=settings.bot.command_prefix,
-                            configs=feature_configs(settings),
-                            room_admin=MatrixRoomAdmin(
-                                connection, settings.matrix.encryption
-                                and settings.communities.encrypt_rooms))
-        network_rooms = NetworkRooms([*settings.bot.network_rooms, settings.communities.space],
-                                     connection.resolve_alias, storage.communities.space)
+                            registry=Registry(routers(self.features)),
+                            clock=SystemClock(settings), prefix=settings.bot.command_prefix,
+                            configs=feature_configs(settings, self.features))
+        direct_rooms = DirectRooms(storage.rooms, connection, self.user_id)
+        sender = Sender(connection, storage.outbox, metrics=self.metrics,
+                        direct_rooms=direct_rooms.room_for, now_ms=now_ms)
+        send_lanes = RoomLanes("send", storage.outbox.pending_rooms, sender.drain_room)
+
+        async def schedule_changed(source_name: str) -> None:
+            assert self.scheduler is not None
+            await self.scheduler.schedule_changed(source_name)
+
+        context = FeatureContext(settings, services, storage, connection, now_ms=now_ms,
+                                 wake_sender=send_lanes.wake, schedule_changed=schedule_changed,
+                                 network_rooms=list(settings.bot.network_rooms),
+                                 parts=self.parts)
+        background = [(f"{feature.name}:{setup.__module__.rsplit('.', 1)[-1]}", task)
+                      for feature in self.features for setup in feature.setups
+                      if (task := setup(context)) is not None]
+        network_rooms = NetworkRooms(context.network_rooms, connection.resolve_alias,
+                                     context.remembered_network_rooms)
         permissions = Permissions(connection.room_state, settings.bot.admins,
                                   settings.bot.moderator_level,
                                   network_moderators=settings.bot.moderators,
                                   network_rooms=network_rooms.ids,
                                   is_direct_room=storage.rooms.is_direct_room)
-        direct_rooms = DirectRooms(storage.rooms, connection, self.user_id)
-        sender = Sender(connection, storage.outbox, metrics=self.metrics,
-                        direct_rooms=direct_rooms.room_for, now_ms=now_ms)
-        send_lanes = RoomLanes("send", storage.outbox.pending_rooms, sender.drain_room)
         rate_limit = MemberRateLimit(settings.bot.member_rate_limit,
                                      settings.bot.member_rate_window_seconds * 1000,
                                      exempt=settings.bot.admins)
@@ -147,10 +143,8 @@ class Bot:
             rate_limit=rate_limit, metrics=self.metrics)
         command_lanes = RoomLanes("commands", storage.inbox.pending_rooms, handler.drain_room)
         self.scheduler = Scheduler(
-            storage, [workshops.WorkshopReminders(services),
-                      municipalities.JoinAnnouncements(services),
-                      meet.MeetReminders(services),
-                      meet.MeetFollowUps(services)],
+            storage, [source for feature in self.features if feature.sources is not None
+                      for source in feature.sources(services)],
             clock=services.clock, timezone=settings.tzinfo,
             grace=timedelta(minutes=settings.scheduler.grace_minutes),
             catalog=services.catalog, default_language=settings.bot.language,
@@ -158,10 +152,10 @@ class Bot:
         )
         services.schedule_changed = self.scheduler.schedule_changed
         services.on_command = self.metrics.command_done
-        welcomer = Welcomer(services, now_ms=now_ms,
-                            on_queued=send_lanes.wake,
-                            quiet_ms=settings.communities.welcome_delay_seconds * 1000,
-                            ignore=settings.communities.no_welcome)
+
+        def joined() -> None:
+            for listener in context.join_listeners:
+                listener()
 
         async def answered(rooms: list[str]) -> None:
             """These rooms' commands handled and their replies sent."""
@@ -177,7 +171,7 @@ class Bot:
             now_ms=now_ms,
             on_undecryptable=handler.explain_undecryptable,
             metrics=self.metrics,
-            on_joins=welcomer.wake,
+            on_joins=joined,
             answered=answered,
         )
         await self.scheduler.start()  # catches up on what fell due while the bot was down
@@ -185,20 +179,8 @@ class Bot:
             asyncio.create_task(send_lanes.run(), name="send-lanes"),
             asyncio.create_task(command_lanes.run(), name="command-lanes"),
             asyncio.create_task(self.syncer.run(), name="sync"),
-            asyncio.create_task(welcomer.run(), name="welcomes"),
+            *(asyncio.create_task(task, name=name) for name, task in background),
         ]
-        self.pairing = PairingRooms(services, connection, self.user_id, settings.bot.language,
-                                    on_queued=send_lanes.wake, encrypt=settings.matrix.encryption
-                                    and settings.meet.encrypt_rooms,
-                                    synced=lambda rooms: after_rooms_synced(storage.rooms, rooms))
-        self._tasks.append(asyncio.create_task(self.pairing.run(), name="pairing"))
-        if settings.announcements.feed_url:
-            scheduler = self.scheduler
-            feed = MemberFeed(
-                storage, settings.announcements.feed_url,
-                timedelta(minutes=settings.announcements.poll_minutes),
-                on_joined=lambda: scheduler.schedule_changed(municipalities.SOURCE_NAME))
-            self._tasks.append(asyncio.create_task(feed.run(), name="member-feed"))
         self._sync_task = next(t for t in self._tasks if t.get_name() == "sync")
         if settings.metrics.address is not None:
             scheduler = self.scheduler

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from rapidfuzz import fuzz, process
 
 from commands import room_settings
+from commands.feature import Feature
 from commands.framework import (
     ActionRefused,
     Arg,
@@ -342,3 +343,8 @@ def is_ignored(user_id: str, patterns: Sequence[str]) -> bool:
 
 def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.IGNORECASE)
+
+
+FEATURE = Feature(
+    "communities", router,
+    configure=lambda settings: CommunityConfig(settings.communities.space))

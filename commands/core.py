@@ -6,6 +6,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 
 from commands import room_settings
+from commands.feature import Feature
 from commands.framework import Arg, Command, Context, Level, Router, UserError, usage
 from commands.i18n import LANGUAGES, Text
 
@@ -118,3 +119,6 @@ def _version() -> str:
         return version("nextbot")
     except PackageNotFoundError:
         return "dev"
+
+
+FEATURE = Feature("core", router)

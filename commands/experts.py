@@ -18,6 +18,7 @@ from urllib.parse import quote
 from rapidfuzz import fuzz, process
 
 from commands import erasure
+from commands.feature import Feature
 from commands.framework import (
     Arg,
     Attachment,
@@ -569,3 +570,9 @@ async def topics(ctx: Context) -> Text:
         Text.join(ctx.t("topics.line", topic=t.topic, profiles=t.profiles) for t in top),
         ctx.t("topics.search", example=ctx.call("experts", top[0].topic)),
     ], "\n\n")
+
+
+FEATURE = Feature(
+    "experts", router,
+    configure=lambda settings: ExpertConfig(settings.experts.synonyms,
+                                            settings.experts.bio_max_length))

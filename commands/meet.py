@@ -44,6 +44,7 @@ from commands.dates import (
     parse_duration,
     parse_when_value,
 )
+from commands.feature import Feature
 from commands.framework import (
     Arg,
     Context,
@@ -421,3 +422,12 @@ async def met(ctx: Context, met_answer: str) -> Text:
     answer = lookup(ANSWERS, met_answer) == "yes"
     await ctx.services.storage.meet.set_met(group.key, answer)
     return view.t("met_yes" if answer else "met_no")
+
+
+FEATURE = Feature(
+    "meet", router,
+    configure=lambda settings: MeetConfig.create(
+        **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),
+        timezone=settings.bot.timezone),
+    switched_on=lambda settings: {"meet_reminders": frozenset(settings.meet.rooms)},
+    sources=lambda services: [MeetReminders(services), MeetFollowUps(services)])

@@ -27,6 +27,7 @@ from typing import Any
 from babel.dates import format_date
 
 from commands import room_settings
+from commands.feature import Feature
 from commands.framework import (
     Arg,
     Context,
@@ -456,3 +457,8 @@ class JoinAnnouncements:
         title = catalog.text(language, "municipalities.announce.digest", count=len(texts))
         return Reply(Text.join([title, *texts], "\n\n"))
 
+
+FEATURE = Feature(
+    "municipalities", router,
+    switched_on=lambda settings: {"announcements": frozenset(settings.announcements.rooms)},
+    sources=lambda services: [JoinAnnouncements(services)])

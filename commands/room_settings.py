@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from commands.feature import Feature
 from commands.framework import (
     Arg,
     Context,
@@ -266,3 +267,5 @@ def _history_value(ctx: Context, definition: Setting, value: str | None) -> Text
         return ctx.t("settings.values.default")
     return _describe(ctx, definition, value)
 
+
+FEATURE = Feature("room_settings", router)

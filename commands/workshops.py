@@ -29,6 +29,7 @@ from itertools import groupby
 
 from commands.dates import When, WhenError, format_when, parse_head, resolve
 from commands.erasure import after_erasure
+from commands.feature import Feature
 from commands.framework import (
     Arg,
     Attachment,
@@ -58,7 +59,7 @@ from storage.text import STOPWORDS, tokens
 from storage.workshops import REGISTERED, WAITING, Counts, Registration, Workshop
 
 # The feature's entry: what the runtime, the importer and the benchmarks take from here.
-__all__ = ["MAX_LENGTH", "WorkshopConfig", "WorkshopReminders", "router"]
+__all__ = ["FEATURE", "MAX_LENGTH", "WorkshopConfig", "WorkshopReminders", "router"]
 
 router = Router("workshops")
 
@@ -539,3 +540,11 @@ async def participants(ctx: Context, workshop_number: str) -> list[Reply]:
         parts.append(view.t("participants_none"))
     return [Reply(Text.join(parts, "\n\n"), direct=True),
             Reply(view.t("participants_sent", name=view.name(w)))]
+
+
+FEATURE = Feature(
+    "workshops", router,
+    configure=lambda settings: WorkshopConfig.create(settings.workshops.reminders,
+                                                     settings.workshops.rooms,
+                                                     settings.bot.timezone),
+    sources=lambda services: [WorkshopReminders(services)])

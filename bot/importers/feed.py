@@ -27,9 +27,11 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
+from bot.feature_context import FeatureContext
 from bot.importers.csv_reading import ImportFileError, decode
 from bot.importers.municipalities import check_member_rows, csv_rows, json_rows
 from bot.pipeline.backoff import Backoff
+from commands.municipalities import SOURCE_NAME
 from storage import Storage
 from storage.municipalities import FeedState, Member, MemberIndex
 
@@ -192,3 +194,14 @@ class MemberFeed:
             await self._on_joined()
             return "added"
         return "unchanged"
+
+
+def setup(context: FeatureContext) -> Awaitable[None] | None:
+    """The member register's feed: polled in the background where one is configured."""
+    announcements = context.settings.announcements
+    if not announcements.feed_url:
+        return None
+    feed = MemberFeed(context.storage, announcements.feed_url,
+                      timedelta(minutes=announcements.poll_minutes),
+                      on_joined=lambda: context.schedule_changed(SOURCE_NAME))
+    return feed.run()

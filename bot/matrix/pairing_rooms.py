@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from bot.feature_context import FeatureContext
 from bot.matrix.connection import RefusedError, TransientError
 from bot.matrix.own_rooms import create_own_room, find_own_room, full_alias, keyed_alias
 from bot.matrix.render import page_labels, paginate
@@ -177,3 +178,14 @@ async def after_rooms_synced(rooms: RoomRepository, room_ids: Sequence[str],
     if waiting:
         log.warning("pairing: %d new room(s) not seen in a sync yet; introducing anyway",
                     len(waiting))
+
+
+def setup(context: FeatureContext) -> Awaitable[None]:
+    """NExT-to-meet-you's Matrix side: the pairs' rooms, made in the background."""
+    settings = context.settings
+    rooms = PairingRooms(context.services, context.connection, context.user_id,
+                         settings.bot.language, on_queued=context.wake_sender,
+                         encrypt=settings.matrix.encryption and settings.meet.encrypt_rooms,
+                         synced=lambda ids: after_rooms_synced(context.storage.rooms, ids))
+    context.parts["pairing"] = rooms
+    return rooms.run()

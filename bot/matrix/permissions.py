@@ -75,14 +75,15 @@ StateFetcher = Callable[[str], Awaitable[RoomState]]
 
 class NetworkRooms:
     """The rooms whose moderators moderate the whole network: the configured ones (ids or
-    aliases) and the network's space (configured, or the one the bot made and remembers)."""
+    aliases; `[bot] network_rooms`, the network's space) and those the bot made and remembers
+    (`remembered`: the network's space it created)."""
 
     def __init__(self, configured: Sequence[str],
                  resolve_alias: Callable[[str], Awaitable[str | None]],
-                 remembered_space: Callable[[], Awaitable[str | None]]) -> None:
+                 remembered: Sequence[Callable[[], Awaitable[str | None]]] = ()) -> None:
         self._configured = [room for room in configured if room]
         self._resolve_alias = resolve_alias
-        self._remembered_space = remembered_space
+        self._remembered = list(remembered)
         self._resolved: dict[str, str] = {}  # alias -> room id, once found
 
     async def ids(self, cached_only: bool = False) -> list[str]:
@@ -101,9 +102,10 @@ class NetworkRooms:
                     log.warning("network room %s: no such alias", room)
                     continue
                 found.append(self._resolved.setdefault(room, room_id))
-        space = await self._remembered_space()
-        if space is not None:
-            found.append(space)
+        for remembered in self._remembered:
+            room_id = await remembered()
+            if room_id is not None:
+                found.append(room_id)
         return list(dict.fromkeys(found))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
+from bot.feature_context import FeatureContext
 from bot.matrix.connection import MatrixConnection, RefusedError, TransientError
 from bot.settings import server_of
 from commands.framework import ActionRefused, RetryLater
@@ -77,3 +78,13 @@ class MatrixRoomAdmin:
 
     async def member_count(self, room_id: str) -> int:
         return await _checked(self._connection.joined_member_count(room_id))
+
+
+def setup(context: FeatureContext) -> None:
+    """The communities' Matrix side: rooms and the space made and joined through this
+    connection; the network's space counts as a network room (bot/matrix/permissions.py)."""
+    settings = context.settings
+    context.services.room_admin = MatrixRoomAdmin(
+        context.connection, settings.matrix.encryption and settings.communities.encrypt_rooms)
+    context.network_rooms.append(settings.communities.space)
+    context.remembered_network_rooms.append(context.storage.communities.space)

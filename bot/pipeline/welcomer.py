@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from bot.feature_context import FeatureContext
 from bot.matrix.render import page_labels, paginate
 from bot.pipeline.backoff import Backoff
 from commands import communities, room_settings
@@ -106,3 +107,14 @@ class Welcomer:
         if messages:
             log.info("welcomed %d newcomer(s) in %s", len(people), room_id)
             self._on_queued(room_id)
+
+
+def setup(context: FeatureContext) -> Awaitable[None]:
+    """The communities' welcomes: greets the joins each sync records."""
+    settings = context.settings.communities
+    welcomer = Welcomer(context.services, now_ms=context.now_ms,
+                        on_queued=context.wake_sender,
+                        quiet_ms=settings.welcome_delay_seconds * 1000,
+                        ignore=settings.no_welcome)
+    context.join_listeners.append(welcomer.wake)
+    return welcomer.run()

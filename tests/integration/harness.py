@@ -22,6 +22,7 @@ from bot.devtools.testserver import Homeserver
 from bot.matrix.connection import MatrixConnection, RoomEvent, SyncBatch
 from bot.runtime import Bot
 from bot.settings import Settings
+from commands.feature import Feature
 from commands.framework import Router
 
 PASSWORD = "test-password-123"
@@ -276,9 +277,10 @@ class BotAccount:
         )
 
     async def start(self) -> Bot:
-        from bot.runtime import FEATURES
+        from bot.features import FEATURES
 
-        bot = Bot(self.settings(), routers=[*FEATURES, *(self.routers or [])])
+        extra = [Feature(router.group, router) for router in self.routers or []]
+        bot = Bot(self.settings(), features=[*FEATURES, *extra])
         await bot.start()
         self.running = bot
         return bot

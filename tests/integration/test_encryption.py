@@ -360,7 +360,7 @@ async def test_an_encrypted_pair_rooms_introduction_decrypts_for_both_members_20
                                      "reminders": [], "pairing": False}}
     running = await bot_account.start()
     await bot_account.wait_synced()
-    assert running.storage is not None and running.pairing is not None
+    assert running.storage is not None and "pairing" in running.parts
     storage, failed = running.storage, []
     for run in range(20):
         pair = await asyncio.gather(*(EncryptingMember.create(homeserver,
@@ -371,7 +371,7 @@ async def test_an_encrypted_pair_rooms_introduction_decrypts_for_both_members_20
             await storage.meet.add_round(Round(day, utc_ms(now), utc_ms(now), 2),
                                          [tuple(p.client.user_id for p in pair)],
                                          keep_members_of=30)
-            running.pairing.wake()
+            running.parts["pairing"].wake()
             room_id = None
             for _ in range(200):
                 [group] = await storage.meet.groups(day)

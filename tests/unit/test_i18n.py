@@ -4,14 +4,15 @@ import string
 
 import pytest
 
+from bot.features import FEATURES
 from bot.matrix.render import to_html
-from bot.runtime import FEATURES
 from commands import core
+from commands.feature import routers
 from commands.framework import Level, Registry, parse_args
 from commands.i18n import LANGUAGES, Catalog, Text, escape_markdown
 from tests.unit.fakes import CATALOG
 
-ROUTERS = list(dict.fromkeys([core.router, *FEATURES]))
+ROUTERS = list(dict.fromkeys([core.router, *routers(FEATURES)]))
 COMMANDS = [c for r in ROUTERS for top in r.commands for c in (top, *top.subcommands)]
 HOSTILE = ["**x**", "<b>fett</b>", "[a](javascript:x)", "@room", "_y_", "`z`", "# Titel",
            "&amp;", "<script>alert(1)</script>", "![i](https://e.org/i.png)", "\\*",

@@ -211,7 +211,7 @@ async def test_network_rooms_resolve_aliases_once_and_include_the_remembered_spa
         return space[0]
 
     rooms = NetworkRooms(["#team:example.org", "", "!x:example.org", "#gone:example.org"],
-                         resolve, remembered)
+                         resolve, [remembered])
     assert await rooms.ids() == [NETWORK_ROOM, "!x:example.org"]
     space[0] = SPACE
     assert await rooms.ids() == [NETWORK_ROOM, "!x:example.org", SPACE]
@@ -232,6 +232,6 @@ async def test_a_level_from_cached_state_only_or_not_cached():
     assert await permissions.level(OTHER_ROOM, CAROL, cached_only=True) is (
         Level.NETWORK_MODERATOR)  # the network rooms' state is cached already
     assert state.calls == calls
-    rooms = NetworkRooms(["#team:example.org"], resolve_alias=None, remembered_space=None)
+    rooms = NetworkRooms(["#team:example.org"], resolve_alias=None)
     with pytest.raises(NotCached):
         await rooms.ids(cached_only=True)

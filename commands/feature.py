@@ -1,0 +1,43 @@
+"""What a feature hands the runtime, in one declaration: `FEATURE` at the end of its module.
+
+The runtime (`bot/runtime.py`) goes through the list in `bot/features.py` and names no feature.
+A feature gives, each optional:
+- `router`: its commands and subcommands;
+- `configure(settings)`: its configuration, read from its own section of the settings; handlers
+  find it in `services.configs[name]`;
+- `switched_on(settings)`: the rooms where the operator's configuration switches one of the room
+  settings on (`[meet] rooms` for `meet_reminders`), until the room's moderators switch it off;
+- `sources(services)`: what it tells the scheduler (reminders, announcements);
+- `setups`: what it needs on the Matrix side, added in `bot/features.py` (a feature module here
+  never imports `bot/`): each is called once at start with the running bot's `FeatureContext`
+  and may return a background task to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from commands.framework import Router, Services
+from commands.schedule import OccurrenceSource
+
+Setup = Callable[[Any], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str  # its key in `services.configs`
+    router: Router | None = None
+    configure: Callable[[Any], object] | None = None
+    switched_on: Callable[[Any], Mapping[str, frozenset[str]]] | None = None
+    sources: Callable[[Services], Sequence[OccurrenceSource]] | None = None
+    setups: tuple[Setup, ...] = ()
+
+    def with_setup(self, *setups: Setup) -> Feature:
+        return replace(self, setups=(*self.setups, *setups))
+
+
+def routers(features: Sequence[Feature]) -> list[Router]:
+    """The features' routers, in the features' order (the order `!hilfe` lists them)."""
+    return [feature.router for feature in features if feature.router is not None]

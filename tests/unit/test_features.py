@@ -1,0 +1,80 @@
+"""Features plug in through one declaration each (commands/feature.py, bot/features.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.features import FEATURES
+from bot.runtime import feature_configs
+from bot.settings import load_settings
+from commands.feature import Feature, routers
+from commands.framework import Arg, Registry, Router
+from commands.i18n import Text
+from commands.meet import MeetConfig
+from commands.room_settings import RoomDefaults
+from tests.unit.fakes import make_services, request
+from tests.unit.test_framework import answer
+
+CONFIG = """
+[matrix]
+homeserver = "https://matrix.example.org"
+user_id = "@nextbot:example.org"
+password = "geheim-genug"
+
+[bot]
+language = "en"
+
+[meet]
+rooms = ["!meet:example.org"]
+
+[announcements]
+rooms = ["!news:example.org"]
+"""
+
+
+def settings(tmp_path: Path):
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return load_settings(path)
+
+
+def test_each_feature_is_configured_from_its_own_section(tmp_path):
+    configs = feature_configs(settings(tmp_path), FEATURES)
+    assert isinstance(configs["meet"], MeetConfig)
+    assert set(configs) == {"communities", "experts", "workshops", "meet", "room_settings"}
+    # Rooms a feature's configuration switches a room setting on in, merged for every feature.
+    assert configs["room_settings"] == RoomDefaults("en", {
+        "meet_reminders": frozenset({"!meet:example.org"}),
+        "announcements": frozenset({"!news:example.org"})})
+
+
+def test_the_runtime_gets_every_feature_from_the_list(storage):
+    names = [feature.name for feature in FEATURES]
+    assert names == ["core", "room_settings", "communities", "experts", "workshops", "meet",
+                     "municipalities"]
+    services = make_services(storage, routers(FEATURES))
+    sources = [source for f in FEATURES if f.sources for source in f.sources(services)]
+    assert sorted(source.name for source in sources) == [
+        "meet", "meet-followups", "municipalities", "workshops"]
+    assert [setup.__module__ for f in FEATURES for setup in f.setups] == [
+        "bot.matrix.room_admin", "bot.pipeline.welcomer", "bot.matrix.pairing_rooms",
+        "bot.importers.feed"]
+
+
+async def test_a_new_feature_is_one_declaration_and_one_line_in_the_list(storage):
+    """The throwaway example of issue 19: one command, one subcommand, nothing else touched."""
+    router = Router("core")
+
+    @router.command("greet", "gruss")
+    async def greet(ctx):
+        return Text.raw("Hallo!")
+
+    @router.subcommand("greet", "loud", "laut", args=[Arg("name")])
+    async def loud(ctx, name):
+        return Text.raw(f"HALLO, {name.upper()}!")
+
+    feature = Feature("greetings", router)
+    services = make_services(storage, routers([*FEATURES, feature]))
+    assert (await answer(request("!gruss"), services)).plain == "Hallo!"
+    assert (await answer(request("!gruss laut Ada"), services)).plain == "HALLO, ADA!"
+    assert Registry(routers([*FEATURES, feature])).find("greet") is not None
