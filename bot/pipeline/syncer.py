@@ -42,8 +42,9 @@ MAX_GAP_PAGES = 50  # 50 pages of 100 events: a gap larger than that is logged, 
 MAX_COMMAND_CHARS = 10_000
 # An encrypted event still unreadable after this long gets its sender one explanation.
 UNDECRYPTABLE_GRACE_MS = 5 * 60 * 1000
-# How long the loop lets a batch's commands be answered before it asks for more, and how long it
-# then leaves the homeserver to deliver the replies (see `_let_answers_go_first`).
+# For latency only: how long the loop lets a batch's commands be answered before it asks for
+# more, and how long it then leaves the homeserver to deliver the replies (see
+# `_let_answers_go_first`).
 ANSWER_FIRST_MAX_S = 0.25
 DELIVERY_PAUSE_S = 0.01
 
@@ -195,6 +196,7 @@ class Syncer:
 
     async def _let_answers_go_first(self, rooms: list[str]) -> None:
         """Wait, briefly, until these rooms' commands are answered and the replies delivered.
+        This exists for latency only (the round trip a member sees), not for correctness.
 
         Asked for at once, the next sync (which would bring back little but the bot's own replies)
         reaches the homeserver while it is still taking the replies in and handing them to the
