@@ -6,10 +6,10 @@ repository call made by the same task joins that transaction (tracked with a con
 
 For latency only: every call is one hand-off to aiosqlite's thread and back, and a hand-off costs
 more than a simple statement (tens to hundreds of microseconds, more when the two threads run on
-different cores). So a query and its fetch go together, a transaction's BEGIN goes with its first statement,
-`run(fn)` executes several statements in one hand-off, and a write whose result nobody waits for
-(`execute_later`, `run_later`) goes along with the transaction's next hand-off, at the latest
-with its COMMIT.
+different cores). So a query and its fetch go together, a transaction's BEGIN goes with its first
+statement, `run(fn)` executes several statements in one hand-off, and a write whose result nobody
+waits for (`execute_later`, `run_later`) goes along with the transaction's next hand-off, at the
+latest with its COMMIT.
 """
 
 from __future__ import annotations
