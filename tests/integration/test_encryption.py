@@ -84,6 +84,19 @@ def _in_reply_to(source: dict[str, Any]) -> str | None:
     return (relates.get("m.in_reply_to") or {}).get("event_id")
 
 
+async def encrypted_room_with(member: EncryptingMember, bot: str) -> str:
+    """A new encrypted room of the member's, once the bot has joined it."""
+    created = await member.client.room_create(invite=[bot], initial_state=[ENCRYPTION],
+                                              name="Verschlüsselt")
+    assert isinstance(created, nio.RoomCreateResponse), created
+    deadline = time.monotonic() + 15
+    while not any(m.user_id == bot
+                  for m in (await member.client.joined_members(created.room_id)).members):
+        assert time.monotonic() < deadline, "the bot did not join"
+        await asyncio.sleep(0.1)
+    return created.room_id
+
+
 async def test_encrypted_command_is_answered_encrypted_also_after_restart(
     homeserver: Homeserver, bot_account: BotAccount, tmp_path: Path
 ) -> None:
@@ -91,15 +104,7 @@ async def test_encrypted_command_is_answered_encrypted_also_after_restart(
     await bot_account.wait_synced()
     member = await EncryptingMember.create(homeserver, tmp_path / "member-store")
     try:
-        created = await member.client.room_create(
-            invite=[bot_account.user_id], initial_state=[ENCRYPTION], name="Verschlüsselt")
-        assert isinstance(created, nio.RoomCreateResponse), created
-        room = created.room_id
-        deadline = time.monotonic() + 15
-        while not any(m.user_id == bot_account.user_id
-                      for m in (await member.client.joined_members(room)).members):
-            assert time.monotonic() < deadline, "the bot did not join"
-            await asyncio.sleep(0.1)
+        room = await encrypted_room_with(member, bot_account.user_id)
         device_before = await bot_account.device_id()
 
         first = await member.send(room, "!ping")

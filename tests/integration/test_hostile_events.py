@@ -7,16 +7,13 @@ sender alone decides the decrypted text, and a client's JSON encoder writes the 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
-import nio
 import pytest
 
 from bot.devtools.testserver import Homeserver
 from tests.integration.harness import BotAccount
-from tests.integration.test_encryption import ENCRYPTION, EncryptingMember
+from tests.integration.test_encryption import EncryptingMember, encrypted_room_with
 
 pytestmark = pytest.mark.synapse
 
@@ -28,15 +25,7 @@ async def test_a_lone_surrogate_in_an_encrypted_command_stops_nothing(
     await bot_account.wait_synced()
     member = await EncryptingMember.create(homeserver, tmp_path / "member-store")
     try:
-        created = await member.client.room_create(
-            invite=[bot_account.user_id], initial_state=[ENCRYPTION], name="Verschlüsselt")
-        assert isinstance(created, nio.RoomCreateResponse), created
-        room = created.room_id
-        deadline = time.monotonic() + 15
-        while not any(m.user_id == bot_account.user_id
-                      for m in (await member.client.joined_members(room)).members):
-            assert time.monotonic() < deadline, "the bot did not join"
-            await asyncio.sleep(0.1)
+        room = await encrypted_room_with(member, bot_account.user_id)
 
         # nio's encoder escapes the surrogate (`\ud800`) inside the encrypted JSON.
         hostile = await member.send(room, "!ping \ud800")
