@@ -26,6 +26,8 @@ class InboxMessage:
     body: str
     origin_ts: int
     seq: int = 0
+    # The root of the thread the command was written in: its answer goes into that thread.
+    thread_root: str | None = None
 
     def __repr__(self) -> str:  # the body is what a member wrote: keep it out of logs
         return f"InboxMessage(event_id={self.event_id!r}, room_id={self.room_id!r})"
@@ -35,11 +37,12 @@ def _insert_new(conn: sqlite3.Connection, messages: list[InboxMessage],
                 received_at: int) -> list[InboxMessage]:
     """Insert on SQLite's thread; the commands that were neither queued nor handled before."""
     return [m for m in messages if conn.execute(
-        "INSERT INTO inbox (event_id, room_id, sender, body, origin_ts, received_at) "
-        "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+        "INSERT INTO inbox (event_id, room_id, sender, body, origin_ts, received_at, "
+        "thread_root) SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
         "(SELECT 1 FROM handled_events WHERE event_id = ?) "
         "ON CONFLICT (event_id) DO NOTHING",
-        (m.event_id, m.room_id, m.sender, m.body, m.origin_ts, received_at, m.event_id),
+        (m.event_id, m.room_id, m.sender, m.body, m.origin_ts, received_at, m.thread_root,
+         m.event_id),
     ).rowcount]
 
 
@@ -92,7 +95,7 @@ class InboxRepository:
 
         async def read() -> list[InboxMessage]:
             rows = await self._db.fetchall(
-                "SELECT event_id, room_id, sender, body, origin_ts, seq FROM inbox "
+                "SELECT event_id, room_id, sender, body, origin_ts, seq, thread_root FROM inbox "
                 "WHERE room_id = ? ORDER BY seq",
                 (room_id,),
             )

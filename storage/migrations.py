@@ -396,4 +396,12 @@ MIGRATIONS: list[Migration] = [
         )
         """,
     ),
+    Migration(
+        14,
+        "inbox: the thread a command was written in, so that it is answered there",
+        """
+        -- the thread's root event; NULL: the command was written in the main timeline
+        ALTER TABLE inbox ADD COLUMN thread_root TEXT
+        """,
+    ),
 ]

@@ -53,8 +53,9 @@ def sanitize(html: str) -> str:
 
 
 def notice(text: Text, reply_to: str | None = None,
-           mentions: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`mentions` are the only users notified; `@room` never is."""
+           mentions: tuple[str, ...] = (), thread_root: str | None = None) -> dict[str, Any]:
+    """`mentions` are the only users notified; `@room` never is. A reply to a command written
+    in a thread goes into that thread (`thread_root`)."""
     content: dict[str, Any] = {
         "msgtype": "m.notice",
         "body": text.plain,
@@ -63,14 +64,24 @@ def notice(text: Text, reply_to: str | None = None,
         "m.mentions": {"user_ids": list(mentions)} if mentions else {},
     }
     if reply_to:
-        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        content["m.relates_to"] = reply_relation(reply_to, thread_root)
     return content
 
 
+def reply_relation(reply_to: str, thread_root: str | None = None) -> dict[str, Any]:
+    """In reply to `reply_to`; inside a thread, in the thread, with the reply as the fallback
+    that clients without threads show (`is_falling_back`: threaded clients show no quote)."""
+    in_reply_to = {"m.in_reply_to": {"event_id": reply_to}}
+    if thread_root is None:
+        return in_reply_to
+    return {"rel_type": "m.thread", "event_id": thread_root, "is_falling_back": True,
+            **in_reply_to}
+
+
 def file_message(caption: Text, filename: str, mimetype: str, size: int,
-                 reply_to: str | None = None) -> dict[str, Any]:
+                 reply_to: str | None = None, thread_root: str | None = None) -> dict[str, Any]:
     """An `m.file` whose `url` the sender fills in after uploading; the text is its caption."""
-    content = notice(caption, reply_to)
+    content = notice(caption, reply_to, thread_root=thread_root)
     content.update({"msgtype": "m.file", "filename": filename,
                     "info": {"mimetype": mimetype, "size": size}})
     return content
@@ -90,13 +101,14 @@ def page_labels(catalog: Catalog, language: str) -> Callable[[int, int], Text]:
 
 
 def paginate(text: Text, page_label: Callable[[int, int], Text], reply_to: str | None = None,
-             limit: int = MAX_CONTENT_BYTES,
-             mentions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+             limit: int = MAX_CONTENT_BYTES, mentions: tuple[str, ...] = (),
+             thread_root: str | None = None) -> list[dict[str, Any]]:
     """One content if it fits, else several pages split at line ends, each under `limit` bytes.
 
-    `page_label(page, pages) -> Text` labels the pages ("(Teil 1 von 3)").
+    `page_label(page, pages) -> Text` labels the pages ("(Teil 1 von 3)"). Every page replies
+    to `reply_to`, in the thread of `thread_root` if there is one.
     """
-    whole = notice(text, reply_to, mentions)
+    whole = notice(text, reply_to, mentions, thread_root)
     if content_size(whole) <= limit:
         return [whole]
     # Markdown and plain text hold the same lines (escaping never adds a line break).
@@ -108,7 +120,8 @@ def paginate(text: Text, page_label: Callable[[int, int], Text], reply_to: str |
         for number, page in enumerate(pages, start=1):
             body = Text("\n".join(md for md, _ in page), "\n".join(p for _, p in page))
             label = page_label(number, len(pages))
-            contents.append(notice(body + Text("\n\n", "\n\n") + label, reply_to, mentions))
+            contents.append(notice(body + Text("\n\n", "\n\n") + label, reply_to, mentions,
+                                   thread_root))
         if all(content_size(c) <= limit for c in contents) or budget < 256:
             return contents
         budget //= 2  # unusual text (control characters, entities) grew more than expected

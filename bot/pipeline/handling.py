@@ -287,12 +287,12 @@ class CommandHandler:
                   language: str) -> list[OutgoingMessage]:
         outgoing: list[OutgoingMessage] = []
         for reply in replies:
-            address, reply_to = message.room_id, message.event_id
+            address, reply_to, thread = message.room_id, message.event_id, message.thread_root
             if reply.direct:
-                # To the member: the sender finds (or makes) the room. A reply relation cannot
-                # point into another room.
-                address, reply_to = reply.recipient or message.sender, None
-            for content, file_data in self._contents(reply, language, reply_to):
+                # To the member: the sender finds (or makes) the room. A reply relation (or a
+                # thread) cannot point into another room.
+                address, reply_to, thread = reply.recipient or message.sender, None, None
+            for content, file_data in self._contents(reply, language, reply_to, thread):
                 outgoing.append(OutgoingMessage(reply_txn_id(message.event_id, len(outgoing)),
                                                 address, content, file_data=file_data))
         return outgoing
@@ -307,7 +307,8 @@ class CommandHandler:
             outgoing = [OutgoingMessage(reply_txn_id(message.event_id, page), message.room_id,
                                         content)
                         for page, (content, _) in enumerate(
-                            self._contents(Reply(text), language, message.event_id))]
+                            self._contents(Reply(text), language, message.event_id,
+                                           message.thread_root))]
         self._metrics.rate_limited(answered=bool(outgoing))
         await self._finish(message, outgoing)
 
@@ -349,14 +350,15 @@ class CommandHandler:
         if outgoing:
             self._on_reply(pending.room_id)
 
-    def _contents(self, reply: Reply, language: str,
-                  reply_to: str | None) -> list[tuple[dict[str, Any], bytes | None]]:
+    def _contents(self, reply: Reply, language: str, reply_to: str | None,
+                  thread_root: str | None = None) -> list[tuple[dict[str, Any], bytes | None]]:
         if reply.attachment is not None:
             file = reply.attachment
             content = file_message(reply.text, file.filename, file.mimetype, len(file.data),
-                                   reply_to)
+                                   reply_to, thread_root)
             return [(content, file.data)]
 
         label = page_labels(self._services.catalog, language)
         return [(content, None)
-                for content in paginate(reply.text, label, reply_to, mentions=reply.mentions)]
+                for content in paginate(reply.text, label, reply_to, mentions=reply.mentions,
+                                        thread_root=thread_root)]

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_GAP_PAGES = 50  # 50 pages of 100 events: a gap larger than that is logged, not read
 MAX_COMMAND_CHARS = 10_000
+MAX_EVENT_ID_BYTES = 255  # the spec's limit: a longer thread root is no event's id
 # An encrypted event still unreadable after this long gets its sender one explanation.
 UNDECRYPTABLE_GRACE_MS = 5 * 60 * 1000
 # For latency only: how long the loop lets a batch's commands be answered before it asks for
@@ -356,7 +357,8 @@ class Syncer:
         if not body.startswith(self._prefix) or len(body) <= len(self._prefix):
             return None
         return InboxMessage(event.event_id, event.room_id, event.sender,
-                            body[:MAX_COMMAND_CHARS], event.origin_ts)
+                            body[:MAX_COMMAND_CHARS], event.origin_ts,
+                            thread_root=thread_root(relates))
 
     async def _handle_invites(self, invites: list[Invite]) -> None:
         for invite in invites:
@@ -376,6 +378,18 @@ def _previous_membership(event: RoomEvent) -> object:
     """The membership before this member event, from `unsigned.prev_content` (any shape)."""
     previous = event.unsigned.get("prev_content")
     return previous.get("membership") if isinstance(previous, dict) else None
+
+
+def thread_root(relates: object) -> str | None:
+    """The root of the thread an event's `m.relates_to` puts it in; None for the main timeline,
+    and for a relation that is no usable event id (any shape: the sender chose it)."""
+    if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread":
+        return None
+    root = relates.get("event_id")
+    if (not isinstance(root, str) or not root.startswith("$") or not storable(root)
+            or len(root.encode()) > MAX_EVENT_ID_BYTES):
+        return None
+    return root
 
 
 def strip_reply_fallback(body: str) -> str:

@@ -1,3 +1,4 @@
+import dataclasses
 import sqlite3
 
 import pytest
@@ -218,6 +219,74 @@ async def test_file_and_direct_replies_wait_for_the_member_not_for_a_room(storag
     assert on_reply.calls == 2  # the room's lane and the member's
 
 
+def in_thread(command_event_id: str) -> dict:
+    return {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True,
+            "m.in_reply_to": {"event_id": command_event_id}}
+
+
+async def test_a_command_in_a_thread_is_answered_in_the_thread_on_every_page(storage):
+    router = Router("core")
+
+    @router.command("ping", "ping")
+    async def long_ping(ctx):
+        return Text.join(Text.raw(f"Zeile {i} " + "x" * 90) for i in range(1500))
+
+    permissions = Permissions(room_state, admins=[], moderator_level=50)
+    handler = CommandHandler(make_services(storage, [router]), permissions, "de", lambda: NOW,
+                             Replies())
+    threaded = dataclasses.replace(cmd("$long", "!ping"), thread_root="$root")
+    await storage.inbox.add([threaded], received_at=NOW)
+    await handler.handle(await storage.inbox.next_for_room(ROOM))
+    pages = []
+    while (m := await storage.outbox.next_for_room(ROOM)) is not None:
+        pages.append(m.content["m.relates_to"])
+        await storage.outbox.remove(m.txn_id)
+    assert len(pages) > 1
+    assert pages == [in_thread("$long")] * len(pages)
+
+
+async def test_a_direct_reply_to_a_command_in_a_thread_stays_outside_the_thread(storage,
+                                                                                on_reply):
+    from commands.framework import Reply
+
+    router = Router("test")
+
+    @router.command("export", "export")
+    async def export(ctx):
+        return [Reply(Text.raw("Schau in deine Direktnachrichten.")),
+                Reply(Text.raw("Deine Daten"), direct=True)]
+
+    permissions = Permissions(room_state, admins=[], moderator_level=50)
+    handler = CommandHandler(make_services(storage, routers=[router]), permissions, "de",
+                             lambda: NOW, on_reply)
+    await handler.handle(dataclasses.replace(cmd("$e1", "!export"), thread_root="$root"))
+    assert (await storage.outbox.next_for_room(ROOM)).content["m.relates_to"] == in_thread("$e1")
+    assert "m.relates_to" not in (await storage.outbox.next_for_room(ALICE)).content
+
+
+async def test_a_command_in_a_thread_is_answered_there_after_a_restart(tmp_path):
+    from storage import Storage
+
+    path = tmp_path / "bot.db"
+    before = await Storage.open(path)
+    threaded = dataclasses.replace(cmd("$ping", "!ping"), thread_root="$root")
+    await before.inbox.add([threaded, cmd("$main", "!ping")], received_at=NOW)
+    await before.close()  # the bot stops before answering
+
+    after = await Storage.open(path)
+    try:
+        permissions = Permissions(room_state, admins=[], moderator_level=50)
+        handler = CommandHandler(make_services(after), permissions, "de", lambda: NOW, Replies())
+        await handler.drain_room(ROOM)
+        relations = []
+        while (m := await after.outbox.next_for_room(ROOM)) is not None:
+            relations.append(m.content["m.relates_to"])
+            await after.outbox.remove(m.txn_id)
+        assert relations == [in_thread("$ping"), {"m.in_reply_to": {"event_id": "$main"}}]
+    finally:
+        await after.close()
+
+
 async def test_an_unreadable_message_is_explained_once_a_day_per_person(storage, handler):
     from storage.undecrypted import Undecrypted
 
@@ -295,7 +364,7 @@ class Running:
         return [c["body"] for room in rooms for c in self.homeserver.sent_to(room)]
 
     def in_room(self) -> list[str]:
-        return [c["body"] for c in self.homeserver.sent_to(ROOM)]
+        return [c["body"] for c in self.homeserver.sent_to(ROOM) if "body" in c]  # no ✅
 
 
 async def workshop_with_registrants(storage, homeserver: FakeHomeserver) -> Running:

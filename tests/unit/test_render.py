@@ -4,7 +4,15 @@ import re
 
 import pytest
 
-from bot.matrix.render import MAX_CONTENT_BYTES, content_size, notice, paginate, sanitize, to_html
+from bot.matrix.render import (
+    MAX_CONTENT_BYTES,
+    content_size,
+    file_message,
+    notice,
+    paginate,
+    sanitize,
+    to_html,
+)
 from commands.i18n import Text
 from tests.unit.fakes import CATALOG
 
@@ -88,6 +96,23 @@ def test_notice_content():
         "m.mentions": {},
         "m.relates_to": {"m.in_reply_to": {"event_id": "$cmd"}},
     }
+
+
+IN_THREAD = {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True,
+             "m.in_reply_to": {"event_id": "$cmd"}}
+
+
+def test_a_reply_in_a_thread_goes_into_the_thread_with_the_reply_as_fallback():
+    assert notice(Text.raw("x"), "$cmd", thread_root="$root")["m.relates_to"] == IN_THREAD
+    assert file_message(Text.raw("x"), "a.csv", "text/csv", 3, "$cmd",
+                        "$root")["m.relates_to"] == IN_THREAD
+
+
+def test_every_page_of_a_long_reply_in_a_thread_goes_into_the_thread():
+    lines = [f"Zeile {i}: {'Wörter ' * 14}" for i in range(1000)]
+    pages = paginate(Text.raw("\n".join(lines)), label, "$cmd", thread_root="$root")
+    assert len(pages) > 1
+    assert all(page["m.relates_to"] == IN_THREAD for page in pages)
 
 
 def test_notice_without_reply_has_no_relation():

@@ -164,6 +164,52 @@ async def test_only_text_commands_with_the_prefix_are_queued(synced, source, log
     assert (await logged_in.session.get()).sync_token == "s2"
 
 
+def in_thread(root: object) -> dict:
+    """A threaded message's relation as Element sends it (the fallback to the thread's last)."""
+    return {"m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+                             "m.in_reply_to": {"event_id": "$last"}}}
+
+
+async def thread_roots(storage) -> dict[str, str | None]:
+    rows = await storage.db.fetchall("SELECT event_id, thread_root FROM inbox ORDER BY seq")
+    return dict(rows)
+
+
+async def test_a_command_in_a_thread_is_queued_with_the_threads_root(synced, source, logged_in):
+    t = T0 + 100
+    source.script.append(batch("s2", timeline([
+        message("$threaded", "!hilfe", ts=t, **in_thread("$root")),
+        message("$main", "!ping", ts=t),
+        message("$reply", "!ping", ts=t, **{"m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}}),
+    ])))
+    await synced.sync_once()
+    assert await thread_roots(logged_in) == {"$threaded": "$root", "$main": None, "$reply": None}
+    assert (await logged_in.inbox.next_for_room(ROOM)).thread_root == "$root"
+
+
+@pytest.mark.parametrize("root", [42, None, ["$root"], {"id": "$root"}, "", "root-without-dollar",
+                                  "$" + "r" * 300, "$r\ud800"])
+async def test_a_thread_relation_without_a_usable_root_is_answered_in_the_main_timeline(
+        synced, source, logged_in, root):
+    source.script.append(batch("s2", timeline([
+        message("$odd", "!ping", ts=T0 + 100, **in_thread(root)),
+        message("$next", "!hilfe", ts=T0 + 101, **in_thread("$root")),
+    ])))
+    await synced.sync_once()
+    assert await thread_roots(logged_in) == {"$odd": None, "$next": "$root"}
+    assert (await logged_in.session.get()).sync_token == "s2"
+
+
+async def test_a_decrypted_command_in_a_thread_keeps_its_root(synced, source, logged_in):
+    source.script.append(batch("s2", timeline([encrypted("$enc", ts=T0 + 10)])))
+    await synced.sync_once()
+    # nio puts the relation (sent in the clear beside the ciphertext) back into the content.
+    source.readable["$enc"] = message("$enc", "!ping", ts=T0 + 10, **in_thread("$root"))
+    source.script.append(batch("s3"))
+    await synced.sync_once()
+    assert await thread_roots(logged_in) == {"$enc": "$root"}
+
+
 async def test_a_batch_without_commands_does_not_wake_the_workers(synced, source, recorder,
                                                                   logged_in):
     source.script.append(batch("s2", timeline([message("$chat", "hallo", ts=T0 + 1)])))
