@@ -1,7 +1,7 @@
-"""The features the bot runs, in the order `!hilfe` lists them: adding one is one line here.
+"""The features (`commands/features.py`) with what they need on the Matrix side, by name.
 
-Each is its module's `FEATURE` (commands/), with its setup on the Matrix side where it has one
-(`commands/feature.py` says what a feature hands the runtime).
+A feature without a Matrix side needs nothing here. Each setup is called once at start with the
+running bot's `FeatureContext` and may return a background task.
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 from bot.importers import feed
 from bot.matrix import pairing_rooms, room_admin
 from bot.pipeline import welcomer
-from commands import communities, core, experts, meet, municipalities, room_settings, workshops
-from commands.feature import Feature
+from commands import features
+from commands.feature import Feature, Setup
 
-FEATURES: list[Feature] = [
-    core.FEATURE,
-    room_settings.FEATURE,
-    communities.FEATURE.with_setup(room_admin.setup, welcomer.setup),
-    experts.FEATURE,
-    workshops.FEATURE,
-    meet.FEATURE.with_setup(pairing_rooms.setup),
-    municipalities.FEATURE.with_setup(feed.setup),
-]
+SETUPS: dict[str, tuple[Setup, ...]] = {
+    "communities": (room_admin.setup, welcomer.setup),
+    "meet": (pairing_rooms.setup,),
+    "municipalities": (feed.setup,),
+}
+
+FEATURES: list[Feature] = [feature.with_setup(*SETUPS.get(feature.name, ()))
+                           for feature in features.FEATURES]

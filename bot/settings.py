@@ -8,27 +8,23 @@ result. Every problem is reported as one line ``<dotted.key>: <reason>`` in
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,19 +32,15 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from commands.dates import parse_duration
-from commands.i18n import Catalog
-from commands.links import normalize_link
-from commands.meet_rule import (
-    RuleError,
-    clock_text,
-    parse_rule,
-    parse_start_time,
-    rule_problem,
-    start_time_of,
+from commands.config_fields import (
+    CUSTOM_ERROR,
+    SERVER_NAME,
+    Section,
+    check_http_url,
+    problem,
+    stripped,
 )
-from storage.expert_search import DEFAULT_SYNONYMS
-from storage.workshops import offset_label, parse_offset
+from commands.features import FEATURES
 
 ENV_PREFIX = "NEXTBOT_"
 ENV_NESTED_DELIMITER = "__"
@@ -56,59 +48,24 @@ ENV_NESTED_DELIMITER = "__"
 # Field names whose values must never be echoed back, not even in error messages.
 SECRET_FIELDS = frozenset({"password", "access_token", "store_pickle_key"})
 
-# A Matrix server name: DNS name or IP literal, optional port.
-_SERVER_NAME = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
-_SERVER_RE = re.compile(rf"^{_SERVER_NAME}$")
-_USER_ID_RE = re.compile(rf"^@[^\s:]+:{_SERVER_NAME}$")
-
-# Custom errors carry their final one-line reason in ctx["reason"]; ctx["field"], if
-# present, names the key the problem is reported under (for model-level checks).
-_CUSTOM_ERROR = "nextbot"
-
-
-def _problem(reason: str, **ctx: Any) -> PydanticCustomError:
-    return PydanticCustomError(_CUSTOM_ERROR, "{reason}", {"reason": reason, **ctx})
+_SERVER_RE = re.compile(rf"^{SERVER_NAME}$")
+_USER_ID_RE = re.compile(rf"^@[^\s:]+:{SERVER_NAME}$")
 
 
 def _check_user_id(value: str) -> str:
     if not _USER_ID_RE.match(value):
-        raise _problem(f"bad user id {value!r} (expected @name:server)")
+        raise problem(f"bad user id {value!r} (expected @name:server)")
     return value
 
 
 def _check_server_name(value: str) -> str:
     if not _SERVER_RE.match(value):
-        raise _problem(f"bad server name {value!r} (expected e.g. example.org)")
+        raise problem(f"bad server name {value!r} (expected e.g. example.org)")
     return value
 
 
-def _check_http_url(value: str) -> str:
-    try:
-        parts = urlsplit(value)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise _problem("must be an http(s) URL")
-    return value
-
-
-@functools.cache
-def _catalog() -> Catalog:
-    return Catalog.load()
-
-
-def _rule_reason(error: RuleError) -> str:
-    """Why a meet rule is refused, as the English catalog says it to the bot admins."""
-    return rule_problem(error, _catalog(), "en").plain
-
-
-def _stripped(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
-
-UserId = Annotated[str, BeforeValidator(_stripped), AfterValidator(_check_user_id)]
-ServerName = Annotated[str, BeforeValidator(_stripped), AfterValidator(_check_server_name)]
+UserId = Annotated[str, BeforeValidator(stripped), AfterValidator(_check_user_id)]
+ServerName = Annotated[str, BeforeValidator(stripped), AfterValidator(_check_server_name)]
 
 
 def server_of(user_id: str) -> str:
@@ -116,11 +73,7 @@ def server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MatrixSettings(_Section):
+class MatrixSettings(Section):
     homeserver: str
     user_id: UserId
     password: SecretStr | None = None
@@ -139,7 +92,7 @@ class MatrixSettings(_Section):
     @classmethod
     def _homeserver_is_url(cls, value: str) -> str:
         value = value.strip()
-        _check_http_url(value)
+        check_http_url(value)
         return value.rstrip("/")
 
     @field_validator("password", "access_token", "store_pickle_key")
@@ -152,11 +105,11 @@ class MatrixSettings(_Section):
     @model_validator(mode="after")
     def _needs_credentials(self) -> MatrixSettings:
         if self.password is None and self.access_token is None:
-            raise _problem("missing (set matrix.password or matrix.access_token)", field="password")
+            raise problem("missing (set matrix.password or matrix.access_token)", field="password")
         return self
 
 
-class BotSettings(_Section):
+class BotSettings(Section):
     command_prefix: str = "!"
     language: Literal["de", "en"] = "de"
     timezone: str = "Europe/Berlin"
@@ -177,9 +130,9 @@ class BotSettings(_Section):
     @classmethod
     def _prefix_valid(cls, value: str) -> str:
         if not value:
-            raise _problem("must not be empty")
+            raise problem("must not be empty")
         if any(ch.isspace() for ch in value):
-            raise _problem("must not contain whitespace")
+            raise problem("must not contain whitespace")
         return value
 
     @field_validator("language", mode="before")
@@ -193,15 +146,15 @@ class BotSettings(_Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise _problem(f"bad time zone {value!r}") from None
+            raise problem(f"bad time zone {value!r}") from None
         return value
 
 
-class StorageSettings(_Section):
+class StorageSettings(Section):
     database: Path = Path("./data/nextbot.db")
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("level", mode="before")
@@ -210,163 +163,10 @@ class LoggingSettings(_Section):
         return value.strip().upper() if isinstance(value, str) else value
 
 
-class ExpertSettings(_Section):
-    # Groups of words that mean the same in `!experts` searches; a group may hold phrases.
-    synonyms: list[list[str]] = Field(default_factory=lambda: [list(g) for g in DEFAULT_SYNONYMS])
-    # Longest profile bio, in characters.
-    bio_max_length: int = Field(default=500, ge=20, le=5000)
-
-    @field_validator("synonyms")
-    @classmethod
-    def _groups_valid(cls, value: list[list[str]]) -> list[list[str]]:
-        for group in value:
-            words = [w.strip() for w in group if w.strip()]
-            if len(words) < 2:
-                raise _problem("each synonym group needs at least two words")
-            if not all(any(c.isalnum() for c in w) for w in words):
-                raise _problem("a synonym needs at least one letter or digit")
-        return [[w.strip() for w in group if w.strip()] for group in value]
-
-
-_ROOM_ID_RE = re.compile(rf"^![^\s:]+(?::{_SERVER_NAME})?$")
-
-
-def _check_room_id(value: str) -> str:
-    if not _ROOM_ID_RE.match(value):
-        raise _problem(f"bad room id {value!r} (expected !id:server, not an alias #name:server)")
-    return value
-
-
-RoomId = Annotated[str, BeforeValidator(_stripped), AfterValidator(_check_room_id)]
-
-
-class WorkshopSettings(_Section):
-    # How long before a workshop its reminders are posted: "1d" (a day, on the wall clock),
-    # "2h", "30m". Empty: no reminders.
-    reminders: list[str] = Field(default_factory=lambda: ["1d", "1h"])
-    # Rooms for the reminders of workshops that belong to no room (e.g. imported ones).
-    rooms: list[RoomId] = Field(default_factory=list)
-
-    @field_validator("reminders")
-    @classmethod
-    def _offsets_valid(cls, value: list[str]) -> list[str]:
-        offsets = []
-        for text in value:
-            try:
-                offsets.append(parse_offset(text))
-            except ValueError:
-                raise _problem(f"bad reminder offset {text!r} (expected e.g. 1d, 2h or 30m, "
-                               "at most 60d)") from None
-        return [offset_label(o) for o in sorted(set(offsets), reverse=True)]
-
-
-class SchedulerSettings(_Section):
+class SchedulerSettings(Section):
     # A reminder or announcement missed while the bot was down is still posted (marked late)
     # within this many minutes after its time; older ones are logged as skipped.
     grace_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
-
-
-class AnnouncementSettings(_Section):
-    # Rooms (ids) where joins of new members are announced, unless their moderators switch
-    # announcements off; moderators of other rooms can switch them on.
-    rooms: list[RoomId] = Field(default_factory=list)
-    # The member list the network publishes (CSV with the import's header, or JSON); empty:
-    # none, members come from moderators and imports only.
-    feed_url: str | None = None
-    # How often the feed is fetched (a conditional request: unchanged costs little).
-    poll_minutes: float = Field(default=15, gt=0, le=24 * 60)
-
-    @field_validator("feed_url")
-    @classmethod
-    def _feed_url_valid(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        return _check_http_url(value)
-
-
-class MeetSettings(_Section):
-    # NExT-to-meet-you. The dates: an iCalendar recurrence rule as calendars export it
-    # (`FREQ=MONTHLY;BYDAY=2TH`, `BYDAY=-1FR`; `DTSTART=YYYYMMDD;` anchors one with INTERVAL),
-    # computed on the wall clock of `bot.timezone`. A time in the rule (`BYHOUR=12;BYMINUTE=0`)
-    # is the start; `start_time`, if written too, must agree with it.
-    rule: str = "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2"
-    start_time: str = "12:00"
-    duration: str = "1h"
-    link: str = ""  # the video link; empty: none
-    # Reminders before each date ("1d" the same time the day before, "15m"); empty: none.
-    reminders: list[str] = Field(default_factory=lambda: ["1d", "15m"])
-    # Rooms (ids) that get the reminders unless their moderators switch them off.
-    rooms: list[RoomId] = Field(default_factory=list)
-    pairing: bool = True  # pair the members who opted in before each date
-    pairing_lead: str = "3d"  # how long before a date its pairs are made
-    avoid_repeat_rounds: int = Field(default=3, ge=0, le=52)  # no partner again for N rounds
-    seed: str = "next"  # the pairing is deterministic for a seed (and the date)
-    # The pairs' rooms end-to-end encrypted (only with matrix.encryption).
-    encrypt_rooms: bool = True
-
-    @field_validator("rule")
-    @classmethod
-    def _rule_valid(cls, value: str) -> str:
-        try:
-            parse_rule(value)
-        except RuleError as error:
-            raise _problem(f"bad rule {value!r}: {_rule_reason(error)} (e.g. "
-                           "FREQ=MONTHLY;BYDAY=2TH or FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=12)") from None
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _one_start_time(self) -> MeetSettings:
-        # A rule with a time of day (BYHOUR=12;BYMINUTE=0) gives the start; a start_time the
-        # operator wrote must agree, one left out becomes the rule's.
-        rule = parse_rule(self.rule)
-        if rule.time is None:
-            return self
-        try:
-            start_time_of(rule, parse_start_time(self.start_time)
-                          if "start_time" in self.model_fields_set else None)
-        except RuleError as error:
-            raise _problem(_rule_reason(error), field="start_time") from None
-        self.start_time = clock_text(rule.time)
-        return self
-
-    @field_validator("start_time")
-    @classmethod
-    def _time_valid(cls, value: str) -> str:
-        try:
-            parse_start_time(value)
-        except ValueError:
-            raise _problem(f"bad time {value!r} (expected e.g. 12:00)") from None
-        return value.strip()
-
-    @field_validator("duration")
-    @classmethod
-    def _duration_valid(cls, value: str) -> str:
-        try:
-            parse_duration(value)
-        except ValueError:
-            raise _problem(f"bad duration {value!r} (expected e.g. 1h or 90m)") from None
-        return value.strip()
-
-    @field_validator("link")
-    @classmethod
-    def _link_valid(cls, value: str) -> str:
-        if value.strip() and normalize_link(value.strip()) is None:
-            raise _problem("must be an http(s) URL")
-        return value.strip()
-
-    @field_validator("reminders")
-    @classmethod
-    def _offsets_valid(cls, value: list[str]) -> list[str]:
-        return WorkshopSettings._offsets_valid(value)
-
-    @field_validator("pairing_lead")
-    @classmethod
-    def _lead_valid(cls, value: str) -> str:
-        try:
-            return offset_label(parse_offset(value))
-        except ValueError:
-            raise _problem(f"bad lead time {value!r} (expected e.g. 3d or 12h)") from None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -381,7 +181,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     # Address for Prometheus /metrics and /healthz, e.g. "127.0.0.1:9464"; empty: off.
     listen: str = ""
 
@@ -393,7 +193,7 @@ class MetricsSettings(_Section):
             try:
                 parse_listen(value)
             except ValueError as exc:
-                raise _problem(str(exc)) from None
+                raise problem(str(exc)) from None
         return value
 
     @property
@@ -401,28 +201,9 @@ class MetricsSettings(_Section):
         return parse_listen(self.listen) if self.listen else None
 
 
-class CommunitySettings(_Section):
-    # The network's space for the communities: a room id or alias. Empty: the bot makes one
-    # the first time a moderator creates or links a community.
-    space: str = ""
-    # Newcomers who join within this many seconds of each other get one combined welcome.
-    welcome_delay_seconds: int = Field(default=30, ge=0, le=3600)
-    # Nobody matching these user-id patterns is welcomed (`*` = anything): other bots, bridges.
-    no_welcome: list[str] = Field(default_factory=lambda: ["@*bot:*", "@_*"])
-    # Rooms the bot creates for communities are end-to-end encrypted (with matrix.encryption).
-    encrypt_rooms: bool = True
+class CoreSettings(BaseSettings):
+    """The core's sections; `Settings` adds each feature's (`commands/features.py`)."""
 
-    @field_validator("space")
-    @classmethod
-    def _space_valid(cls, value: str) -> str:
-        value = value.strip()
-        if value and (value[0] not in "!#" or ":" not in value):
-            raise _problem(f"bad space {value!r} (expected a room id !id:server or an alias "
-                           "#name:server)")
-        return value
-
-
-class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
         env_prefix=ENV_PREFIX,
@@ -434,12 +215,7 @@ class Settings(BaseSettings):
     bot: BotSettings = Field(default_factory=BotSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    experts: ExpertSettings = Field(default_factory=ExpertSettings)
-    workshops: WorkshopSettings = Field(default_factory=WorkshopSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
-    meet: MeetSettings = Field(default_factory=MeetSettings)
-    announcements: AnnouncementSettings = Field(default_factory=AnnouncementSettings)
-    communities: CommunitySettings = Field(default_factory=CommunitySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
@@ -474,6 +250,13 @@ class Settings(BaseSettings):
             return False
         allowed = self.bot.allowed_servers or [server_of(self.matrix.user_id)]
         return server_of(user_id) in allowed
+
+
+# The configuration file: the core's sections and every feature's own (e.g. `[meet]`).
+Settings = create_model(
+    "Settings", __base__=CoreSettings,
+    **{key: (model, Field(default_factory=model))
+       for key, model in (feature.section for feature in FEATURES if feature.section)})
 
 
 class ConfigError(Exception):
@@ -517,7 +300,7 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 def _reason(err: Any) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
-    if kind == _CUSTOM_ERROR:
+    if kind == CUSTOM_ERROR:
         return str(ctx["reason"])
     if kind in _TYPE_REASONS:
         return _TYPE_REASONS[kind]
@@ -537,10 +320,10 @@ def _problems(exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False, include_input=False):
         loc = tuple(err["loc"])
         ctx = err.get("ctx") or {}
-        if err["type"] == _CUSTOM_ERROR and "field" in ctx:
+        if err["type"] == CUSTOM_ERROR and "field" in ctx:
             loc = (*loc, ctx["field"])
         reason = _reason(err)
-        safe = err["type"] in _TYPE_REASONS or err["type"] == _CUSTOM_ERROR
+        safe = err["type"] in _TYPE_REASONS or err["type"] == CUSTOM_ERROR
         if loc and loc[-1] in SECRET_FIELDS and not safe:
             reason = "invalid value"  # belt and braces: never risk echoing a secret
         line = f"{_dotted(loc)}: {reason}"

@@ -12,9 +12,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import Field, field_validator
 from rapidfuzz import fuzz, process
 
 from commands import room_settings
+from commands.config_fields import Section, problem
 from commands.feature import Feature
 from commands.framework import (
     ActionRefused,
@@ -40,6 +42,27 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 TITLE_MAX = 100
 TOPIC_MAX = 300
 DESCRIPTION_MAX = 2000
+
+
+class CommunitySettings(Section):
+    # The network's space for the communities: a room id or alias. Empty: the bot makes one
+    # the first time a moderator creates or links a community.
+    space: str = ""
+    # Newcomers who join within this many seconds of each other get one combined welcome.
+    welcome_delay_seconds: int = Field(default=30, ge=0, le=3600)
+    # Nobody matching these user-id patterns is welcomed (`*` = anything): other bots, bridges.
+    no_welcome: list[str] = Field(default_factory=lambda: ["@*bot:*", "@_*"])
+    # Rooms the bot creates for communities are end-to-end encrypted (with matrix.encryption).
+    encrypt_rooms: bool = True
+
+    @field_validator("space")
+    @classmethod
+    def _space_valid(cls, value: str) -> str:
+        value = value.strip()
+        if value and (value[0] not in "!#" or ":" not in value):
+            raise problem(f"bad space {value!r} (expected a room id !id:server or an alias "
+                           "#name:server)")
+        return value
 
 
 @dataclass(frozen=True)
@@ -346,5 +369,5 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 FEATURE = Feature(
-    "communities", router,
+    "communities", router, section=("communities", CommunitySettings),
     configure=lambda settings: CommunityConfig(settings.communities.space))

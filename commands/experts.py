@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from urllib.parse import quote
 
+from pydantic import Field, field_validator
 from rapidfuzz import fuzz, process
 
 from commands import erasure
+from commands.config_fields import Section, problem
 from commands.feature import Feature
 from commands.framework import (
     Arg,
@@ -60,6 +62,24 @@ SUGGESTIONS = 3
 SUGGESTION_CUTOFF = 75.0
 SUGGESTION_POOL = 2000  # typos are looked for among this many of the most common topics
 
+
+
+class ExpertSettings(Section):
+    # Groups of words that mean the same in `!experts` searches; a group may hold phrases.
+    synonyms: list[list[str]] = Field(default_factory=lambda: [list(g) for g in DEFAULT_SYNONYMS])
+    # Longest profile bio, in characters.
+    bio_max_length: int = Field(default=500, ge=20, le=5000)
+
+    @field_validator("synonyms")
+    @classmethod
+    def _groups_valid(cls, value: list[list[str]]) -> list[list[str]]:
+        for group in value:
+            words = [w.strip() for w in group if w.strip()]
+            if len(words) < 2:
+                raise problem("each synonym group needs at least two words")
+            if not all(any(c.isalnum() for c in w) for w in words):
+                raise problem("a synonym needs at least one letter or digit")
+        return [[w.strip() for w in group if w.strip()] for group in value]
 
 
 @dataclass(frozen=True)
@@ -573,6 +593,6 @@ async def topics(ctx: Context) -> Text:
 
 
 FEATURE = Feature(
-    "experts", router,
+    "experts", router, section=("experts", ExpertSettings),
     configure=lambda settings: ExpertConfig(settings.experts.synonyms,
                                             settings.experts.bio_max_length))

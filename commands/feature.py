@@ -1,16 +1,19 @@
 """What a feature hands the runtime, in one declaration: `FEATURE` at the end of its module.
 
-The runtime (`bot/runtime.py`) goes through the list in `bot/features.py` and names no feature.
+The features are listed once, in `commands/features.py`; the runtime (`bot/runtime.py`) and the
+settings (`bot/settings.py`) go through that list and name no feature.
 A feature gives, each optional:
 - `router`: its commands and subcommands;
+- `section`: its section of the configuration file, `(key, model)`, e.g. `("meet",
+  MeetSettings)` for `[meet]`; `bot/settings.py` adds every feature's section to the settings;
 - `configure(settings)`: its configuration, read from its own section of the settings; handlers
   find it in `services.configs[name]`;
 - `switched_on(settings)`: the rooms where the operator's configuration switches one of the room
   settings on (`[meet] rooms` for `meet_reminders`), until the room's moderators switch it off;
 - `sources(services)`: what it tells the scheduler (reminders, announcements);
-- `setups`: what it needs on the Matrix side, added in `bot/features.py` (a feature module here
-  never imports `bot/`): each is called once at start with the running bot's `FeatureContext`
-  and may return a background task to run.
+- `setups`: what it needs on the Matrix side, added by its name in `bot/features.py` (a feature
+  module here never imports `bot/`): each is called once at start with the running bot's
+  `FeatureContext` and may return a background task to run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from commands.config_fields import Section
 from commands.framework import Router, Services
 from commands.schedule import OccurrenceSource
 
@@ -29,6 +33,7 @@ Setup = Callable[[Any], Awaitable[None] | None]
 class Feature:
     name: str  # its key in `services.configs`
     router: Router | None = None
+    section: tuple[str, type[Section]] | None = None
     configure: Callable[[Any], object] | None = None
     switched_on: Callable[[Any], Mapping[str, frozenset[str]]] | None = None
     sources: Callable[[Services], Sequence[OccurrenceSource]] | None = None

@@ -70,6 +70,7 @@ from commands.meet_rule import (
 from commands.meet_schedule import (
     MeetConfig,
     Meeting,
+    MeetSettings,
     View,
     current_schedule,
     meeting_on,
@@ -425,7 +426,7 @@ async def met(ctx: Context, met_answer: str) -> Text:
 
 
 FEATURE = Feature(
-    "meet", router,
+    "meet", router, section=("meet", MeetSettings),
     configure=lambda settings: MeetConfig.create(
         **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),
         timezone=settings.bot.timezone),

@@ -11,30 +11,130 @@ the reminders (`commands.meet_reminders`) and the pairing (`commands.meet_pairin
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import Field, field_validator, model_validator
+
+from commands.config_fields import RoomId, Section, problem, reminder_offsets
 from commands.dates import format_when, parse_duration
 from commands.framework import Services, command_line
-from commands.i18n import Text
+from commands.i18n import Catalog, Text
 from commands.links import link, normalize_link
 from commands.meet_rule import (
     DEFAULT_RULE,
     DEFAULT_START,
     RuleError,
+    clock_text,
     parse_rule,
     parse_start_time,
     rule_dates,
+    rule_problem,
     start_time_of,
 )
 from commands.schedule import local_time
 from storage.meet import moment
-from storage.workshops import parse_offset
+from storage.workshops import offset_label, parse_offset
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _catalog() -> Catalog:
+    return Catalog.load()
+
+
+def rule_reason(error: RuleError) -> str:
+    """Why a meet rule is refused, as the English catalog says it to the bot admins."""
+    return rule_problem(error, _catalog(), "en").plain
+
+
+class MeetSettings(Section):
+    # NExT-to-meet-you. The dates: an iCalendar recurrence rule as calendars export it
+    # (`FREQ=MONTHLY;BYDAY=2TH`, `BYDAY=-1FR`; `DTSTART=YYYYMMDD;` anchors one with INTERVAL),
+    # computed on the wall clock of `bot.timezone`. A time in the rule (`BYHOUR=12;BYMINUTE=0`)
+    # is the start; `start_time`, if written too, must agree with it.
+    rule: str = "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2"
+    start_time: str = "12:00"
+    duration: str = "1h"
+    link: str = ""  # the video link; empty: none
+    # Reminders before each date ("1d" the same time the day before, "15m"); empty: none.
+    reminders: list[str] = Field(default_factory=lambda: ["1d", "15m"])
+    # Rooms (ids) that get the reminders unless their moderators switch them off.
+    rooms: list[RoomId] = Field(default_factory=list)
+    pairing: bool = True  # pair the members who opted in before each date
+    pairing_lead: str = "3d"  # how long before a date its pairs are made
+    avoid_repeat_rounds: int = Field(default=3, ge=0, le=52)  # no partner again for N rounds
+    seed: str = "next"  # the pairing is deterministic for a seed (and the date)
+    # The pairs' rooms end-to-end encrypted (only with matrix.encryption).
+    encrypt_rooms: bool = True
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_valid(cls, value: str) -> str:
+        try:
+            parse_rule(value)
+        except RuleError as error:
+            raise problem(f"bad rule {value!r}: {rule_reason(error)} (e.g. "
+                           "FREQ=MONTHLY;BYDAY=2TH or FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=12)") from None
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> MeetSettings:
+        # A rule with a time of day (BYHOUR=12;BYMINUTE=0) gives the start; a start_time the
+        # operator wrote must agree, one left out becomes the rule's.
+        rule = parse_rule(self.rule)
+        if rule.time is None:
+            return self
+        try:
+            start_time_of(rule, parse_start_time(self.start_time)
+                          if "start_time" in self.model_fields_set else None)
+        except RuleError as error:
+            raise problem(rule_reason(error), field="start_time") from None
+        self.start_time = clock_text(rule.time)
+        return self
+
+    @field_validator("start_time")
+    @classmethod
+    def _time_valid(cls, value: str) -> str:
+        try:
+            parse_start_time(value)
+        except ValueError:
+            raise problem(f"bad time {value!r} (expected e.g. 12:00)") from None
+        return value.strip()
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_valid(cls, value: str) -> str:
+        try:
+            parse_duration(value)
+        except ValueError:
+            raise problem(f"bad duration {value!r} (expected e.g. 1h or 90m)") from None
+        return value.strip()
+
+    @field_validator("link")
+    @classmethod
+    def _link_valid(cls, value: str) -> str:
+        if value.strip() and normalize_link(value.strip()) is None:
+            raise problem("must be an http(s) URL")
+        return value.strip()
+
+    @field_validator("reminders")
+    @classmethod
+    def _offsets_valid(cls, value: list[str]) -> list[str]:
+        return reminder_offsets(value)
+
+    @field_validator("pairing_lead")
+    @classmethod
+    def _lead_valid(cls, value: str) -> str:
+        try:
+            return offset_label(parse_offset(value))
+        except ValueError:
+            raise problem(f"bad lead time {value!r} (expected e.g. 3d or 12h)") from None
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,10 @@ from itertools import groupby
 from typing import Any
 
 from babel.dates import format_date
+from pydantic import Field, field_validator
 
 from commands import room_settings
+from commands.config_fields import RoomId, Section, check_http_url
 from commands.feature import Feature
 from commands.framework import (
     Arg,
@@ -55,6 +57,25 @@ from storage.municipalities import (
 from storage.text import STATES, normalize_state
 
 router = Router("municipalities")
+
+
+class AnnouncementSettings(Section):
+    # Rooms (ids) where joins of new members are announced, unless their moderators switch
+    # announcements off; moderators of other rooms can switch them on.
+    rooms: list[RoomId] = Field(default_factory=list)
+    # The member list the network publishes (CSV with the import's header, or JSON); empty:
+    # none, members come from moderators and imports only.
+    feed_url: str | None = None
+    # How often the feed is fetched (a conditional request: unchanged costs little).
+    poll_minutes: float = Field(default=15, gt=0, le=24 * 60)
+
+    @field_validator("feed_url")
+    @classmethod
+    def _feed_url_valid(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        return check_http_url(value)
 
 SOURCE_NAME = "municipalities"
 # A join is announced this long after it was registered: the scheduler plans it in the future.
@@ -459,6 +480,6 @@ class JoinAnnouncements:
 
 
 FEATURE = Feature(
-    "municipalities", router,
+    "municipalities", router, section=("announcements", AnnouncementSettings),
     switched_on=lambda settings: {"announcements": frozenset(settings.announcements.rooms)},
     sources=lambda services: [JoinAnnouncements(services)])

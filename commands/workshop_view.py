@@ -12,7 +12,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event
+from pydantic import Field, field_validator
 
+from commands.config_fields import RoomId, Section, reminder_offsets
 from commands.dates import format_when
 from commands.framework import Services, command_line
 from commands.i18n import Text
@@ -31,6 +33,19 @@ FIELD_WORDS = {
            "end": "end", "duration": "duration", "location": "location", "url": "link",
            "capacity": "places", "community": "community", "description": "description"},
 }
+
+
+class WorkshopSettings(Section):
+    # How long before a workshop its reminders are posted: "1d" (a day, on the wall clock),
+    # "2h", "30m". Empty: no reminders.
+    reminders: list[str] = Field(default_factory=lambda: ["1d", "1h"])
+    # Rooms for the reminders of workshops that belong to no room (e.g. imported ones).
+    rooms: list[RoomId] = Field(default_factory=list)
+
+    @field_validator("reminders")
+    @classmethod
+    def _offsets_valid(cls, value: list[str]) -> list[str]:
+        return reminder_offsets(value)
 
 
 @dataclass(frozen=True)

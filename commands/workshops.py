@@ -53,7 +53,7 @@ from commands.workshop_spec import (
     unquote,
     when_error,
 )
-from commands.workshop_view import View, WorkshopConfig, calendar_file
+from commands.workshop_view import View, WorkshopConfig, WorkshopSettings, calendar_file
 from storage.member_data import Erasure
 from storage.text import STOPWORDS, tokens
 from storage.workshops import REGISTERED, WAITING, Counts, Registration, Workshop
@@ -543,7 +543,7 @@ async def participants(ctx: Context, workshop_number: str) -> list[Reply]:
 
 
 FEATURE = Feature(
-    "workshops", router,
+    "workshops", router, section=("workshops", WorkshopSettings),
     configure=lambda settings: WorkshopConfig.create(settings.workshops.reminders,
                                                      settings.workshops.rooms,
                                                      settings.bot.timezone),

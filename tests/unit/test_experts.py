@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.matrix.render import to_html
-from bot.settings import ExpertSettings
 from commands import core, experts
-from commands.experts import ExpertConfig, parse_query
+from commands.experts import ExpertConfig, ExpertSettings, parse_query
 from commands.framework import Level, Registry, dispatch, parse_args
 from commands.i18n import LANGUAGES
 from storage.expert_search import (

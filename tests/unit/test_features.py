@@ -38,6 +38,14 @@ def settings(tmp_path: Path):
     return load_settings(path)
 
 
+def test_each_feature_brings_its_own_section_of_the_configuration(tmp_path):
+    loaded = settings(tmp_path)
+    assert loaded.meet.rooms == ["!meet:example.org"]  # [meet], declared by commands/meet.py
+    assert loaded.announcements.rooms == ["!news:example.org"]
+    assert {key for f in FEATURES if f.section for key in [f.section[0]]} == {
+        "communities", "experts", "workshops", "meet", "announcements"}
+
+
 def test_each_feature_is_configured_from_its_own_section(tmp_path):
     configs = feature_configs(settings(tmp_path), FEATURES)
     assert isinstance(configs["meet"], MeetConfig)
@@ -56,9 +64,10 @@ def test_the_runtime_gets_every_feature_from_the_list(storage):
     sources = [source for f in FEATURES if f.sources for source in f.sources(services)]
     assert sorted(source.name for source in sources) == [
         "meet", "meet-followups", "municipalities", "workshops"]
-    assert [setup.__module__ for f in FEATURES for setup in f.setups] == [
-        "bot.matrix.room_admin", "bot.pipeline.welcomer", "bot.matrix.pairing_rooms",
-        "bot.importers.feed"]
+    setups = {f.name: [setup.__module__ for setup in f.setups] for f in FEATURES}
+    assert setups["communities"] == ["bot.matrix.room_admin", "bot.pipeline.welcomer"]
+    assert setups["meet"] == ["bot.matrix.pairing_rooms"]
+    assert setups["municipalities"] == ["bot.importers.feed"]
 
 
 async def test_a_new_feature_is_one_declaration_and_one_line_in_the_list(storage):

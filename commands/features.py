@@ -1,0 +1,20 @@
+"""Every feature of the bot, in the order `!hilfe` lists them: adding one is one line here.
+
+Each is its module's `FEATURE` (see `commands/feature.py`); the settings (`bot/settings.py`),
+the runtime (`bot/runtime.py`) and the Matrix side (`bot/features.py`) go through this list.
+"""
+
+from __future__ import annotations
+
+from commands import communities, core, experts, meet, municipalities, room_settings, workshops
+from commands.feature import Feature
+
+FEATURES: list[Feature] = [
+    core.FEATURE,
+    room_settings.FEATURE,
+    communities.FEATURE,
+    experts.FEATURE,
+    workshops.FEATURE,
+    meet.FEATURE,
+    municipalities.FEATURE,
+]
