@@ -101,6 +101,7 @@ class Reply:
     direct: bool = False
     recipient: str | None = None
     mentions: tuple[str, ...] = ()
+    post_of_workshop: int | None = None  # the bot's post of this workshop: ✅ signs up there
 
 
 HandlerResult = Text | Reply | list[Reply] | None

@@ -168,7 +168,7 @@ def _first_word(text: str) -> tuple[str, str]:
 
 @router.subcommand("workshop", "show", "anzeigen",
                    aliases=["details", "detail", "info", "zeigen", "zeige"], args=[NUMBER])
-async def show(ctx: Context, workshop_number: str) -> Text:
+async def show(ctx: Context, workshop_number: str) -> Reply:
     return await _show(ctx, _number(ctx, workshop_number))
 
 
@@ -219,7 +219,7 @@ async def _get(ctx: Context, number: int) -> Workshop:
     return found
 
 
-async def _show(ctx: Context, number: int) -> Text:
+async def _show(ctx: Context, number: int) -> Reply:
     view = View(ctx.services, ctx.language)
     w = await _get(ctx, number)
     repo = ctx.services.storage.workshops
@@ -245,7 +245,9 @@ async def _show(ctx: Context, number: int) -> Text:
                             rsvp=view.call("rsvp", str(number))))
     if not w.cancelled:
         parts.append(view.t("calendar_hint", ics=view.call_number_first("ics", str(number))))
-    return Text.join(parts, "\n\n")
+    open_for_sign_up = not w.cancelled and w.starts_at > now
+    return Reply(Text.join(parts, "\n\n"),
+                 post_of_workshop=number if open_for_sign_up else None)
 
 
 async def _ics(ctx: Context, number: int) -> Reply:
@@ -368,7 +370,7 @@ def _example_add(view: View, now: datetime) -> Text:
                    aliases=["new", "create", "anlegen", "erstellen", "hinzufügen", "eintragen"],
                    args=[Arg("workshop_spec", rest=True, optional=True)],
                    level=Level.ROOM_MODERATOR)
-async def add(ctx: Context, workshop_spec: str | None = None) -> Text:
+async def add(ctx: Context, workshop_spec: str | None = None) -> Reply:
     view = View(ctx.services, ctx.language)
     now = ctx.services.clock.now()
     example = _example_add(view, now)
@@ -409,7 +411,7 @@ async def add(ctx: Context, workshop_spec: str | None = None) -> Text:
                    ics=view.call_number_first("ics", number),
                    edit=view.call("workshop.edit", number, f"{view.words['capacity']}=30"),
                    cancel=view.call("workshop.cancel", number))
-    return added
+    return Reply(added, post_of_workshop=stored.number)
 
 
 @router.subcommand("workshop", "edit", "ändern",

@@ -89,6 +89,8 @@ MEMBER_DATA: tuple[MemberColumn, ...] = (
     MemberColumn("profile_removals", "removed_by", P,
                  "an admin's removals of others: the moderation record stays",
                  hidden=("user_id",)),
+    MemberColumn("workshop_reactions", "user_id", D,
+                 "the member's ✅ on workshop posts that signed them up"),
     MemberColumn("workshop_registrations", "user_id", D,
                  "sign-ups and waiting-list places: withdrawn, the next waiting move up"),
     MemberColumn("workshops", "created_by", P, "workshops the member added stay for the others"),

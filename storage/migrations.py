@@ -404,4 +404,26 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE inbox ADD COLUMN thread_root TEXT
         """,
     ),
+    Migration(
+        15,
+        "workshop posts: the bot's posts of a workshop, and the ✅ reactions that signed up",
+        """
+        -- set on a message that is a post of this workshop: once sent, it is recorded below
+        ALTER TABLE outbox ADD COLUMN post_of_workshop INTEGER;
+        -- room_id: where it was queued (a room, or the member of a direct chat)
+        CREATE TABLE workshop_posts (
+            event_id TEXT PRIMARY KEY,
+            workshop INTEGER NOT NULL REFERENCES workshops (number) ON DELETE CASCADE,
+            room_id TEXT NOT NULL
+        );
+        CREATE INDEX workshop_posts_by_workshop ON workshop_posts (workshop);
+        -- a member's ✅ on a post that signed them up: its redaction withdraws them
+        CREATE TABLE workshop_reactions (
+            event_id TEXT PRIMARY KEY,
+            workshop INTEGER NOT NULL REFERENCES workshops (number) ON DELETE CASCADE,
+            user_id TEXT NOT NULL
+        );
+        CREATE INDEX workshop_reactions_by_user ON workshop_reactions (user_id)
+        """,
+    ),
 ]

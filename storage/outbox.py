@@ -10,6 +10,7 @@ send lanes take the next message without a query.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class OutgoingMessage:
     seq: int = 0
     # A file to upload first; its `mxc://` URL then goes into the content's `url`.
     file_data: bytes | None = None
+    # The bot's post of this workshop: once sent, recorded (`sent`) and given the first ✅.
+    post_of_workshop: int | None = None
 
     def __repr__(self) -> str:
         return f"OutgoingMessage(txn_id={self.txn_id!r}, room_id={self.room_id!r})"
@@ -56,9 +59,10 @@ class OutboxRepository:
         def insert(conn: sqlite3.Connection) -> None:
             new.extend(m for m in messages if conn.execute(
                 "INSERT INTO outbox (txn_id, room_id, event_type, content, created_at, "
-                "file_data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (txn_id) DO NOTHING",
+                "file_data, post_of_workshop) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (txn_id) DO NOTHING",
                 (m.txn_id, m.room_id, m.event_type, json.dumps(m.content, ensure_ascii=False),
-                 created_at, m.file_data),
+                 created_at, m.file_data, m.post_of_workshop),
             ).rowcount)
 
         async with self._db.transaction():
@@ -79,11 +83,12 @@ class OutboxRepository:
 
         async def read() -> list[OutgoingMessage]:
             rows = await self._db.fetchall(
-                "SELECT txn_id, room_id, content, event_type, seq, file_data FROM outbox "
-                "WHERE room_id = ? AND failed_at IS NULL ORDER BY seq",
+                "SELECT txn_id, room_id, content, event_type, seq, file_data, post_of_workshop "
+                "FROM outbox WHERE room_id = ? AND failed_at IS NULL ORDER BY seq",
                 (room_id,),
             )
-            return [OutgoingMessage(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+            return [OutgoingMessage(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5],
+                                    row[6])
                     for row in rows]
 
         return await self._waiting.first(room_id, read)
@@ -92,6 +97,20 @@ class OutboxRepository:
         """Drop a message (sent); its room, when known, saves a search."""
         await self._db.execute("DELETE FROM outbox WHERE txn_id = ?", (txn_id,))
         self._db.after_commit(lambda: self._waiting.forget(txn_id, room_id))
+
+    async def sent(self, message: OutgoingMessage, event_id: str | None, at: int) -> None:
+        """A message the homeserver took (as `event_id`): dropped. A post of a workshop is
+        recorded under its event id and gets the bot's own ✅, so that signing up is one tap;
+        in the same transaction, so each post is recorded and reacted to exactly once."""
+        async with self._db.transaction():
+            if message.post_of_workshop is not None and event_id:
+                await self._db.execute(
+                    "INSERT INTO workshop_posts (event_id, workshop, room_id) "
+                    "SELECT ?, number, ? FROM workshops WHERE number = ? "
+                    "ON CONFLICT (event_id) DO NOTHING",
+                    (event_id, message.room_id, message.post_of_workshop))
+                await self.add([first_sign_up(message.room_id, event_id)], created_at=at)
+            await self.remove(message.txn_id, message.room_id)
 
     async def set_aside(self, txn_id: str, room_id: str, errcode: str, at: int) -> None:
         """A message the homeserver refused for good: out of its room's queue, but kept (with
@@ -122,3 +141,14 @@ class OutboxRepository:
     async def count_failed(self) -> int:
         row = await self._db.fetchone("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
         return int(row[0])
+
+
+SIGN_UP_KEY = "✅"
+
+
+def first_sign_up(room_id: str, post_event_id: str) -> OutgoingMessage:
+    """The bot's own ✅ on its post of a workshop, under a transaction id of the post's own."""
+    digest = hashlib.sha256(post_event_id.encode()).hexdigest()[:32]
+    return OutgoingMessage(f"react-{digest}", room_id, {"m.relates_to": {
+        "rel_type": "m.annotation", "event_id": post_event_id, "key": SIGN_UP_KEY}},
+        event_type="m.reaction")

@@ -323,11 +323,44 @@ class WorkshopRepository:
             found[row[0]] = Counts(int(row[1] or 0), int(row[2] or 0))
         return found
 
+    # -- the bot's posts, and the ✅ that signed up on them ------------------------------------
+
+    async def workshop_of_post(self, event_id: str) -> int | None:
+        """The workshop whose post the bot sent as `event_id` (`storage.outbox` records it)."""
+        row = await self._db.fetchone("SELECT workshop FROM workshop_posts WHERE event_id = ?",
+                                      (event_id,))
+        return int(row[0]) if row else None
+
+    async def posts(self, number: int) -> list[tuple[str, str]]:
+        """The bot's posts of a workshop: (event id, room or member of a direct chat)."""
+        rows = await self._db.fetchall(
+            "SELECT event_id, room_id FROM workshop_posts WHERE workshop = ? ORDER BY rowid",
+            (number,))
+        return [(row[0], row[1]) for row in rows]
+
+    async def add_reaction(self, event_id: str, number: int, user_id: str) -> None:
+        """A member's ✅ that signed them up: its removal withdraws them."""
+        await self._db.execute(
+            "INSERT INTO workshop_reactions (event_id, workshop, user_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (event_id) DO NOTHING", (event_id, number, user_id))
+
+    async def take_reaction(self, event_id: str, user_id: str) -> int | None:
+        """Forget `user_id`'s ✅ `event_id`; the workshop it signed them up for, if it did."""
+        row = await self._db.fetchone(
+            "SELECT workshop FROM workshop_reactions WHERE event_id = ? AND user_id = ?",
+            (event_id, user_id))
+        if row is None:
+            return None
+        await self._db.execute("DELETE FROM workshop_reactions WHERE event_id = ?", (event_id,))
+        return int(row[0])
+
     async def delete_all_of(self, user_id: str, now: datetime | None = None) -> list[Registration]:
         """Remove every registration of a member (e.g. when they delete their data), each as
         a withdrawal; returns who moved up from waiting lists because of it. With `now`, nobody
         moves up into a workshop that has begun by then: its row just goes."""
         async with self._db.transaction():
+            await self._db.execute("DELETE FROM workshop_reactions WHERE user_id = ?",
+                                   (user_id,))
             rows = await self._db.fetchall(
                 "SELECT r.workshop, w.starts_at FROM workshop_registrations r "
                 "JOIN workshops w ON w.number = r.workshop WHERE r.user_id = ? ORDER BY r.id",

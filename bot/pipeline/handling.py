@@ -31,6 +31,7 @@ from bot.matrix.render import file_message, page_labels, paginate
 from bot.metrics import Metrics
 from bot.pipeline.rate_limit import MemberRateLimit, Verdict
 from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
+from commands.workshop_reactions import answer_reaction, is_reaction_body
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
 from storage.undecrypted import Undecrypted
@@ -281,6 +282,9 @@ class CommandHandler:
 
         request = Request(message.event_id, message.room_id, message.sender, message.body,
                           language, level)
+        if is_reaction_body(message.body):  # a ✅ or its removal, not a command
+            return self._messages(message, await answer_reaction(request, run.services),
+                                  language)
         return self._messages(message, await dispatch(request, run.services), language)
 
     def _messages(self, message: InboxMessage, replies: list[Reply],
@@ -294,7 +298,8 @@ class CommandHandler:
                 address, reply_to, thread = reply.recipient or message.sender, None, None
             for content, file_data in self._contents(reply, language, reply_to, thread):
                 outgoing.append(OutgoingMessage(reply_txn_id(message.event_id, len(outgoing)),
-                                                address, content, file_data=file_data))
+                                                address, content, file_data=file_data,
+                                                post_of_workshop=reply.post_of_workshop))
         return outgoing
 
     async def _hold_back(self, message: InboxMessage, language: str, verdict: Verdict) -> None:

@@ -87,7 +87,7 @@ class Sender:
             result = await self._send(message)
             self._metrics.send_result(result.outcome.value)
             if result.outcome is SendOutcome.SENT:
-                await self._outbox.remove(message.txn_id, room_id)
+                await self._outbox.sent(message, result.event_id, self._now_ms())
                 backoff.reset()
             elif result.outcome is SendOutcome.RATE_LIMITED:
                 wait = min(result.retry_after_ms / 1000, MAX_RATE_LIMIT_WAIT_S)

@@ -29,6 +29,7 @@ from bot.matrix.connection import (
 )
 from bot.metrics import Metrics
 from bot.pipeline.backoff import Backoff
+from commands.workshop_reactions import reaction_body
 from storage import Storage
 from storage.communities import Join
 from storage.database import storable, storable_record, storable_text
@@ -342,7 +343,14 @@ class Syncer:
         return Join(event.event_id, event.room_id, event.sender, event.origin_ts)
 
     def _as_command(self, event: RoomEvent) -> InboxMessage | None:
-        if event.type != "m.room.message" or event.sender == self._source.user_id:
+        if event.sender == self._source.user_id:
+            return None
+        # A member's ✅ on a post of a workshop, or a redaction: answered like a command.
+        reaction = reaction_body(event.type, event.content)
+        if reaction is not None:
+            return InboxMessage(event.event_id, event.room_id, event.sender, reaction,
+                                event.origin_ts)
+        if event.type != "m.room.message":
             return None
         content = event.content
         if content.get("msgtype") != "m.text":  # notices come from bots: never answer them

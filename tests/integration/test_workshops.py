@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -91,3 +92,72 @@ async def test_a_reminder_is_posted_into_the_room_mentioning_the_registered(
     assert reminder["m.mentions"] == {"user_ids": [member.user_id]}
     await member.settle(2)
     assert len(member.messages_from(room, bot_account.user_id)) == 2  # posted once
+
+
+async def _wait_for_check_mark(member: Member, room: str, sender: str, post: str,
+                               timeout: float = 20.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        marks = [ev for ev in member.timeline.get(room, [])
+                 if ev.get("type") == "m.reaction" and ev.get("sender") == sender
+                 and ev["content"].get("m.relates_to", {}).get("event_id") == post]
+        if marks or asyncio.get_running_loop().time() > deadline:
+            assert marks, "the bot put no ✅ on its post"
+            return marks[0]
+        await member.sync()
+
+
+async def _until(condition, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_check_mark_signs_up_and_its_removal_withdraws_also_across_a_restart(
+    bot_account: BotAccount, member: Member, room: str, make_member: MakeMember
+) -> None:
+    bot = bot_account.user_id
+    day = (datetime.now(BERLIN) + timedelta(days=10)).date()
+    post = await member.ask(room, bot, f"!werkstatt neu {day:%d.%m.%Y} 10:00-12:00 "
+                                       "KI in der Verwaltung plätze=1")
+    mark = await _wait_for_check_mark(member, room, bot, post["event_id"])
+    assert mark["content"]["m.relates_to"]["key"] == "✅"
+
+    first, second = await make_member("erste"), await make_member("zweite")
+    for person in (first, second):
+        await member.invite(room, person.user_id)
+        await person.join(room)
+
+    def check_mark() -> dict:
+        return {"m.relates_to": {"rel_type": "m.annotation", "event_id": post["event_id"],
+                                 "key": "✅"}}
+
+    signed_up = await first.send_raw(room, "m.reaction", check_mark())
+    first_direct = await first.wait_for_invite()
+    await first.join(first_direct)
+    [told] = await first.wait_for_messages(first_direct, bot, 1)
+    assert "Du bist angemeldet" in told["content"]["body"]
+    await second.send_raw(room, "m.reaction", check_mark())
+    second_direct = await second.wait_for_invite()
+    await second.join(second_direct)
+    [waiting] = await second.wait_for_messages(second_direct, bot, 1)
+    assert "Warteliste" in waiting["content"]["body"]  # one place only
+
+    await bot_account.stop()
+    redacted = await first.client.room_redact(room, signed_up)  # while the bot is away
+    assert isinstance(redacted, nio.RoomRedactResponse), redacted
+    await bot_account.start()
+
+    moved_up = await second.wait_for_messages(second_direct, bot, 2)
+    assert "Platz frei geworden" in moved_up[-1]["content"]["body"]
+    withdrawn = await first.wait_for_messages(first_direct, bot, 2)
+    assert "abgemeldet" in withdrawn[-1]["content"]["body"]
+    running = bot_account.running
+    assert running is not None and running.storage is not None
+    workshops = running.storage.workshops
+    assert await workshops.registration(1, first.user_id) is None
+    assert (await workshops.registration(1, second.user_id)).status == "registered"
+    room_messages = len(member.messages_from(room, bot))
+    await member.settle()
+    assert len(member.messages_from(room, bot)) == room_messages  # the room stays calm

@@ -97,9 +97,10 @@ async def everything_of(storage, user: str, n: int) -> None:
                                        consent_at=NOW, updated_at=NOW))
     await storage.experts.record_removal(user, BOSS, NOW)
     await storage.experts.record_removal(DAVE, user, NOW)  # as an admin, removed Dave
-    await storage.workshops.add(
+    added = await storage.workshops.add(
         Workshop(title=f"Von {n}", starts_at=berlin(2024, 7, 1, 10),
                  ends_at=berlin(2024, 7, 1, 12), created_by=user), NOW)
+    await storage.workshops.add_reaction(f"$check{n}", added.number, user)  # a ✅ sign-up
     await storage.meet.join(user, MS)
     await storage.meet.set_exception(f"2024-06-0{n}", None, user, MS)
     for value in ("en", "de"):  # twice: the history must still show one person twice

@@ -1,0 +1,74 @@
+"""Signing up with one tap: a member's ✅ on the bot's post of a workshop, and its removal.
+
+The bot's posts of a workshop (the answers to `!werkstatt neu` and `!werkstatt 12`) are recorded
+when sent, and the bot puts the first ✅ on each itself (`storage.outbox`). The sync loop puts a
+member's ✅ (an `m.reaction`, in the clear or decrypted) and every member's redaction into the
+inbox like a command, under a body no typed command can have (`reaction_body`); the command
+lanes answer it here, exactly once, with the rules of `!anmelden` and `!abmelden`. Whoever
+reacted is answered by direct message, so the room stays calm. A member signs up and withdraws
+only themselves: a redaction withdraws only the one whose ✅ it removes, and only when they
+removed it themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from commands.framework import Context, Reply, Request, Services, UserError, as_replies
+from commands.workshops import _rsvp, _withdraw
+from storage.outbox import SIGN_UP_KEY
+
+# A command begins with the prefix; these bodies begin with a control character no command has.
+_MARK = "\x1e"
+_REACTION = "reaction"
+_REDACTION = "redaction"
+
+
+def reaction_body(event_type: str, content: dict[str, Any]) -> str | None:
+    """The inbox body of a ✅ (`m.reaction`) or of a redaction; None for any other event."""
+    if event_type == "m.reaction":
+        relates = content.get("m.relates_to")
+        if not isinstance(relates, dict) or relates.get("rel_type") != "m.annotation":
+            return None
+        target, key = relates.get("event_id"), relates.get("key")
+        if not isinstance(target, str) or not isinstance(key, str):
+            return None
+        if key.replace("\ufe0f", "") != SIGN_UP_KEY:  # another key: no sign-up
+            return None
+        return f"{_MARK}{_REACTION} {target}"
+    if event_type == "m.room.redaction":
+        redacts = content.get("redacts")
+        return f"{_MARK}{_REDACTION} {redacts}" if isinstance(redacts, str) else None
+    return None
+
+
+def is_reaction_body(body: str) -> bool:
+    return body.startswith(_MARK)
+
+
+async def answer_reaction(request: Request, services: Services) -> list[Reply]:
+    """Sign up whoever put ✅ on a post of a workshop, or withdraw whoever took theirs away;
+    anything else (a redaction of any other event, a ✅ on any other message) is passed over."""
+    kind, _, target = request.body[len(_MARK):].partition(" ")
+    command = services.registry.find_key("rsvp" if kind == _REACTION else "withdraw")
+    if command is None:
+        return []
+    ctx = Context(request, services, command)
+    repo = services.storage.workshops
+    try:
+        if kind == _REACTION:
+            number = await repo.workshop_of_post(target)
+            if number is None:
+                return []
+            answer = as_replies(await _rsvp(ctx, number))
+            await repo.add_reaction(request.event_id, number, request.sender)
+        else:
+            number = await repo.take_reaction(target, request.sender)
+            if number is None or await repo.registration(number, request.sender) is None:
+                return []  # withdrawn already (`!abmelden`): nothing to say
+            answer = as_replies(await _withdraw(ctx, number))
+    except UserError as error:
+        answer = [Reply(ctx.t(error.key, **error.values))]
+    # The answer goes to the member alone; whoever moved up is told as after `!abmelden`.
+    return [reply if reply.direct else replace(reply, direct=True) for reply in answer]

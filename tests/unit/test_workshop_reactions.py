@@ -1,0 +1,186 @@
+"""A ✅ on the bot's post of a workshop signs up; taking it away withdraws (issue 20)."""
+
+from bot.matrix.connection import RoomEvent
+from bot.matrix.own_rooms import DirectRooms
+from bot.matrix.permissions import Permissions
+from bot.pipeline.handling import CommandHandler
+from bot.pipeline.sender import Sender
+from bot.pipeline.syncer import Syncer
+from commands import core, workshops
+from storage.inbox import InboxMessage
+from storage.workshops import REGISTERED, WAITING
+from tests.unit.fakes import (
+    ALICE,
+    BOB,
+    BOSS,
+    BOT,
+    ROOM,
+    FakeHomeserver,
+    FakeSyncSource,
+    Sleeps,
+    batch,
+    make_services,
+    no_jitter_backoff,
+    timeline,
+)
+
+NOW = 1_700_000_000_000
+CHECK = "✅"
+
+
+async def room_state(room_id):
+    return ({"users": {BOSS: 100}},
+            {"type": "m.room.create", "sender": BOSS, "content": {"room_version": "10"}})
+
+
+def reaction(event_id: str, target: str, sender: str, key: str = CHECK, ts: int = NOW + 1):
+    return RoomEvent(event_id, ROOM, sender, "m.reaction", ts,
+                     {"m.relates_to": {"rel_type": "m.annotation", "event_id": target,
+                                       "key": key}})
+
+
+def redaction(event_id: str, target: str, sender: str, ts: int = NOW + 2):
+    return RoomEvent(event_id, ROOM, sender, "m.room.redaction", ts, {"redacts": target})
+
+
+class Bot:
+    """The sync loop, the command lanes and the sender on one database and a fake homeserver;
+    a new `Bot` on the same two is the bot after a restart."""
+
+    def __init__(self, storage, homeserver: FakeHomeserver, source: FakeSyncSource) -> None:
+        self.storage, self.homeserver, self.source = storage, homeserver, source
+        services = make_services(storage, [core.router, workshops.router])
+        permissions = Permissions(room_state, admins=[BOSS], moderator_level=50)
+        self.handler = CommandHandler(services, permissions, "de", lambda: NOW, lambda a: None)
+        self.sender = Sender(homeserver, storage.outbox, sleep=Sleeps(),
+                             backoff_factory=no_jitter_backoff,
+                             direct_rooms=DirectRooms(storage.rooms, homeserver, BOT).room_for)
+        self.syncer = Syncer(source, storage, prefix="!", may_invite=lambda inviter: True,
+                             on_commands=lambda room: None, on_power_levels=lambda room: None,
+                             now_ms=lambda: NOW)
+
+    async def command(self, event_id: str, body: str, sender: str = BOSS) -> None:
+        await self.storage.inbox.add([InboxMessage(event_id, ROOM, sender, body, NOW)],
+                                     received_at=NOW)
+        await self.handler.drain_room(ROOM)
+        await self.send_all()
+
+    async def receive(self, *events: RoomEvent) -> None:
+        """A sync bringing these events, then the lanes and the sender at work."""
+        self.source.script.append(batch(f"s{len(self.source.sync_calls)}", timeline(list(events))))
+        await self.syncer.sync_once()
+        await self.handler.drain_room(ROOM)
+        await self.send_all()
+
+    async def send_all(self) -> None:
+        while rooms := await self.storage.outbox.pending_rooms():
+            for address in rooms:
+                await self.sender.drain_room(address)
+
+    def sent(self, event_type: str, room_id: str = ROOM) -> list[tuple[str, dict]]:
+        """(transaction id, content) of what the bot sent into `room_id`."""
+        return [(txn, content) for room, etype, content, txn in self.homeserver.sent
+                if room == room_id and etype == event_type]
+
+    def direct_messages(self, user_id: str) -> list[str]:
+        rooms = [r for r in self.homeserver.made_by_bot()
+                 if user_id in self.homeserver.rooms[r]["invited"]]
+        return [c["body"] for room in rooms for c in self.homeserver.sent_to(room)]
+
+
+async def started(storage, homeserver=None, source=None) -> Bot:
+    await storage.session.save_login(BOT, "DEVICE", "token-123")
+    bot = Bot(storage, homeserver or FakeHomeserver(), source or FakeSyncSource())
+    bot.source.script.append(batch("s0"))
+    await bot.syncer.sync_once()  # the first sync: from now on, events are answered
+    return bot
+
+
+async def with_post(storage, capacity: str = "") -> tuple[Bot, str]:
+    bot = await started(storage)
+    await bot.command("$new", f"!werkstatt neu 10.05.2024 10:00-12:00 KI {capacity}".strip())
+    [(_, post)] = bot.sent("m.room.message")
+    [post_id] = [f"$sent{n}" for n, sent in enumerate(bot.homeserver.sent, 1)
+                 if sent[2] is post]
+    return bot, post_id
+
+
+async def test_the_bot_puts_the_first_check_mark_on_its_post_once(storage):
+    bot, post_id = await with_post(storage)
+    assert await storage.workshops.workshop_of_post(post_id) == 1
+    [(_, mark)] = bot.sent("m.reaction")
+    assert mark == {"m.relates_to": {"rel_type": "m.annotation", "event_id": post_id,
+                                     "key": CHECK}}
+    await bot.command("$show", "!werkstatt 1", sender=ALICE)
+    assert len(bot.sent("m.reaction")) == 2  # the shown workshop is a post too
+    assert len(await storage.workshops.posts(1)) == 2
+    await bot.send_all()
+    assert len(bot.sent("m.reaction")) == 2  # each post once
+
+
+async def test_a_check_mark_signs_up_and_its_removal_withdraws_by_direct_message(storage):
+    bot, post_id = await with_post(storage)
+    in_room = len(bot.homeserver.sent_to(ROOM))
+    await bot.receive(reaction("$r1", post_id, ALICE))
+    assert (await storage.workshops.registration(1, ALICE)).status == REGISTERED
+    [signed_up] = bot.direct_messages(ALICE)
+    assert "angemeldet" in signed_up
+    await bot.receive(redaction("$x1", "$r1", ALICE))
+    assert await storage.workshops.registration(1, ALICE) is None
+    assert len(bot.direct_messages(ALICE)) == 2
+    assert "abgemeldet" in bot.direct_messages(ALICE)[1]
+    assert len(bot.homeserver.sent_to(ROOM)) == in_room  # the room stays calm
+
+
+async def test_a_withdrawn_check_mark_moves_the_waiting_list_up(storage):
+    bot, post_id = await with_post(storage, "plätze=1")
+    await bot.receive(reaction("$r1", post_id, ALICE), reaction("$r2", post_id, BOB))
+    assert (await storage.workshops.registration(1, BOB)).status == WAITING
+    await bot.receive(redaction("$x1", "$r1", ALICE))
+    assert (await storage.workshops.registration(1, BOB)).status == REGISTERED
+    assert "Platz frei geworden" in bot.direct_messages(BOB)[-1]
+
+
+async def test_only_a_members_own_check_mark_on_a_post_counts(storage):
+    bot, post_id = await with_post(storage)
+    await bot.receive(reaction("$own", post_id, BOT),  # the bot's own first ✅
+                      reaction("$thumb", post_id, ALICE, key="👍"),
+                      reaction("$elsewhere", "$some-message", BOB))
+    assert await storage.workshops.registrations(1) == []
+    await bot.receive(reaction("$r1", post_id, ALICE))
+    await bot.receive(redaction("$x1", "$r1", BOB))  # not hers to take back
+    assert (await storage.workshops.registration(1, ALICE)).status == REGISTERED
+    assert bot.direct_messages(BOB) == []
+
+
+async def test_a_check_mark_delivered_twice_signs_up_once_also_after_a_restart(storage):
+    bot, post_id = await with_post(storage)
+    mark = reaction("$r1", post_id, ALICE)
+    await bot.receive(mark)
+    restarted = Bot(storage, bot.homeserver, bot.source)
+    await restarted.receive(mark)  # the homeserver sends it again
+    assert len(restarted.direct_messages(ALICE)) == 1
+    await restarted.receive(redaction("$x1", "$r1", ALICE))  # withdrawn after the restart
+    assert await storage.workshops.registration(1, ALICE) is None
+
+
+async def test_an_encrypted_check_mark_signs_up_once_readable(storage):
+    bot, post_id = await with_post(storage)
+    sealed = RoomEvent("$enc", ROOM, ALICE, "m.room.encrypted", NOW + 1,
+                       {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA…"})
+    bot.source.readable["$enc"] = reaction("$enc", post_id, ALICE)
+    await bot.receive(sealed)
+    await bot.receive()  # the next sync tries again, now readable
+    assert (await storage.workshops.registration(1, ALICE)).status == REGISTERED
+
+
+async def test_a_check_mark_on_a_cancelled_workshop_is_answered_alone(storage):
+    bot, post_id = await with_post(storage)
+    await bot.command("$cancel", "!werkstatt absagen 1")
+    in_room = len(bot.homeserver.sent_to(ROOM))
+    await bot.receive(reaction("$r1", post_id, ALICE))
+    assert await storage.workshops.registration(1, ALICE) is None
+    [answer] = bot.direct_messages(ALICE)
+    assert "abgesagt" in answer
+    assert len(bot.homeserver.sent_to(ROOM)) == in_room
+
