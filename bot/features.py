@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from bot.importers import feed
 from bot.matrix import pairing_rooms, room_admin
-from bot.pipeline import welcomer
+from bot.pipeline import upgrades, welcomer
 from commands import features
 from commands.feature import Feature, Setup
 
 SETUPS: dict[str, tuple[Setup, ...]] = {
+    "core": (upgrades.setup,),
     "communities": (room_admin.setup, welcomer.setup),
     "meet": (pairing_rooms.setup,),
     "municipalities": (feed.setup,),

@@ -426,4 +426,22 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX workshop_reactions_by_user ON workshop_reactions (user_id)
         """,
     ),
+    Migration(
+        16,
+        "upgraded rooms: each room's successor, and how far its carry-over went",
+        """
+        -- a tombstone seen in a room the bot serves (the first one counts); carried_over_at:
+        -- the room's data moved to the successor (one transaction), done_at: the space's links
+        -- too; both NULL until then
+        CREATE TABLE room_upgrades (
+            old_room_id TEXT PRIMARY KEY,
+            new_room_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,  -- the tombstone
+            seen_at INTEGER NOT NULL,
+            carried_over_at INTEGER,
+            done_at INTEGER
+        );
+        CREATE INDEX room_upgrades_pending ON room_upgrades (seen_at) WHERE done_at IS NULL
+        """,
+    ),
 ]

@@ -53,6 +53,11 @@ class RoomRepository:
             self._settings[room_id] = {key: value for key, value in rows}
         return dict(self._settings[room_id])
 
+    def forget_settings(self, *room_ids: str) -> None:
+        """Re-read these rooms' settings next time: another repository moved them (an upgrade)."""
+        for room_id in room_ids:
+            self._settings.pop(room_id, None)
+
     async def language(self, room_id: str) -> str | None:
         return (await self.settings(room_id)).get("language")
 

@@ -29,6 +29,7 @@ from bot.matrix.connection import (
 )
 from bot.metrics import Metrics
 from bot.pipeline.backoff import Backoff
+from bot.pipeline.upgrades import tombstone_of
 from commands.workshop_reactions import reaction_body
 from storage import Storage
 from storage.communities import Join
@@ -36,6 +37,7 @@ from storage.database import storable, storable_record, storable_text
 from storage.inbox import InboxMessage
 from storage.rooms import RoomCursor
 from storage.undecrypted import Undecrypted
+from storage.upgrades import RoomUpgrade, UpgradeRepository
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class Syncer:
         self._metrics = metrics or Metrics()
         self._source = source
         self._storage = storage
+        self._upgrades = UpgradeRepository(storage.db)
         self._prefix = prefix
         self._may_invite = may_invite
         self._on_commands = on_commands
@@ -150,12 +153,14 @@ class Syncer:
         commands, resolved, unreadable = await self._retry_undecrypted(now)
         encrypted: list[Undecrypted] = []
         joins: list[Join] = []
+        tombstones: list[RoomUpgrade] = []  # followed by bot/pipeline/upgrades.py
         cursors: list[RoomCursor] = []
         for room in self._storable_rooms(batch.rooms):
             events = await self._new_events(room)
             if any(e.type == "m.room.power_levels" and e.state_key == ""
                    for e in [*room.state, *events]):
                 self._on_power_levels(room.room_id)
+            tombstones += [t for e in [*room.state, *events] if (t := tombstone_of(e, now))]
             cursor: RoomCursor | None = None
             for event in events:
                 records = self._records(event, now)
@@ -174,6 +179,7 @@ class Syncer:
             # Filled at the COMMIT, which the insert goes along with: one hand-off for all.
             added = await self._storage.inbox.add_on_commit(commands, received_at=now)
             joined = await self._storage.communities.add_joins(joins)
+            await self._upgrades.record(tombstones)
             await self._storage.undecrypted.add(encrypted)
             if encrypted:
                 self._nothing_undecrypted = False
