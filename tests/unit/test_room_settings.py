@@ -56,7 +56,7 @@ async def test_help_for_a_subcommand(services):
     english = await say(services, "!help config history", language="en")
     assert english.startswith("!config history\n\nShows the latest changes")
     shown = await say(services, "!einstellungen")
-    assert shown.endswith("Ändern (Moderation): !einstellungen setzen … · Letzte Änderungen: "
+    assert shown.endswith("Ändern (Raum-Moderation): !einstellungen setzen … · Letzte Änderungen: "
                           "!einstellungen verlauf")
 
 
