@@ -102,6 +102,12 @@ class Reply:
     recipient: str | None = None
     mentions: tuple[str, ...] = ()
     post_of_workshop: int | None = None  # the bot's post of this workshop: ✅ signs up there
+    # A scheduled post: the question after a date to this group (👍/👎 answer it), or into
+    # the thread of this event (in the post's room)
+    follow_up_of_group: str | None = None
+    in_thread_of: str | None = None
+    # (event id, version): the text replaces that message of the bot's in `recipient` (a room)
+    edit_of: tuple[str, int] | None = None
 
 
 HandlerResult = Text | Reply | list[Reply] | None

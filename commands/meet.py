@@ -3,7 +3,7 @@
 Members: `!treffen` shows the next three dates with the link; `!treffen mitmachen` opts in to
 be paired, `!treffen aussetzen` opts out, `!treffen pause 4` pauses for four weeks. In the room
 the bot made for a pair or trio, `!getroffen ja|nein` tells it whether they met (only the
-count is kept).
+count is kept); so does a 👍 or 👎 on the bot's question there.
 
 Network moderators (each subcommand declares its level):
 `!treffen regel FREQ=MONTHLY;BYDAY=TH;BYSETPOS=2 12:00 1h` (or, with the time in the rule,
@@ -49,6 +49,8 @@ from commands.framework import (
     Arg,
     Context,
     Level,
+    Reply,
+    Request,
     Router,
     Services,
     UserError,
@@ -423,6 +425,21 @@ async def met(ctx: Context, met_answer: str) -> Text:
     answer = lookup(ANSWERS, met_answer) == "yes"
     await ctx.services.storage.meet.set_met(group.key, answer)
     return view.t("met_yes" if answer else "met_no")
+
+
+async def answer_met_reaction(request: Request, services: Services, post: str,
+                              answer: bool) -> list[Reply]:
+    """A member's 👍 (`answer`) or 👎 on the bot's question after a date, in the group's room:
+    counted like `!getroffen ja` or `!getroffen nein` (a later answer replaces an earlier one).
+    Nothing is said: the tap shows on the question itself."""
+    found = await services.storage.meet.group_of_follow_up(post)
+    if found is None or found[1] != request.room_id:
+        return []  # a 👍 on any other message
+    command = services.registry.find_key("met")
+    if command is None:
+        return []
+    await met(Context(request, services, command), ANSWERS["yes" if answer else "no"][0])
+    return []
 
 
 FEATURE = Feature(

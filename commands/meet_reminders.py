@@ -112,5 +112,7 @@ class MeetFollowUps:
     async def render(self, occurrence: Occurrence, late: bool) -> Reply | None:
         language = await room_settings.language(self.services, occurrence.room_id)
         view = View(self.services, language)
+        # The bot puts 👍 and 👎 on it when sent (`storage.outbox`): one tap answers.
         return Reply(view.t("ask", yes=view.call("met", view.word("yes")),
-                            no=view.call("met", view.word("no"))))
+                            no=view.call("met", view.word("no"))),
+                     follow_up_of_group=occurrence.subject)

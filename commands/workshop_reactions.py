@@ -16,17 +16,22 @@ from dataclasses import replace
 from typing import Any
 
 from commands.framework import Context, Reply, Request, Services, UserError, as_replies
+from commands.meet import answer_met_reaction
 from commands.workshops import _rsvp, _withdraw
-from storage.outbox import SIGN_UP_KEY
+from storage.outbox import MET_KEYS, SIGN_UP_KEY
 
 # A command begins with the prefix; these bodies begin with a control character no command has.
 _MARK = "\x1e"
 _REACTION = "reaction"
 _REDACTION = "redaction"
+_KEYS = (SIGN_UP_KEY, *MET_KEYS)  # ✅ signs up; 👍/👎 answer the question after a date
+# How a client may dress a key: the emoji presentation selector, the skin tones.
+_DRESSING = dict.fromkeys([0xFE0F, *range(0x1F3FB, 0x1F400)])
 
 
 def reaction_body(event_type: str, content: dict[str, Any]) -> str | None:
-    """The inbox body of a ✅ (`m.reaction`) or of a redaction; None for any other event."""
+    """The inbox body of a ✅, 👍 or 👎 (`m.reaction`) or of a redaction; None for any other
+    event."""
     if event_type == "m.reaction":
         relates = content.get("m.relates_to")
         if not isinstance(relates, dict) or relates.get("rel_type") != "m.annotation":
@@ -34,9 +39,10 @@ def reaction_body(event_type: str, content: dict[str, Any]) -> str | None:
         target, key = relates.get("event_id"), relates.get("key")
         if not isinstance(target, str) or not isinstance(key, str):
             return None
-        if key.replace("\ufe0f", "") != SIGN_UP_KEY:  # another key: no sign-up
+        key = key.translate(_DRESSING)
+        if key not in _KEYS:  # another key: nothing to answer
             return None
-        return f"{_MARK}{_REACTION} {target}"
+        return f"{_MARK}{_REACTION} {target} {key}"
     if event_type == "m.room.redaction":
         redacts = content.get("redacts")
         return f"{_MARK}{_REDACTION} {redacts}" if isinstance(redacts, str) else None
@@ -47,10 +53,20 @@ def is_reaction_body(body: str) -> bool:
     return body.startswith(_MARK)
 
 
+def is_unanswered_reaction(body: str) -> bool:
+    """A 👍 or 👎: no message ever answers it, so it counts against no member's rate limit
+    (a member who likes many messages is asked to slow down by nobody)."""
+    return body.startswith(f"{_MARK}{_REACTION} ") and body.endswith(MET_KEYS)
+
+
 async def answer_reaction(request: Request, services: Services) -> list[Reply]:
     """Sign up whoever put ✅ on a post of a workshop, or withdraw whoever took theirs away;
-    anything else (a redaction of any other event, a ✅ on any other message) is passed over."""
+    anything else (a redaction of any other event, a ✅ on any other message) is passed over.
+    A 👍 or 👎 is an answer to the question after a date (`commands.meet`)."""
     kind, _, target = request.body[len(_MARK):].partition(" ")
+    target, _, key = target.partition(" ")  # without a key: a ✅ queued by an older version
+    if kind == _REACTION and key in MET_KEYS:
+        return await answer_met_reaction(request, services, target, key == MET_KEYS[0])
     command = services.registry.find_key("rsvp" if kind == _REACTION else "withdraw")
     if command is None:
         return []
@@ -71,4 +87,6 @@ async def answer_reaction(request: Request, services: Services) -> list[Reply]:
     except UserError as error:
         answer = [Reply(ctx.t(error.key, **error.values))]
     # The answer goes to the member alone; whoever moved up is told as after `!abmelden`.
-    return [reply if reply.direct else replace(reply, direct=True) for reply in answer]
+    # The edits of the workshop's posts (`edit_of`) go into their rooms.
+    return [reply if reply.direct or reply.edit_of else replace(reply, direct=True)
+            for reply in answer]

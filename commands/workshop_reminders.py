@@ -1,6 +1,7 @@
 """The scheduler's source of workshop reminders (see `commands.schedule`): for each planned
 workshop and each offset of `[workshops] reminders` one post into the workshop's room (else
-into each room of `[workshops] rooms`), mentioning the registered members."""
+into each room of `[workshops] rooms`), mentioning the registered members; into the thread of
+the bot's post of the workshop there, if it has one."""
 
 from __future__ import annotations
 
@@ -80,4 +81,6 @@ class WorkshopReminders:
         parts.append(view.t("reminder_full" if full else "reminder_rsvp",
                             rsvp=view.call("rsvp", str(number)),
                             ics=view.call_number_first("ics", str(number))))
-        return Reply(Text.join(parts, "\n\n"), mentions=tuple(registered))
+        # Into the thread of the bot's post of it in this room, so the main timeline stays calm.
+        thread = await storage.workshops.thread_of_posts(number, occurrence.room_id)
+        return Reply(Text.join(parts, "\n\n"), mentions=tuple(registered), in_thread_of=thread)

@@ -135,8 +135,11 @@ class View:
         return self.t("field", label=self.t(f"labels.{label}"),
                       value=value if isinstance(value, Text) else Text.raw(value))
 
-    def summary(self, workshop: Workshop, counts: Counts | None = None) -> Text:
-        """What, when, where, link, places: the lines of a details page or a reminder."""
+    def summary(self, workshop: Workshop, counts: Counts | None = None, *,
+                current: bool = False) -> Text:
+        """What, when, where, link, places: the lines of a details page or a reminder.
+        `current`: for a post the bot edits when the workshop fills up or has a place again,
+        so its places say only free or full (a count would go stale with each sign-up)."""
         lines = [self.field("when", self.when(workshop))]
         if workshop.location:
             lines.append(self.field("location", workshop.location))
@@ -146,7 +149,13 @@ class View:
             lines.append(self.field("location", self.t("where_none")))
         if workshop.community:
             lines.append(self.field("community", workshop.community))
-        if counts is not None:
+        if counts is not None and current:
+            full = workshop.capacity is not None and counts.registered >= workshop.capacity
+            lines.append(self.field("places", self.t(
+                "places_unlimited" if workshop.capacity is None
+                else "post_places_full" if full else "post_places_free",
+                capacity=workshop.capacity)))
+        elif counts is not None:
             if workshop.capacity is None:
                 lines.append(self.field("places", self.t("places_open",
                                                          registered=counts.registered)))

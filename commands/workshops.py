@@ -181,7 +181,7 @@ async def ics(ctx: Context, workshop_number: str) -> Reply:
 
 @router.subcommand("workshop", "rsvp", "anmelden",
                    aliases=["register", "join", "anmeldung", "teilnehmen"], args=[NUMBER])
-async def rsvp_to_workshop(ctx: Context, workshop_number: str) -> Text:
+async def rsvp_to_workshop(ctx: Context, workshop_number: str) -> Text | list[Reply]:
     return await _rsvp(ctx, _number(ctx, workshop_number))
 
 
@@ -224,30 +224,58 @@ async def _show(ctx: Context, number: int) -> Reply:
     w = await _get(ctx, number)
     repo = ctx.services.storage.workshops
     counts = await repo.counts(number)
-    title = view.t("title_cancelled" if w.cancelled else "title", title=w.title, number=number)
-    parts = [title, view.summary(w, counts)]
-    if w.description:
-        parts.append(Text.raw(w.description))
     now = ctx.services.clock.now()
     mine = await repo.registration(number, ctx.sender)
-    withdraw = view.call("withdraw", str(number))
     if w.cancelled:
-        parts.append(view.t("is_cancelled_note"))
-    elif w.starts_at <= now:
+        return Reply(_post(view, w, counts))
+    if w.starts_at > now and mine is None:  # open for sign-up: a post of the workshop
+        return Reply(_post(view, w, counts), post_of_workshop=number)
+    # The asker's own state: an answer to them, not a post (nobody signs up on it).
+    parts = [view.t("title", title=w.title, number=number), view.summary(w, counts)]
+    if w.description:
+        parts.append(Text.raw(w.description))
+    withdraw = view.call("withdraw", str(number))
+    if w.starts_at <= now:
         parts.append(view.t("over_note" if w.ends_at <= now else "running_note"))
     elif mine is not None and mine.status == REGISTERED:
         parts.append(view.t("you_registered", withdraw=withdraw))
     elif mine is not None:
         parts.append(view.t("you_waiting", position=mine.position, withdraw=withdraw))
-    else:
-        full = w.capacity is not None and counts.registered >= w.capacity
-        parts.append(view.t("you_may_wait" if full else "you_may_register",
-                            rsvp=view.call("rsvp", str(number))))
-    if not w.cancelled:
-        parts.append(view.t("calendar_hint", ics=view.call_number_first("ics", str(number))))
-    open_for_sign_up = not w.cancelled and w.starts_at > now
-    return Reply(Text.join(parts, "\n\n"),
-                 post_of_workshop=number if open_for_sign_up else None)
+    parts.append(view.t("calendar_hint", ics=view.call_number_first("ics", str(number))))
+    return Reply(Text.join(parts, "\n\n"))
+
+
+def _post(view: View, w: Workshop, counts: Counts) -> Text:
+    """A post of the workshop as everyone in the room reads it: shared, so no line about one
+    member, and nothing that goes stale between the changes that edit it (`_current_posts`):
+    the places say free or full, not how many."""
+    title = view.t("title_cancelled" if w.cancelled else "title", title=w.title, number=w.number)
+    parts = [title, view.summary(w, counts, current=True)]
+    if w.description:
+        parts.append(Text.raw(w.description))
+    if w.cancelled:
+        parts.append(view.t("is_cancelled_note"))
+        return Text.join(parts, "\n\n")
+    full = w.capacity is not None and counts.registered >= w.capacity
+    parts.append(view.t("you_may_wait" if full else "you_may_register",
+                        rsvp=view.call("rsvp", str(w.number)),
+                        withdraw=view.call("withdraw", str(w.number))))
+    parts.append(view.t("calendar_hint", ics=view.call_number_first("ics", str(w.number))))
+    return Text.join(parts, "\n\n")
+
+
+async def _current_posts(ctx: Context, number: int) -> list[Reply]:
+    """Each of the bot's posts of the workshop edited to what is true now, in its room's
+    language; under the workshop's `sequence`, so each version is sent once."""
+    storage = ctx.services.storage
+    w = await _get(ctx, number)
+    counts = await storage.workshops.counts(number)
+    edits = []
+    for event_id, room in await storage.workshops.posts(number):
+        language = await storage.rooms.language(room) or ctx.language
+        edits.append(Reply(_post(View(ctx.services, language), w, counts), recipient=room,
+                           edit_of=(event_id, w.sequence)))
+    return edits
 
 
 async def _ics(ctx: Context, number: int) -> Reply:
@@ -264,7 +292,7 @@ async def _ics(ctx: Context, number: int) -> Reply:
 
 
 @router.command("rsvp", "anmelden", args=[Arg("workshop_number", rest=True)])
-async def rsvp(ctx: Context, workshop_number: str) -> Text:
+async def rsvp(ctx: Context, workshop_number: str) -> Text | list[Reply]:
     return await _rsvp(ctx, _number(ctx, workshop_number))
 
 
@@ -289,7 +317,7 @@ def _open_for_changes(ctx: Context, w: Workshop) -> None:
         raise UserError("workshops.started", number=w.number)
 
 
-async def _rsvp(ctx: Context, number: int) -> Text:
+async def _rsvp(ctx: Context, number: int) -> Text | list[Reply]:
     view = View(ctx.services, ctx.language)
     w = await _get(ctx, number)
     _open_for_changes(ctx, w)
@@ -300,11 +328,15 @@ async def _rsvp(ctx: Context, number: int) -> Text:
     ics = view.call_number_first("ics", str(number))
     if registration.status == REGISTERED:
         key = "rsvp_registered" if signup.new else "rsvp_already"
-        return view.t(key, name=view.name(w), when=view.when(w), where=view.where(w),
-                      withdraw=withdraw_call, ics=ics)
-    key = "rsvp_waiting" if signup.new else "rsvp_already_waiting"
-    return view.t(key, name=view.name(w), position=registration.position,
-                  withdraw=withdraw_call)
+        answer = view.t(key, name=view.name(w), when=view.when(w), where=view.where(w),
+                        withdraw=withdraw_call, ics=ics)
+    else:
+        key = "rsvp_waiting" if signup.new else "rsvp_already_waiting"
+        answer = view.t(key, name=view.name(w), position=registration.position,
+                        withdraw=withdraw_call)
+    if signup.filled:  # the last place: the posts say "ausgebucht" now
+        return [Reply(answer), *await _current_posts(ctx, number)]
+    return answer
 
 
 async def _withdraw(ctx: Context, number: int) -> Text | list[Reply]:
@@ -318,7 +350,8 @@ async def _withdraw(ctx: Context, number: int) -> Text | list[Reply]:
     if result.removed is None:
         return view.t("withdraw_none", name=view.name(w), rsvp=view.call("rsvp", str(number)))
     key = "withdraw_done" if result.removed.status == REGISTERED else "withdraw_waiting_done"
-    return [Reply(view.t(key, name=view.name(w))), *_moved_up(view, w, result.promoted)]
+    edits = await _current_posts(ctx, number) if result.freed else []
+    return [Reply(view.t(key, name=view.name(w))), *_moved_up(view, w, result.promoted), *edits]
 
 
 def _moved_up(view: View, w: Workshop, promoted: list[Registration]) -> list[Reply]:
@@ -474,7 +507,7 @@ async def edit(ctx: Context, workshop_number: str,
     if promoted:
         replies += _moved_up(view, saved, promoted)
         replies.append(Reply(view.t("edited_moved_up", count=len(promoted))))
-    return replies
+    return replies + await _current_posts(ctx, number)
 
 
 def _same(a: Workshop, b: Workshop) -> bool:
@@ -515,7 +548,8 @@ async def cancel(ctx: Context, workshop_number: str,
     replies = [Reply(message, direct=True, recipient=r.user_id) for r in told]
     confirm = view.t("cancelled" if told else "cancelled_nobody", name=view.name(w),
                      when=view.when(w), count=len(told))
-    return [Reply(confirm), *replies]
+    # The posts say "abgesagt" first, then the room reads the confirmation.
+    return [*await _current_posts(ctx, number), Reply(confirm), *replies]
 
 
 @router.subcommand("workshop", "participants", "teilnehmende",

@@ -247,6 +247,12 @@ class MeetRepository:
             "UPDATE meet_groups SET room_id = ? WHERE key = ? AND room_id IS NULL",
             (room_id, key)) == 1
 
+    async def group_of_follow_up(self, event_id: str) -> tuple[str, str] | None:
+        """(group key, room) of the bot's question after a date sent as `event_id`."""
+        row = await self._db.fetchone(
+            "SELECT key, room_id FROM meet_groups WHERE follow_up_event = ?", (event_id,))
+        return (row[0], row[1]) if row else None
+
     async def set_met(self, key: str, met: bool) -> None:
         await self._db.execute("UPDATE meet_groups SET met = ? WHERE key = ?", (int(met), key))
 

@@ -444,4 +444,19 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX room_upgrades_pending ON room_upgrades (seen_at) WHERE done_at IS NULL
         """,
     ),
+    Migration(
+        17,
+        "posts answered with a tap: the question after a date (👍/👎), reminders in a thread",
+        """
+        -- set on the question after a date to this group: once sent, recorded below
+        ALTER TABLE outbox ADD COLUMN follow_up_of_group TEXT;
+        -- the bot's question whether the group met: a member's 👍/👎 on it is `!getroffen`
+        ALTER TABLE meet_groups ADD COLUMN follow_up_event TEXT;
+        CREATE INDEX meet_groups_by_follow_up ON meet_groups (follow_up_event)
+            WHERE follow_up_event IS NOT NULL;
+        -- the thread a post of a workshop went into (NULL: the main timeline): its reminders
+        -- go into that thread, a post inside a thread cannot root one of its own
+        ALTER TABLE workshop_posts ADD COLUMN thread_root TEXT
+        """,
+    ),
 ]

@@ -38,6 +38,8 @@ class OutgoingMessage:
     file_data: bytes | None = None
     # The bot's post of this workshop: once sent, recorded (`sent`) and given the first ✅.
     post_of_workshop: int | None = None
+    # The question after a date to this group: once sent, recorded and given the bot's 👍/👎.
+    follow_up_of_group: str | None = None
 
     def __repr__(self) -> str:
         return f"OutgoingMessage(txn_id={self.txn_id!r}, room_id={self.room_id!r})"
@@ -59,10 +61,10 @@ class OutboxRepository:
         def insert(conn: sqlite3.Connection) -> None:
             new.extend(m for m in messages if conn.execute(
                 "INSERT INTO outbox (txn_id, room_id, event_type, content, created_at, "
-                "file_data, post_of_workshop) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (txn_id) DO NOTHING",
+                "file_data, post_of_workshop, follow_up_of_group) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (txn_id) DO NOTHING",
                 (m.txn_id, m.room_id, m.event_type, json.dumps(m.content, ensure_ascii=False),
-                 created_at, m.file_data, m.post_of_workshop),
+                 created_at, m.file_data, m.post_of_workshop, m.follow_up_of_group),
             ).rowcount)
 
         async with self._db.transaction():
@@ -83,12 +85,13 @@ class OutboxRepository:
 
         async def read() -> list[OutgoingMessage]:
             rows = await self._db.fetchall(
-                "SELECT txn_id, room_id, content, event_type, seq, file_data, post_of_workshop "
-                "FROM outbox WHERE room_id = ? AND failed_at IS NULL ORDER BY seq",
+                "SELECT txn_id, room_id, content, event_type, seq, file_data, post_of_workshop, "
+                "follow_up_of_group FROM outbox WHERE room_id = ? AND failed_at IS NULL "
+                "ORDER BY seq",
                 (room_id,),
             )
             return [OutgoingMessage(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5],
-                                    row[6])
+                                    row[6], row[7])
                     for row in rows]
 
         return await self._waiting.first(room_id, read)
@@ -101,15 +104,23 @@ class OutboxRepository:
     async def sent(self, message: OutgoingMessage, event_id: str | None, at: int) -> None:
         """A message the homeserver took (as `event_id`): dropped. A post of a workshop is
         recorded under its event id and gets the bot's own ✅, so that signing up is one tap;
-        in the same transaction, so each post is recorded and reacted to exactly once."""
+        the question after a date gets 👍 and 👎, so that answering is one tap. In the same
+        transaction, so each post is recorded and reacted to exactly once."""
         async with self._db.transaction():
             if message.post_of_workshop is not None and event_id:
                 await self._db.execute(
-                    "INSERT INTO workshop_posts (event_id, workshop, room_id) "
-                    "SELECT ?, number, ? FROM workshops WHERE number = ? "
+                    "INSERT INTO workshop_posts (event_id, workshop, room_id, thread_root) "
+                    "SELECT ?, number, ?, ? FROM workshops WHERE number = ? "
                     "ON CONFLICT (event_id) DO NOTHING",
-                    (event_id, message.room_id, message.post_of_workshop))
+                    (event_id, message.room_id, _thread_of(message.content),
+                     message.post_of_workshop))
                 await self.add([first_sign_up(message.room_id, event_id)], created_at=at)
+            if message.follow_up_of_group is not None and event_id:
+                if await self._db.execute(
+                        "UPDATE meet_groups SET follow_up_event = ? WHERE key = ?",
+                        (event_id, message.follow_up_of_group)):
+                    await self.add([bot_reaction(message.room_id, event_id, key)
+                                    for key in MET_KEYS], created_at=at)
             await self.remove(message.txn_id, message.room_id)
 
     async def set_aside(self, txn_id: str, room_id: str, errcode: str, at: int) -> None:
@@ -144,6 +155,26 @@ class OutboxRepository:
 
 
 SIGN_UP_KEY = "✅"
+
+
+# The answers to "did you meet?" (`!getroffen ja`, `!getroffen nein`), as one tap each.
+MET_KEYS = ("👍", "👎")
+
+
+def _thread_of(content: dict[str, Any]) -> str | None:
+    relates = content.get("m.relates_to")
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
+        root = relates.get("event_id")
+        return root if isinstance(root, str) else None
+    return None
+
+
+def bot_reaction(room_id: str, post_event_id: str, key: str) -> OutgoingMessage:
+    """The bot's own `key` on its post, under a transaction id of the post's and the key's."""
+    digest = hashlib.sha256(f"{post_event_id} {key}".encode()).hexdigest()[:32]
+    return OutgoingMessage(f"react-{digest}", room_id, {"m.relates_to": {
+        "rel_type": "m.annotation", "event_id": post_event_id, "key": key}},
+        event_type="m.reaction")
 
 
 def first_sign_up(room_id: str, post_event_id: str) -> OutgoingMessage:

@@ -5,7 +5,8 @@ Schema (migration 5):
 - `workshops`: one row per workshop; `number` is what members type (`!werkstatt 12`) and is
   never reused. Times are UTC milliseconds plus the IANA time zone they were entered in, so
   the wall-clock time a moderator typed comes back as typed. `sequence` grows with every
-  change, so a calendar that imported the workshop takes the newer version.
+  change (also when it fills up or has a place free again), so a calendar that imported the
+  workshop takes the newer version, and each version of the bot's posts is edited in once.
 - `workshop_registrations`: who signed up for which workshop, `registered` or `waiting`; `id`
   grows with every sign-up and orders the waiting list (first come, first served).
 
@@ -127,6 +128,7 @@ class SignUp:
 
     registration: Registration
     new: bool
+    filled: bool = False  # it took the last place: the workshop is full now
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Withdrawal:
 
     removed: Registration | None
     promoted: list[Registration]
+    freed: bool = False  # the workshop was full and has a free place now
 
 
 _COLUMNS = ("number, title, community, room_id, starts_at, ends_at, timezone, location, url, "
@@ -265,7 +268,7 @@ class WorkshopRepository:
             await self._fill(number)  # a waiting list with free places never stays so
             found = await self.registration(number, user_id)
             assert found is not None
-            return SignUp(found, new=True)
+            return SignUp(found, new=True, filled=await self._fullness_changed(number, full))
 
     async def withdraw(self, number: int, user_id: str) -> Withdrawal:
         """Take a member off a workshop (place or waiting list); the first waiting move up."""
@@ -273,11 +276,14 @@ class WorkshopRepository:
             found = await self.registration(number, user_id)
             if found is None:
                 return Withdrawal(None, [])
+            was_full = await self._full(number)
             await self._db.execute(
                 "DELETE FROM workshop_registrations WHERE workshop = ? AND user_id = ?",
                 (number, user_id),
             )
-            return Withdrawal(found, await self._fill(number))
+            promoted = await self._fill(number)
+            return Withdrawal(found, promoted,
+                              freed=await self._fullness_changed(number, was_full))
 
     async def registration(self, number: int, user_id: str) -> Registration | None:
         row = await self._db.fetchone(
@@ -338,6 +344,14 @@ class WorkshopRepository:
             (number,))
         return [(row[0], row[1]) for row in rows]
 
+    async def thread_of_posts(self, number: int, room_id: str) -> str | None:
+        """The thread of the bot's newest post of a workshop in `room_id`: the post itself, or
+        the thread it went into; None without a post there."""
+        row = await self._db.fetchone(
+            "SELECT coalesce(thread_root, event_id) FROM workshop_posts "
+            "WHERE workshop = ? AND room_id = ? ORDER BY rowid DESC LIMIT 1", (number, room_id))
+        return str(row[0]) if row else None
+
     async def add_reaction(self, event_id: str, number: int, user_id: str) -> None:
         """A member's ✅ that signed them up: its removal withdraws them."""
         await self._db.execute(
@@ -374,6 +388,23 @@ class WorkshopRepository:
                 else:
                     promoted += (await self.withdraw(number, user_id)).promoted
             return promoted
+
+    async def _full(self, number: int) -> bool:
+        row = await self._db.fetchone("SELECT capacity FROM workshops WHERE number = ?",
+                                      (number,))
+        if row is None or row["capacity"] is None:
+            return False
+        return (await self.counts(number)).registered >= row["capacity"]
+
+    async def _fullness_changed(self, number: int, was_full: bool) -> bool:
+        """Whether the workshop filled up or has a free place again since `was_full`; if so,
+        its `sequence` grows (inside the caller's transaction): the bot's posts of it say
+        "ausgebucht" or not, and each version of a post is edited once under it."""
+        if await self._full(number) == was_full:
+            return False
+        await self._db.execute("UPDATE workshops SET sequence = sequence + 1 WHERE number = ?",
+                               (number,))
+        return True
 
     async def _fill(self, number: int) -> list[Registration]:
         """Move the first waiting up into free places (inside the caller's transaction)."""

@@ -78,6 +78,17 @@ def reply_relation(reply_to: str, thread_root: str | None = None) -> dict[str, A
             **in_reply_to}
 
 
+def replacement(text: Text, event_id: str) -> dict[str, Any]:
+    """An edit (`m.replace`) of the bot's message `event_id`: clients show the new content in
+    its place; the starred body is the fallback for clients without edits."""
+    new = notice(text)
+    content = {**new, "body": f"* {new['body']}",
+               "formatted_body": f"* {new['formatted_body']}"}
+    content["m.new_content"] = new
+    content["m.relates_to"] = {"rel_type": "m.replace", "event_id": event_id}
+    return content
+
+
 def file_message(caption: Text, filename: str, mimetype: str, size: int,
                  reply_to: str | None = None, thread_root: str | None = None) -> dict[str, Any]:
     """An `m.file` whose `url` the sender fills in after uploading; the text is its caption."""

@@ -27,11 +27,15 @@ from typing import Any
 
 from bot.matrix.connection import TransientError
 from bot.matrix.permissions import NotCached, Permissions
-from bot.matrix.render import file_message, page_labels, paginate
+from bot.matrix.render import file_message, page_labels, paginate, replacement
 from bot.metrics import Metrics
 from bot.pipeline.rate_limit import MemberRateLimit, Verdict
 from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
-from commands.workshop_reactions import answer_reaction, is_reaction_body
+from commands.workshop_reactions import (
+    answer_reaction,
+    is_reaction_body,
+    is_unanswered_reaction,
+)
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
 from storage.undecrypted import Undecrypted
@@ -48,6 +52,12 @@ def reply_txn_id(event_id: str, page: int) -> str:
     """Stable per command and page: a resend after a crash reuses it, so the server dedupes."""
     digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
     return f"reply-{digest}-{page}"
+
+
+def edit_txn_id(event_id: str, version: int) -> str:
+    """Stable per message and version: each version of an edit is sent once."""
+    digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
+    return f"edit-{digest}-{version}"
 
 
 class NeedsHomeserver(RetryLater):
@@ -218,6 +228,8 @@ class CommandHandler:
         if message.event_id in self._counted:  # a retry is not another command
             self._counted.discard(message.event_id)
             verdict = Verdict.ALLOW
+        elif is_unanswered_reaction(message.body):
+            verdict = Verdict.ALLOW
         else:
             verdict = self._rate_limit.check(message.sender, self._now_ms())
         if verdict is not Verdict.ALLOW:
@@ -291,6 +303,11 @@ class CommandHandler:
                   language: str) -> list[OutgoingMessage]:
         outgoing: list[OutgoingMessage] = []
         for reply in replies:
+            if reply.edit_of is not None and reply.recipient is not None:
+                edited, version = reply.edit_of
+                outgoing.append(OutgoingMessage(edit_txn_id(edited, version), reply.recipient,
+                                                replacement(reply.text, edited)))
+                continue
             address, reply_to, thread = message.room_id, message.event_id, message.thread_root
             if reply.direct:
                 # To the member: the sender finds (or makes) the room. A reply relation (or a

@@ -189,10 +189,15 @@ class Scheduler:
             return await self._skip(occurrence, now)
         language = (await self._storage.rooms.language(occurrence.room_id)
                     or self._default_language)
+        # In a thread: each page in it, replying to its root for clients without threads.
         contents = paginate(reply.text, page_labels(self._catalog, language),
-                            mentions=reply.mentions)
+                            reply.in_thread_of, mentions=reply.mentions,
+                            thread_root=reply.in_thread_of)
         messages = [OutgoingMessage(delivery_txn_id(occurrence.key, page), occurrence.room_id,
-                                    content) for page, content in enumerate(contents)]
+                                    content,
+                                    follow_up_of_group=reply.follow_up_of_group if page == 0
+                                    else None)
+                    for page, content in enumerate(contents)]
         status = "late" if late else "sent"
         try:
             async with self._storage.db.transaction():

@@ -158,6 +158,50 @@ async def test_a_check_mark_signs_up_and_its_removal_withdraws_also_across_a_res
     workshops = running.storage.workshops
     assert await workshops.registration(1, first.user_id) is None
     assert (await workshops.registration(1, second.user_id)).status == "registered"
-    room_messages = len(member.messages_from(room, bot))
+    def said_in_room() -> list[dict]:  # the edits of the post (it filled up) aside
+        return [ev for ev in member.messages_from(room, bot)
+                if ev["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"]
+
+    room_messages = len(said_in_room())
     await member.settle()
-    assert len(member.messages_from(room, bot)) == room_messages  # the room stays calm
+    assert len(said_in_room()) == room_messages == 1  # the room stays calm: only the post
+
+
+async def _wait_for_edit(member: Member, room: str, sender: str, post: str, seen: int = 0,
+                         timeout: float = 20.0) -> dict:
+    """The bot's next edit (`m.replace`) of `post`, after the `seen` it made before."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = [ev for ev in member.messages_from(room, sender)
+                 if ev["content"].get("m.relates_to", {}) == {"rel_type": "m.replace",
+                                                              "event_id": post}]
+        if len(found) > seen or asyncio.get_running_loop().time() > deadline:
+            assert len(found) > seen, "the bot did not edit its post"
+            return found[seen]
+        await member.sync()
+
+
+async def test_the_post_is_edited_when_the_workshop_fills_and_when_it_is_cancelled(
+    bot_account: BotAccount, member: Member, room: str, make_member: MakeMember
+) -> None:
+    bot = bot_account.user_id
+    day = (datetime.now(BERLIN) + timedelta(days=10)).date()
+    post = await member.ask(room, bot, f"!werkstatt neu {day:%d.%m.%Y} 10:00-12:00 "
+                                       "KI in der Verwaltung plätze=1")
+    assert "ausgebucht" not in post["content"]["body"]
+    first = await make_member("erste")
+    await member.invite(room, first.user_id)
+    await first.join(room)
+
+    await first.ask(room, bot, "!anmelden 1")  # the last place
+    full = (await _wait_for_edit(member, room, bot, post["event_id"]))["content"]
+    assert "ausgebucht" in full["m.new_content"]["body"]
+    assert full["body"].startswith("* ")
+
+    await member.ask(room, bot, "!werkstatt absagen 1")
+    cancelled = (await _wait_for_edit(member, room, bot, post["event_id"], seen=1))["content"]
+    assert "abgesagt" in cancelled["m.new_content"]["body"]
+    await member.settle()
+    edits = [ev for ev in member.messages_from(room, bot)
+             if ev["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"]
+    assert len(edits) == 2  # each once

@@ -1,9 +1,9 @@
 """A ✅ on the bot's post of a workshop signs up; taking it away withdraws (issue 20)."""
 
-from bot.matrix.connection import RoomEvent
+from bot.matrix.connection import RoomEvent, SendOutcome, SendResult
 from bot.matrix.own_rooms import DirectRooms
 from bot.matrix.permissions import Permissions
-from bot.pipeline.handling import CommandHandler
+from bot.pipeline.handling import CommandHandler, edit_txn_id
 from bot.pipeline.sender import Sender
 from bot.pipeline.syncer import Syncer
 from commands import core, workshops
@@ -25,6 +25,7 @@ from tests.unit.fakes import (
 )
 
 NOW = 1_700_000_000_000
+CAROL = "@carol:example.org"
 CHECK = "✅"
 
 
@@ -184,3 +185,83 @@ async def test_a_check_mark_on_a_cancelled_workshop_is_answered_alone(storage):
     assert "abgesagt" in answer
     assert len(bot.homeserver.sent_to(ROOM)) == in_room
 
+
+
+# -- current posts: the bot edits its posts of a workshop when what they say changes -----------
+
+
+def edits(bot: Bot) -> list[tuple[str, str, dict]]:
+    """(transaction id, edited post, content) of each edit the bot sent into the room."""
+    return [(txn, content["m.relates_to"]["event_id"], content)
+            for txn, content in bot.sent("m.room.message")
+            if content.get("m.relates_to", {}).get("rel_type") == "m.replace"]
+
+
+def new_body(content: dict) -> str:
+    new = content["m.new_content"]
+    assert content["body"] == f"* {new['body']}"
+    assert new["msgtype"] == "m.notice" and new["format"] == "org.matrix.custom.html"
+    return new["body"]
+
+
+async def with_two_posts(storage, capacity: str = "plätze=1") -> tuple[Bot, list[str]]:
+    bot, _ = await with_post(storage, capacity)
+    await bot.command("$show", "!werkstatt 1", sender=CAROL)
+    return bot, [event_id for event_id, _ in await storage.workshops.posts(1)]
+
+
+async def test_the_last_place_taken_and_freed_again_edits_each_post_once(storage):
+    bot, posts = await with_two_posts(storage)
+    assert len(posts) == 2 and posts[0] != posts[1]
+    await bot.receive(reaction("$r1", posts[0], ALICE))  # the last place, by ✅
+    full = edits(bot)
+    assert sorted(post for _, post, _ in full) == sorted(posts)  # one edit per post
+    for _, _, content in full:
+        body = new_body(content)
+        assert "ausgebucht" in body and "Warteliste" in body
+        assert "angemeldet." not in body  # shared: nothing about one member
+    await bot.command("$bob", "!anmelden 1", sender=BOB)  # the waiting list: nothing changes
+    await bot.receive(redaction("$x1", "$r1", ALICE))  # Bob moves up: still full
+    assert len(edits(bot)) == 2
+    await bot.command("$bob-off", "!abmelden 1", sender=BOB)  # a place is free again
+    freed = edits(bot)[2:]
+    assert sorted(post for _, post, _ in freed) == sorted(posts)
+    assert all("noch frei" in new_body(c) and "ausgebucht" not in new_body(c)
+               for _, _, c in freed)
+    await bot.command("$carol", "!anmelden 1", sender=CAROL)  # full again: a third version
+    assert len(edits(bot)) == 6
+    assert len({txn for txn, _, _ in edits(bot)}) == 6  # none taken for another
+
+
+async def test_a_change_and_a_cancellation_edit_each_post_with_the_new_text(storage):
+    bot, posts = await with_two_posts(storage, "")
+    await bot.command("$edit", "!werkstatt ändern 1 zeit=14:00-16:00 ort=Rathaus")
+    changed = edits(bot)
+    assert sorted(post for _, post, _ in changed) == sorted(posts)
+    assert all("14:00–16:00" in new_body(c) and "Rathaus" in new_body(c) for _, _, c in changed)
+    await bot.command("$cancel", "!werkstatt absagen 1 Referentin erkrankt")
+    cancelled = edits(bot)[2:]
+    assert sorted(post for _, post, _ in cancelled) == sorted(posts)
+    assert all("abgesagt" in new_body(c) and "✅" not in new_body(c) for _, _, c in cancelled)
+
+
+async def test_an_edit_is_sent_once_across_retries_and_redelivery(storage):
+    bot, posts = await with_two_posts(storage)
+    # The homeserver fails each edit once: the retry reuses its transaction id.
+    send, failed = bot.homeserver.send, set()
+
+    async def flaky(room_id, event_type, content, txn_id):
+        if txn_id.startswith("edit-") and txn_id not in failed:
+            failed.add(txn_id)
+            bot.homeserver.sent.append((room_id, event_type, content, txn_id))
+            return SendResult(SendOutcome.TRANSIENT)
+        return await send(room_id, event_type, content, txn_id)
+
+    bot.homeserver.send = flaky
+    await bot.receive(reaction("$r1", posts[0], ALICE))
+    await bot.receive(reaction("$r1", posts[0], ALICE))  # the same ✅ delivered again
+    await bot.command("$bob", "!anmelden 1", sender=BOB)  # no change of what the posts say
+    txns = [txn for txn, _, _ in edits(bot)]
+    assert len(txns) == 4 and len(set(txns)) == 2  # one edit per post, resent as itself
+    sequence = (await storage.workshops.get(1)).sequence
+    assert set(txns) == {edit_txn_id(post, sequence) for post in posts}

@@ -393,18 +393,21 @@ async def test_details_show_places_waiting_list_and_the_askers_state(services, s
     assert "KI (Werkstatt Nr. 1)" in text
     assert "- Wann: Do., 03.12.2026, 10:00–12:00 Uhr" in text
     assert "- Wo: Rathaus" in text
-    assert "- Plätze: 1 von 1 frei (0 angemeldet)" in text
-    assert "- Warteliste: 0" in text
+    # A post of the workshop (shared in the room, edited when it fills): free or full only.
+    assert "- Plätze: 1, noch frei" in text
     assert "Wir reden über KI." in text
-    assert "Anmelden: !anmelden 1" in text
+    assert "Anmelden: ✅ an diesem Beitrag oder !anmelden 1" in text
     await ask(services, "!anmelden 1")
     await ask(services, "!anmelden 1", sender=BOB)
-    assert "Du bist angemeldet." in await say(services, "!werkstatt 1")
+    # Asked by someone signed up or waiting: an answer to them alone, with the counts.
+    text = await say(services, "!werkstatt 1")
+    assert "Du bist angemeldet." in text and "- Plätze: 0 von 1 frei (1 angemeldet)" in text
     text = await say(services, "!werkstatt 1", sender=BOB)
     assert "Du stehst auf Platz 1 der Warteliste" in text
     assert "- Warteliste: 1" in text
-    assert "mit !anmelden 1 kommst du auf die Warteliste" in await say(services, "!werkstatt 1",
-                                                                        sender=CAROL)
+    text = await say(services, "!werkstatt 1", sender=CAROL)
+    assert "- Plätze: 1, **ausgebucht**" not in text and "1, ausgebucht" in text
+    assert "mit ✅ an diesem Beitrag oder !anmelden 1 kommst du auf die Warteliste" in text
     assert "Eine Werkstatt Nr. 7 gibt es nicht" in await say(services, "!werkstatt 7")
 
 
