@@ -24,6 +24,8 @@ class FeatureContext:
     wake_sender: Callable[[str], None]
     # A feature's schedule changed (by its source's name): plan its reminders anew.
     schedule_changed: Callable[[str], Awaitable[None]]
+    # Rooms changed under every schedule (an upgraded room): plan all reminders anew.
+    replan: Callable[[], Awaitable[None]]
     # Rooms whose moderators moderate the whole network (ids or aliases), and ways to find
     # such rooms the bot made itself (the network's space): see bot/matrix/permissions.py.
     network_rooms: list[str] = field(default_factory=list)

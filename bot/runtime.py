@@ -121,8 +121,13 @@ class Bot:
             assert self.scheduler is not None
             await self.scheduler.schedule_changed(source_name)
 
+        async def replan() -> None:
+            assert self.scheduler is not None
+            await self.scheduler.plan_all()
+
         context = FeatureContext(settings, services, storage, connection, now_ms=now_ms,
                                  wake_sender=send_lanes.wake, schedule_changed=schedule_changed,
+                                 replan=replan,
                                  network_rooms=list(settings.bot.network_rooms),
                                  parts=self.parts)
         background = [(f"{feature.name}:{setup.__module__.rsplit('.', 1)[-1]}", task)

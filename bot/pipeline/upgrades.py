@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 POLL_S = 2.0  # how often the task looks for tombstones the sync loop recorded
 JOIN_RETRY_CAP_S = 600.0  # a successor the bot may not join yet: tried at most this far apart
 MAX_ROOM_ID_BYTES = 255
+_ROOM_ID = re.compile(r"![A-Za-z0-9._=+/-]{4,}(?::\S+)?")  # not a command prefix such as "!"
 
 
 def tombstone_of(event: RoomEvent, now: int) -> RoomUpgrade | None:
@@ -54,6 +56,7 @@ class UpgradeConnection(Protocol):
 class RoomUpgrades:
     def __init__(self, services: Services, connection: UpgradeConnection, *, user_id: str,
                  now_ms: Callable[[], int], configured: Mapping[str, list[str]] | None = None,
+                 replan: Callable[[], Awaitable[None]] | None = None,
                  space: str | None = None, poll_s: float = POLL_S,
                  backoff: Backoff | None = None) -> None:
         self._services = services
@@ -61,6 +64,7 @@ class RoomUpgrades:
         self._user_id = user_id
         self._now_ms = now_ms
         self._configured = dict(configured or {})  # "[meet] rooms" -> the room ids there
+        self._replan = replan  # the scheduler plans anew: reminders go to the successor
         self._configured_space = space  # `[communities] space`: an id or an alias
         self._poll_s = poll_s
         self._backoff = backoff or Backoff(base=POLL_S, cap=JOIN_RETRY_CAP_S)
@@ -134,6 +138,8 @@ class RoomUpgrades:
         storage.rooms.forget_settings(old, new)
         if carried is None:
             return
+        if self._replan is not None:
+            await self._replan()
         log.info("room %s upgraded to %s: carried over %d setting(s), %d recorded change(s), "
                  "community %s, %d workshop(s), %d direct chat(s), %d pair room(s)%s",
                  old, new, carried.settings, carried.setting_changes, carried.community or "–",
@@ -182,17 +188,23 @@ async def _checked(request: Awaitable[Any]) -> Any:
 
 
 def configured_rooms(settings: Any) -> dict[str, list[str]]:
-    """Where the configuration names rooms by id: what the operator must edit after an upgrade."""
-    return {"[bot] network_rooms": list(settings.bot.network_rooms),
-            "[workshops] rooms": list(settings.workshops.rooms),
-            "[meet] rooms": list(settings.meet.rooms),
-            "[announcements] rooms": list(settings.announcements.rooms)}
+    """Where the configuration names rooms by id (`[meet] rooms`, `[bot] network_rooms` …), in
+    any section: what the operator must edit after an upgrade."""
+    found: dict[str, list[str]] = {}
+    for section, values in settings.model_dump().items():
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            ids = [v for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, str) and _ROOM_ID.fullmatch(v)]
+            if ids:
+                found[f"[{section}] {key}"] = ids
+    return found
 
 
 def setup(context: FeatureContext) -> Awaitable[None]:
     """Follows upgraded rooms: the sync loop records their tombstones."""
     upgrades = RoomUpgrades(context.services, context.connection, user_id=context.user_id,
                             now_ms=context.now_ms, configured=configured_rooms(context.settings),
+                            replan=context.replan,
                             space=context.settings.communities.space)
     context.parts["upgrades"] = upgrades
     return upgrades.run()

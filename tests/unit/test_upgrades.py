@@ -6,7 +6,7 @@ import pytest
 
 from bot.matrix.connection import RoomEvent
 from bot.pipeline.syncer import Syncer
-from bot.pipeline.upgrades import RoomUpgrades, tombstone_of
+from bot.pipeline.upgrades import RoomUpgrades, configured_rooms, tombstone_of
 from commands.room_settings import RoomDefaults
 from storage import Storage
 from storage.communities import Community
@@ -102,15 +102,23 @@ async def rooms_in(storage: Storage, table: str) -> list[str]:
     return [row[0] for row in await storage.db.fetchall(f"SELECT room_id FROM {table}")]
 
 
+REPLANS: list[str] = []
+
+
+async def replan() -> None:
+    REPLANS.append("all")
+
+
 def worker(storage: Storage, connection: FakeConnection, *, configured=None,
            meet_rooms=frozenset()) -> tuple[RoomUpgrades, FakeRoomAdmin]:
+    REPLANS.clear()
     services = make_services(storage)
     services.configs["room_settings"] = RoomDefaults("de", {"meet_reminders": meet_rooms})
     admin = FakeRoomAdmin()
     admin.children[SPACE] = {ROOM}
     services.room_admin = admin
     return RoomUpgrades(services, connection, user_id=BOT, now_ms=lambda: T0 + 100,
-                        configured=configured), admin
+                        configured=configured, replan=replan), admin
 
 
 async def test_everything_bound_to_the_room_moves_to_its_successor_once(
@@ -139,6 +147,7 @@ async def test_everything_bound_to_the_room_moves_to_its_successor_once(
     assert await rooms_in(storage, "inbox") == [ROOM]  # in flight: stays
     assert "replace its id in [meet] rooms" in caplog.text
     assert "Hi there" not in caplog.text
+    assert REPLANS == ["all"]  # reminders are planned for the successor at once
     assert await upgrades.upgrades.pending() == []
 
     # Seen again (a restart, a second tombstone): nothing changes a second time.
@@ -191,3 +200,11 @@ async def test_an_upgraded_space_lists_every_community(storage: Storage) -> None
 
     assert await storage.communities.space() == NEW
     assert admin.children[NEW] == {ROOM}
+
+
+def test_the_rooms_the_configuration_names_are_found_in_any_section(tmp_path):
+    from tests.unit.test_features import settings
+
+    path_settings = settings(tmp_path)
+    assert configured_rooms(path_settings) == {"[meet] rooms": ["!meet:example.org"],
+                                               "[announcements] rooms": ["!news:example.org"]}
