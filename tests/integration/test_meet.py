@@ -20,6 +20,7 @@ from bot.devtools.testserver import Homeserver
 from bot.matrix.connection import MatrixConnection, TransientError
 from bot.matrix.own_rooms import keyed_alias
 from commands.meet import STATE_EVENT
+from commands.schedule import Occurrence
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import BotAccount, Member
 from tests.integration.test_encryption import EncryptingMember
@@ -250,3 +251,99 @@ async def test_a_room_a_member_made_under_the_pair_rooms_alias_gets_nothing(
     await squatter.settle(1.0)
     assert squatter.messages_from(squat, bot) == []  # the introduction never went there
     assert squat not in member.invites and squat not in partner.invites
+
+
+async def _paired_room(bot_account: BotAccount, member: Member, room: str,
+                       make_member: MakeMember) -> tuple[str, str, Member]:
+    """`member` and a partner paired at once into a room both joined: (group, room, partner)."""
+    joined = await member.ask(room, bot_account.user_id, "!treffen mitmachen")
+    assert "dabei" in joined["content"]["body"]
+    partner = await make_member("paar")
+    running = bot_account.running
+    assert running is not None and running.storage is not None
+    await running.storage.meet.join(partner.user_id, 0)
+    await bot_account.stop()
+    # Paired at once: the date is two hours from now, pairs are made a day before.
+    start = datetime.now(BERLIN).replace(microsecond=0) + timedelta(hours=2)
+    bot_account.sections = meet_section(start, reminders=[], pairing_lead="1d",
+                                        encrypt_rooms=False)
+    running = await bot_account.start()
+    assert running.storage is not None
+    groups = []
+    for _ in range(300):
+        groups = await running.storage.meet.groups()
+        if groups and groups[0].room_id:
+            break
+        await asyncio.sleep(0.1)
+    [group] = groups
+    assert group.room_id is not None, "no room was made"
+    for person in (member, partner):
+        await person.wait_invited(group.room_id)
+        await person.join(group.room_id)
+        [intro] = await person.wait_for_messages(group.room_id, bot_account.user_id, 1)
+        assert "Kennenlern-Paar" in intro["content"]["body"]
+    return group.key, group.room_id, partner
+
+
+def thumbs_up(event_id: str) -> dict[str, Any]:
+    return {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": "👍"}}
+
+
+async def test_a_thumbs_up_on_the_question_after_a_date_counts_the_pair_as_met(
+    bot_account: BotAccount, member: Member, network_room: str, make_member: MakeMember,
+) -> None:
+    bot = bot_account.user_id
+    key, pair_room, partner = await _paired_room(bot_account, member, network_room,
+                                                 make_member)
+    running = bot_account.running
+    assert running is not None and running.storage is not None and running.scheduler
+    storage = running.storage
+    [intro] = member.messages_from(pair_room, bot)
+
+    # The question after the date, as the scheduler delivers it when due.
+    asked = await running.scheduler.deliver(Occurrence(
+        f"meet-ask:{key}", "meet-followups", datetime.now(BERLIN), pair_room, key))
+    assert asked == "sent"
+    messages = await member.wait_for_messages(pair_room, bot, 2)
+    assert len(messages) == 2, "no question arrived"
+    question = messages[-1]
+    assert "getroffen" in question["content"]["body"]
+
+    # The bot puts 👍 and 👎 on it, so that answering is one tap.
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        taps = sorted(ev["content"]["m.relates_to"]["key"]
+                      for ev in member.timeline.get(pair_room, [])
+                      if ev.get("type") == "m.reaction" and ev.get("sender") == bot
+                      and ev["content"]["m.relates_to"].get("event_id") == question["event_id"])
+        if len(taps) >= 2 or asyncio.get_running_loop().time() > deadline:
+            break
+        await member.sync()
+    assert taps == sorted(["👍", "👎"])
+    assert await storage.meet.group_of_follow_up(question["event_id"]) == (key, pair_room)
+
+    async def met() -> bool | None:
+        [group] = await storage.meet.groups()
+        return group.met
+
+    # A 👍 on any other message (the introduction) counts nothing.
+    stray = await partner.send_raw(pair_room, "m.reaction", thumbs_up(intro["event_id"]))
+    for _ in range(200):
+        if await storage.inbox.is_handled(stray):
+            break
+        await asyncio.sleep(0.1)
+    assert await storage.inbox.is_handled(stray), "the bot did not take the reaction"
+    assert await met() is None
+
+    # A 👍 on the question: met, as after `!getroffen ja`.
+    await member.send_raw(pair_room, "m.reaction", thumbs_up(question["event_id"]))
+    for _ in range(200):
+        if await met() is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert await met() is True
+    stats = (await member.ask(network_room, bot, "!treffen statistik"))["content"]["body"]
+    assert "geantwortet 1, davon getroffen 1 (100 %)" in stats
+    await bot_account.wait_idle()
+    await member.settle(1.0)
+    assert len(member.messages_from(pair_room, bot)) == 2  # the tap is answered by nothing

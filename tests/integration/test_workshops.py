@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import nio
 import pytest
 
-from storage.workshops import Workshop
+from commands.schedule import Occurrence
+from storage.workshops import Workshop, offset_label
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import BotAccount, Member
 
@@ -205,3 +206,43 @@ async def test_the_post_is_edited_when_the_workshop_fills_and_when_it_is_cancell
     edits = [ev for ev in member.messages_from(room, bot)
              if ev["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"]
     assert len(edits) == 2  # each once
+
+
+async def test_a_reminder_goes_into_the_thread_of_the_workshops_post(
+    bot_account: BotAccount, member: Member
+) -> None:
+    bot = bot_account.user_id
+    bot_account.sections = {"workshops": {"reminders": ["1d"]}}
+    running = await bot_account.start()
+    await bot_account.wait_synced()
+    assert running.storage is not None and running.scheduler is not None
+    room = await member.create_room(invite=[bot])
+    assert await member.wait_joined(room, bot)
+    day = (datetime.now(BERLIN) + timedelta(days=10)).date()
+    # The room's creator is its moderator; the answer is the workshop's post.
+    post = await member.ask(room, bot, f"!werkstatt neu {day:%d.%m.%Y} 10:00-12:00 "
+                                       "OZG-Sprechstunde")
+    assert "Angelegt" in post["content"]["body"], post["content"]["body"]
+    workshops = running.storage.workshops
+
+    async def recorded() -> bool:
+        return await workshops.workshop_of_post(post["event_id"]) == 1
+
+    await _until(recorded)
+
+    # The reminder a day before, as the scheduler delivers it when due.
+    start = datetime.combine(day, time(10, 0), BERLIN)
+    key = f"workshop:1:{start:%Y%m%dT%H%M}:{offset_label(timedelta(days=1))}:{room}"
+    delivered = await running.scheduler.deliver(
+        Occurrence(key, "workshops", start - timedelta(days=1), room, "1"))
+    assert delivered == "sent"
+    messages = await member.wait_for_messages(room, bot, 2)
+    reminders = [m for m in messages if "Erinnerung" in m["content"]["body"]]
+    assert reminders, "no reminder arrived"
+    [reminder] = reminders
+    assert "OZG-Sprechstunde" in reminder["content"]["body"]
+    relates = reminder["content"].get("m.relates_to", {})
+    assert relates.get("rel_type") == "m.thread", relates
+    assert relates.get("event_id") == post["event_id"]
+    # Clients without threads show it as a reply to the post.
+    assert relates.get("m.in_reply_to") == {"event_id": post["event_id"]}
