@@ -29,7 +29,7 @@ from bot.pipeline.lanes import RoomLanes
 from bot.pipeline.rate_limit import MemberRateLimit
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.sender import Sender
-from bot.pipeline.syncer import Syncer
+from bot.pipeline.syncer import Syncer, SyncListener
 from bot.settings import Settings
 from commands.feature import Feature, routers
 from commands.framework import Registry, Services
@@ -38,6 +38,7 @@ from commands.room_settings import RoomDefaults
 from storage import Storage
 from storage.database import DatabaseTooNewError
 from storage.outbox import FAILED_KEPT_MS
+from storage.undecrypted import Undecrypted
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,43 @@ def feature_configs(settings: Settings, features: Sequence[Feature]) -> dict[str
             switched_on.update(feature.switched_on(settings))
     configs["room_settings"] = RoomDefaults(settings.bot.language, switched_on)
     return configs
+
+
+class _BotSyncListener(SyncListener):
+    """Where what a sync brought goes: commands to their rooms' lanes, changed power levels to
+    the permissions, joins to the features that listen (welcomes), unreadable messages to the
+    handler that explains them."""
+
+    def __init__(self, settings: Settings, context: FeatureContext, command_lanes: RoomLanes,
+                 send_lanes: RoomLanes, permissions: Permissions,
+                 handler: CommandHandler) -> None:
+        self._settings = settings
+        self._context = context
+        self._command_lanes = command_lanes
+        self._send_lanes = send_lanes
+        self._permissions = permissions
+        self._handler = handler
+
+    def may_join(self, inviter: str | None) -> bool:
+        return bool(inviter) and self._settings.may_invite(inviter)
+
+    def commands_waiting(self, room_id: str) -> None:
+        self._command_lanes.wake(room_id)
+
+    def power_levels_changed(self, room_id: str) -> None:
+        self._permissions.forget(room_id)
+
+    def joins_recorded(self) -> None:
+        for listener in self._context.join_listeners:
+            listener()
+
+    async def undecryptable(self, pending: Undecrypted) -> None:
+        await self._handler.explain_undecryptable(pending)
+
+    async def until_answered(self, rooms: list[str]) -> None:
+        """For latency only: these rooms' commands handled and their replies sent."""
+        await self._command_lanes.settled(rooms)
+        await self._send_lanes.settled(rooms)
 
 
 class SystemClock:
@@ -157,28 +195,10 @@ class Bot:
         )
         services.schedule_changed = self.scheduler.schedule_changed
         services.on_command = self.metrics.command_done
-
-        def joined() -> None:
-            for listener in context.join_listeners:
-                listener()
-
-        async def answered(rooms: list[str]) -> None:
-            """These rooms' commands handled and their replies sent."""
-            await command_lanes.settled(rooms)
-            await send_lanes.settled(rooms)
-
-        self.syncer = Syncer(
-            connection, storage,
-            prefix=settings.bot.command_prefix,
-            may_invite=lambda inviter: bool(inviter) and settings.may_invite(inviter),
-            on_commands=command_lanes.wake,
-            on_power_levels=permissions.forget,
-            now_ms=now_ms,
-            on_undecryptable=handler.explain_undecryptable,
-            metrics=self.metrics,
-            on_joins=joined,
-            answered=answered,
-        )
+        listener = _BotSyncListener(settings, context, command_lanes, send_lanes, permissions,
+                                    handler)
+        self.syncer = Syncer(connection, storage, listener, prefix=settings.bot.command_prefix,
+                             now_ms=now_ms, metrics=self.metrics)
         await self.scheduler.start()  # catches up on what fell due while the bot was down
         self._tasks = [
             asyncio.create_task(send_lanes.run(), name="send-lanes"),

@@ -78,20 +78,41 @@ class SyncSource(Protocol):
     async def decrypt(self, event: RoomEvent) -> RoomEvent | None: ...
 
 
+class SyncListener:
+    """What the runtime does with what a sync brought: the one way out of the sync loop (toward
+    the command lanes, the permissions, the features' tasks). Each method does nothing by
+    default; `bot/runtime.py` gives the bot's."""
+
+    def may_join(self, inviter: str | None) -> bool:
+        """Whether to accept an invite from this user."""
+        return False
+
+    def commands_waiting(self, room_id: str) -> None:
+        """The batch stored new commands for this room."""
+
+    def power_levels_changed(self, room_id: str) -> None:
+        """The room's power levels changed (or may have): forget what was read of them."""
+
+    def joins_recorded(self) -> None:
+        """The batch recorded members' joins (for welcomes)."""
+
+    async def undecryptable(self, pending: Undecrypted) -> None:
+        """An encrypted message stayed unreadable past the grace period."""
+
+    # For latency only: until these rooms' commands are answered and their replies sent (see
+    # `Syncer._let_answers_go_first`); None: the loop does not wait.
+    until_answered: Callable[[list[str]], Awaitable[None]] | None = None
+
+
 class Syncer:
     def __init__(
         self,
         source: SyncSource,
         storage: Storage,
+        listener: SyncListener,
         *,
         prefix: str,
-        may_invite: Callable[[str | None], bool],
-        on_commands: Callable[[str], None],
-        on_power_levels: Callable[[str], None],
         now_ms: Callable[[], int],
-        on_undecryptable: Callable[[Undecrypted], Awaitable[None]] | None = None,
-        on_joins: Callable[[], None] | None = None,
-        answered: Callable[[list[str]], Awaitable[None]] | None = None,
         answer_first_max_s: float = ANSWER_FIRST_MAX_S,
         delivery_pause_s: float = DELIVERY_PAUSE_S,
         backoff: Backoff | None = None,
@@ -102,12 +123,7 @@ class Syncer:
         self._storage = storage
         self._upgrades = UpgradeRepository(storage.db)
         self._prefix = prefix
-        self._may_invite = may_invite
-        self._on_commands = on_commands
-        self._on_power_levels = on_power_levels
-        self._on_undecryptable = on_undecryptable
-        self._on_joins = on_joins
-        self._answered = answered
+        self._listener = listener
         self._answer_first_max_s = answer_first_max_s
         self._delivery_pause_s = delivery_pause_s
         self._now_ms = now_ms
@@ -159,7 +175,7 @@ class Syncer:
             events = await self._new_events(room)
             if any(e.type == "m.room.power_levels" and e.state_key == ""
                    for e in [*room.state, *events]):
-                self._on_power_levels(room.room_id)
+                self._listener.power_levels_changed(room.room_id)
             tombstones += [t for e in [*room.state, *events] if (t := tombstone_of(e, now))]
             cursor: RoomCursor | None = None
             for event in events:
@@ -191,15 +207,14 @@ class Syncer:
         self._since = batch.next_batch
         self._metrics.synced(max((c.last_ts for c in cursors), default=None))
         for pending in unreadable:
-            if self._on_undecryptable is not None:
-                await self._on_undecryptable(pending)
-        if joined and self._on_joins is not None:
-            self._on_joins()
+            await self._listener.undecryptable(pending)
+        if joined:
+            self._listener.joins_recorded()
         if added:
             log.debug("queued %d new command(s)", len(added))
             rooms = list(dict.fromkeys(c.room_id for c in added))
             for room_id in rooms:
-                self._on_commands(room_id)
+                self._listener.commands_waiting(room_id)
             await self._let_answers_go_first(rooms)
 
     async def _let_answers_go_first(self, rooms: list[str]) -> None:
@@ -212,12 +227,13 @@ class Syncer:
         reached the members a few milliseconds later. So the loop waits until the replies are
         sent, then a moment more for their delivery. Bounded, so a slow command never holds up
         the other rooms."""
-        if self._answered is None:
+        until_answered = self._listener.until_answered
+        if until_answered is None:
             await asyncio.sleep(0)  # at least let the woken lanes start
             return
         try:
             async with asyncio.timeout(self._answer_first_max_s):
-                await self._answered(rooms)
+                await until_answered(rooms)
         except TimeoutError:
             return
         await asyncio.sleep(self._delivery_pause_s)
@@ -379,7 +395,7 @@ class Syncer:
             if not storable(invite.room_id):  # neither URL nor database can take it
                 log.warning("invite to %r set aside: the room id cannot be stored", invite.room_id)
                 self._metrics.event_set_aside("unstorable")
-            elif self._may_invite(invite.inviter):
+            elif self._listener.may_join(invite.inviter):
                 joined = await self._source.join(invite.room_id)
                 log.info("invited to %s by an allowed user: %s", invite.room_id,
                          "joined" if joined else "join failed")

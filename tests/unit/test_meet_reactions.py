@@ -13,7 +13,7 @@ from bot.pipeline.handling import CommandHandler
 from bot.pipeline.rate_limit import MemberRateLimit
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.sender import Sender
-from bot.pipeline.syncer import Syncer
+from bot.pipeline.syncer import Syncer, SyncListener
 from commands import core, meet, room_settings
 from commands.schedule import Occurrence
 from storage.meet import Round
@@ -77,8 +77,7 @@ class Bot:
                              backoff_factory=no_jitter_backoff,
                              direct_rooms=DirectRooms(storage.rooms, self.homeserver,
                                                       BOT).room_for)
-        self.syncer = Syncer(self.source, storage, prefix="!", may_invite=lambda inviter: True,
-                             on_commands=lambda room: None, on_power_levels=lambda room: None,
+        self.syncer = Syncer(self.source, storage, SyncListener(), prefix="!",
                              now_ms=lambda: NOW)
         self.scheduler = Scheduler(storage, [meet.MeetFollowUps(self.services)],
                                    clock=self.clock, timezone=BERLIN,

@@ -14,7 +14,7 @@ from bot.matrix.connection import SendOutcome, SendResult, TransientError
 from bot.metrics import HEALTHY_SYNC_AGE_S, Metrics, MetricsAddressError, MetricsServer
 from bot.pipeline.backoff import Backoff
 from bot.pipeline.sender import Sender
-from bot.pipeline.syncer import Syncer
+from bot.pipeline.syncer import Syncer, SyncListener
 from bot.settings import ConfigError, load_settings, parse_listen
 from storage.deliveries import Delivery
 from storage.outbox import OutgoingMessage
@@ -72,8 +72,7 @@ async def test_the_syncer_counts_successes_and_failures(storage):
     async def no_sleep(seconds: float) -> None:
         pass
 
-    syncer = Syncer(source, storage, prefix="!", may_invite=lambda inviter: False,
-                    on_commands=lambda room: None, on_power_levels=lambda room: None,
+    syncer = Syncer(source, storage, SyncListener(), prefix="!",
                     now_ms=lambda: 1_700_000_000_000, backoff=Backoff(sleep=no_sleep),
                     metrics=metrics)
     with pytest.raises(asyncio.CancelledError):  # how the fake's script ends

@@ -8,7 +8,7 @@ from bot.matrix.connection import Invite, LoginError, RoomEvent, TransientError
 from bot.metrics import Metrics
 from bot.pipeline import syncer as syncer_module
 from bot.pipeline.backoff import Backoff
-from bot.pipeline.syncer import MAX_COMMAND_CHARS, Syncer, strip_reply_fallback
+from bot.pipeline.syncer import MAX_COMMAND_CHARS, Syncer, SyncListener, strip_reply_fallback
 from storage.rooms import RoomCursor
 from tests.unit.fakes import (
     ALICE,
@@ -30,31 +30,35 @@ T0 = 1_700_000_000_000  # the bot's clock at its first sync
 NEW_ROOM = "!new:example.org"
 
 
-class Recorder:
+class Recorder(SyncListener):
+    """What the sync loop told the runtime."""
+
     def __init__(self) -> None:
         self.command_rooms: list[str] = []  # each wake-up of the command lanes, by room
         self.power_levels: list[str] = []
+        self.unreadable: list[str] = []
 
     @property
     def commands(self) -> int:
         return len(self.command_rooms)
 
-    def on_commands(self, room_id: str) -> None:
+    def may_join(self, inviter: str | None) -> bool:
+        """Like `Settings.may_invite` for a bot on example.org with no other servers allowed."""
+        return bool(inviter) and inviter.endswith(":example.org")
+
+    def commands_waiting(self, room_id: str) -> None:
         self.command_rooms.append(room_id)
 
-    def on_power_levels(self, room_id: str) -> None:
+    def power_levels_changed(self, room_id: str) -> None:
         self.power_levels.append(room_id)
 
-
-def may_invite(inviter: str | None) -> bool:
-    """Like `Settings.may_invite` for a bot on example.org with no other servers allowed."""
-    return bool(inviter) and inviter.endswith(":example.org")
+    async def undecryptable(self, pending) -> None:
+        self.unreadable.append(pending.event_id)
 
 
-def make_syncer(storage, source, recorder, backoff=None, metrics=None) -> Syncer:
-    return Syncer(source, storage, prefix="!", may_invite=may_invite,
-                  on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
-                  now_ms=lambda: T0, backoff=backoff, metrics=metrics)
+def make_syncer(storage, source, recorder, backoff=None, metrics=None, **options) -> Syncer:
+    return Syncer(source, storage, recorder, prefix="!", now_ms=options.pop("now_ms", lambda: T0),
+                  backoff=backoff, metrics=metrics, **options)
 
 
 @pytest.fixture
@@ -349,7 +353,7 @@ async def test_an_old_own_join_in_the_state_block_does_not_drop_the_gap(synced, 
 
 async def test_members_joins_are_recorded_once_for_their_welcome(synced, source, logged_in):
     woken = []
-    synced._on_joins = lambda: woken.append(True)
+    synced._listener.joins_recorded = lambda: woken.append(True)
     joins = timeline([
         member_event("$bob", BOB, "join", ts=T0 + 1, previous="invite"),
         member_event("$rename", ALICE, "join", ts=T0 + 2, previous="join"),
@@ -552,7 +556,7 @@ async def test_events_that_cannot_be_stored_are_set_aside_the_rest_commits(
     source.script.append(batch("s1"))
     await syncer.sync_once()
     woken = []
-    syncer._on_joins = lambda: woken.append(True)
+    syncer._listener.joins_recorded = lambda: woken.append(True)
     source.script.append(batch(
         "s2",
         timeline([
@@ -680,14 +684,8 @@ async def test_still_unreadable_after_the_grace_period_is_explained(logged_in, s
     from bot.pipeline.syncer import UNDECRYPTABLE_GRACE_MS
 
     clock = {"now": T0}
-    explained: list[str] = []
-
-    async def explain(pending) -> None:
-        explained.append(pending.event_id)
-
-    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
-                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
-                    now_ms=lambda: clock["now"], on_undecryptable=explain)
+    explained = recorder.unreadable
+    syncer = make_syncer(logged_in, source, recorder, now_ms=lambda: clock["now"])
     source.script += [batch("s1"), batch("s2", timeline([encrypted("$enc", ts=T0 + 10)])),
                       batch("s3")]
     await syncer.sync_once()
@@ -711,9 +709,8 @@ async def test_the_next_sync_waits_until_the_batch_is_answered(logged_in, source
         asked.append(rooms)
         await answered.wait()
 
-    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
-                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
-                    now_ms=lambda: T0, answered=until_answered, answer_first_max_s=5)
+    recorder.until_answered = until_answered
+    syncer = make_syncer(logged_in, source, recorder, answer_first_max_s=5)
     source.script += [
         batch("s1"),
         batch("s2", timeline([message("$p", "!ping", ts=T0 + 1)]),
@@ -735,9 +732,8 @@ async def test_a_slow_answer_holds_the_next_sync_back_only_briefly(logged_in, so
     async def never(rooms: list[str]) -> None:
         await asyncio.Event().wait()
 
-    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
-                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
-                    now_ms=lambda: T0, answered=never, answer_first_max_s=0.01)
+    recorder.until_answered = never
+    syncer = make_syncer(logged_in, source, recorder, answer_first_max_s=0.01)
     source.script += [batch("s1"), batch("s2", timeline([message("$p", "!ping", ts=T0 + 1)])),
                       batch("s3")]
     await syncer.sync_once()
@@ -752,9 +748,8 @@ async def test_after_the_replies_the_loop_leaves_the_server_a_moment_to_deliver_
     async def at_once(rooms: list[str]) -> None:
         return None
 
-    syncer = Syncer(source, logged_in, prefix="!", may_invite=may_invite,
-                    on_commands=recorder.on_commands, on_power_levels=recorder.on_power_levels,
-                    now_ms=lambda: T0, answered=at_once, delivery_pause_s=0.05)
+    recorder.until_answered = at_once
+    syncer = make_syncer(logged_in, source, recorder, delivery_pause_s=0.05)
     source.script += [batch("s1"), batch("s2", timeline([message("$p", "!ping", ts=T0 + 1)])),
                       batch("s3"), batch("s4")]
     loop = asyncio.get_running_loop()

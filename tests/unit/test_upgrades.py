@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.matrix.connection import RoomEvent
-from bot.pipeline.syncer import Syncer
+from bot.pipeline.syncer import Syncer, SyncListener
 from bot.pipeline.upgrades import RoomUpgrades, configured_rooms, tombstone_of
 from commands.room_settings import RoomDefaults
 from storage import Storage
@@ -63,9 +63,7 @@ async def test_the_sync_loop_records_a_tombstone_once(logged_in: Storage) -> Non
                                         state_key=None)])),
         batch("s4", timeline([], state=[tombstone()])),
     ])
-    syncer = Syncer(source, logged_in, prefix="!", may_invite=lambda _: False,
-                    on_commands=lambda _: None, on_power_levels=lambda _: None,
-                    now_ms=lambda: T0)
+    syncer = Syncer(source, logged_in, SyncListener(), prefix="!", now_ms=lambda: T0)
     for _ in range(4):
         await syncer.sync_once()
     upgrades = UpgradeRepository(logged_in.db)

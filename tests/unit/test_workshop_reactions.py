@@ -5,7 +5,7 @@ from bot.matrix.own_rooms import DirectRooms
 from bot.matrix.permissions import Permissions
 from bot.pipeline.handling import CommandHandler, edit_txn_id
 from bot.pipeline.sender import Sender
-from bot.pipeline.syncer import Syncer
+from bot.pipeline.syncer import Syncer, SyncListener
 from commands import core, workshops
 from storage.inbox import InboxMessage
 from storage.workshops import REGISTERED, WAITING
@@ -56,9 +56,7 @@ class Bot:
         self.sender = Sender(homeserver, storage.outbox, sleep=Sleeps(),
                              backoff_factory=no_jitter_backoff,
                              direct_rooms=DirectRooms(storage.rooms, homeserver, BOT).room_for)
-        self.syncer = Syncer(source, storage, prefix="!", may_invite=lambda inviter: True,
-                             on_commands=lambda room: None, on_power_levels=lambda room: None,
-                             now_ms=lambda: NOW)
+        self.syncer = Syncer(source, storage, SyncListener(), prefix="!", now_ms=lambda: NOW)
 
     async def command(self, event_id: str, body: str, sender: str = BOSS) -> None:
         await self.storage.inbox.add([InboxMessage(event_id, ROOM, sender, body, NOW)],
