@@ -74,6 +74,11 @@ class RoomEvent:
         if not (isinstance(event_id, str) and isinstance(sender, str) and isinstance(etype, str)):
             return None
         content = source.get("content")
+        content = content if isinstance(content, dict) else {}
+        if etype == "m.room.redaction" and "redacts" not in content and isinstance(
+                source.get("redacts"), str):
+            # Before room version 11 the redacted event's id stands beside the content.
+            content = {**content, "redacts": source["redacts"]}
         ts = source.get("origin_server_ts")
         unsigned = source.get("unsigned")
         state_key = source.get("state_key")
@@ -83,7 +88,7 @@ class RoomEvent:
             sender=sender,
             type=etype,
             origin_ts=ts if isinstance(ts, int) else 0,
-            content=content if isinstance(content, dict) else {},
+            content=content,
             state_key=state_key if isinstance(state_key, str) else None,
             unsigned=unsigned if isinstance(unsigned, dict) else {},
         )

@@ -112,3 +112,15 @@ async def test_events_nio_cannot_parse_are_dropped_from_a_page_of_history(
     events, token = await connection.messages_before(ROOM, "p1")
     assert [e.event_id for e in events] == ["$good"]
     assert token == "p0"
+
+
+def test_a_redaction_names_what_it_redacts_in_every_room_version():
+    from bot.matrix.connection import RoomEvent
+
+    old_room = RoomEvent.from_source("!r:x", {"event_id": "$red", "sender": "@a:x",
+                                              "type": "m.room.redaction", "redacts": "$check",
+                                              "content": {}})
+    new_room = RoomEvent.from_source("!r:x", {"event_id": "$red", "sender": "@a:x",
+                                              "type": "m.room.redaction",
+                                              "content": {"redacts": "$check"}})
+    assert old_room.content["redacts"] == new_room.content["redacts"] == "$check"
