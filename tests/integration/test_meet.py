@@ -19,8 +19,10 @@ import pytest
 from bot.devtools.testserver import Homeserver
 from bot.matrix.connection import MatrixConnection, TransientError
 from bot.matrix.own_rooms import keyed_alias
+from bot.runtime import Bot
 from commands.meet import STATE_EVENT
 from commands.schedule import Occurrence
+from storage.meet import GroupRow
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import BotAccount, Member
 from tests.integration.test_encryption import EncryptingMember
@@ -232,15 +234,7 @@ async def test_a_room_a_member_made_under_the_pair_rooms_alias_gets_nothing(
     # Plain clients read the introduction: the room unencrypted.
     bot_account.sections = meet_section(start, reminders=[], pairing_lead="1d",
                                         encrypt_rooms=False)
-    running = await bot_account.start()
-    assert running.storage is not None
-    groups = []
-    for _ in range(300):
-        groups = await running.storage.meet.groups()
-        if groups and groups[0].room_id:
-            break
-        await asyncio.sleep(0.1)
-    [group] = groups
+    group = await _the_pairs_room(await bot_account.start())
     assert group.key == group_key and group.room_id is not None and group.room_id != squat
     for person in (member, partner):
         await person.wait_invited(group.room_id)
@@ -251,6 +245,19 @@ async def test_a_room_a_member_made_under_the_pair_rooms_alias_gets_nothing(
     await squatter.settle(1.0)
     assert squatter.messages_from(squat, bot) == []  # the introduction never went there
     assert squat not in member.invites and squat not in partner.invites
+
+
+async def _the_pairs_room(running: Bot) -> GroupRow:
+    """The one pair of the round, once the bot has made its room (or after 30 s)."""
+    assert running.storage is not None
+    groups = []
+    for _ in range(300):
+        groups = await running.storage.meet.groups()
+        if groups and groups[0].room_id:
+            break
+        await asyncio.sleep(0.1)
+    [group] = groups
+    return group
 
 
 async def _paired_room(bot_account: BotAccount, member: Member, room: str,
@@ -267,15 +274,7 @@ async def _paired_room(bot_account: BotAccount, member: Member, room: str,
     start = datetime.now(BERLIN).replace(microsecond=0) + timedelta(hours=2)
     bot_account.sections = meet_section(start, reminders=[], pairing_lead="1d",
                                         encrypt_rooms=False)
-    running = await bot_account.start()
-    assert running.storage is not None
-    groups = []
-    for _ in range(300):
-        groups = await running.storage.meet.groups()
-        if groups and groups[0].room_id:
-            break
-        await asyncio.sleep(0.1)
-    [group] = groups
+    group = await _the_pairs_room(await bot_account.start())
     assert group.room_id is not None, "no room was made"
     for person in (member, partner):
         await person.wait_invited(group.room_id)
