@@ -55,3 +55,15 @@ test-dates: $(VENV)/.installed faketime
 	    $(PY) -m pytest -q -p no:cacheprovider tests/unit > .test-dates.log 2>&1 \
 	    && tail -n 1 .test-dates.log || { cat .test-dates.log; exit 1; }; \
 	done; rm -f .test-dates.log; fi
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run
+
+bench-quick: $(VENV)/.installed
+	$(PY) -m bench.run --quick
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check bot commands storage tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .cache
