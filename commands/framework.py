@@ -129,6 +129,8 @@ class Command:
 
     parent: Command | None = None
     subcommands: list[Command] = field(default_factory=list)
+    # Each subcommand by every name of it, folded (`keyword`): one look-up per command.
+    subcommand_words: dict[str, Command] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -145,12 +147,12 @@ class Command:
 
     def subcommand(self, word: str) -> Command | None:
         """The subcommand a typed word names (folded: `Ändern` = `aendern`), if any."""
-        typed = keyword(word)
-        return next((sub for sub in self.subcommands
-                     if typed and typed in {keyword(n) for n in sub.names()}), None)
+        if not self.subcommand_words:
+            return None
+        return self.subcommand_words.get(keyword(word))
 
     def closest_subcommands(self, word: str, limit: int = 3) -> list[Command]:
-        words = {keyword(n): sub for sub in self.subcommands for n in sub.names()}
+        words = self.subcommand_words
         found: list[Command] = []
         for match in difflib.get_close_matches(keyword(word), words, n=8, cutoff=0.6):
             if words[match] not in found:
@@ -189,11 +191,12 @@ class Router:
                 raise ValueError(f"subcommand {name!r}: no command {parent!r} declared before")
             sub = Command(name, german, tuple(aliases), handler, tuple(args), level, self.group,
                           parent=found)
-            taken = {keyword(n) for s in found.subcommands for n in s.names()}
-            clash = taken & {keyword(n) for n in sub.names()}
+            words = {keyword(n) for n in sub.names()}
+            clash = words & found.subcommand_words.keys()
             if clash:
                 raise ValueError(f"subcommand word(s) {sorted(clash)} of {parent!r} declared twice")
             found.subcommands.append(sub)
+            found.subcommand_words.update(dict.fromkeys(words, sub))
             return handler
 
         return register
