@@ -347,12 +347,6 @@ class Context:
                                      self.services.prefix),
                          help=self.call("help", self.command.display_name(self.language)))
 
-    async def require(self, level: Level, *words: str) -> None:
-        """Refuse the rest of this command (`!name words…`) below `level`."""
-        if await self.level() < level:
-            raise UserError("errors.level", command=self.call(None, *words),
-                            level=self.t(level.key))
-
     async def run_subcommand(self, word: str, rest: str = "") -> HandlerResult:
         """Run the subcommand `word` names (of this command, or of this subcommand's command)
         on `rest`, as if written `!command word rest`: for a command whose subcommand word may

@@ -58,16 +58,6 @@ def has_power(user_id: str, moderator_level: int, power_levels: dict[str, Any] |
     return level is None or level >= moderator_level
 
 
-def level_of(user_id: str, *, admins: Iterable[str], moderator_level: int,
-             power_levels: dict[str, Any] | None, create_event: dict[str, Any] | None) -> Level:
-    """The level from one room's state alone: admin, room moderator or member."""
-    if user_id in set(admins):
-        return Level.ADMIN
-    if has_power(user_id, moderator_level, power_levels, create_event):
-        return Level.ROOM_MODERATOR
-    return Level.MEMBER
-
-
 RoomState = tuple[dict[str, Any] | None, dict[str, Any] | None]  # power levels, create event
 StateFetcher = Callable[[str], Awaitable[RoomState]]
 

@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from bot.matrix.connection import RefusedError
@@ -5,7 +7,6 @@ from bot.matrix.permissions import (
     NetworkRooms,
     NotCached,
     Permissions,
-    level_of,
     power_level,
     room_creators,
 )
@@ -27,8 +28,11 @@ def levels(users: dict | None = None, **rest) -> dict:
 
 def level(user_id: str, power_levels: dict | None, create_event: dict | None = None,
           moderator_level: int = 50, admins=()) -> Level:
-    return level_of(user_id, admins=admins, moderator_level=moderator_level,
-                    power_levels=power_levels, create_event=create_event)
+    """The level in a room with this state, as the bot reads it."""
+    async def state(room_id):
+        return power_levels, create_event
+
+    return asyncio.run(Permissions(state, admins, moderator_level).level(ROOM, user_id))
 
 
 @pytest.mark.parametrize(("pl", "expected"), [
