@@ -18,7 +18,12 @@ from bot.matrix.connection import (
     SyncBatch,
     TransientError,
 )
+from bot.matrix.own_rooms import DirectRooms
+from bot.matrix.permissions import Permissions
 from bot.pipeline.backoff import Backoff
+from bot.pipeline.handling import CommandHandler
+from bot.pipeline.sender import Sender
+from bot.pipeline.syncer import Syncer, SyncListener
 from commands import core
 from commands.framework import Level, Registry, Request, Router, Services, dispatch
 from commands.i18n import Catalog
@@ -312,3 +317,53 @@ database = "{tmp_path / 'data' / 'nextbot.db'}"
 async def set_language(storage: Storage, room_id: str, language: str) -> None:
     await storage.rooms.change_setting(room_id, "language", language,
                                        changed_by="@mod:example.org", changed_at=1)
+
+
+PIPELINE_NOW = 1_700_000_000_000
+
+
+async def boss_room_state(room_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every room's state: BOSS made it and holds power 100 (room version 10)."""
+    return ({"users": {BOSS: 100}},
+            {"type": "m.room.create", "sender": BOSS, "content": {"room_version": "10"}})
+
+
+class FakePipeline:
+    """The sync loop, the command lanes and the sender on one database and a fake homeserver,
+    driven by hand: `receive` is a sync bringing events, then the lanes and the sender at work.
+    A new one on the same database and homeserver is the bot after a restart."""
+
+    def __init__(self, storage: Storage, services: Services,
+                 homeserver: FakeHomeserver | None = None,
+                 source: FakeSyncSource | None = None, rate_limit: Any = None) -> None:
+        self.storage, self.services = storage, services
+        self.homeserver = homeserver or FakeHomeserver()
+        self.source = source or FakeSyncSource()
+        permissions = Permissions(boss_room_state, admins=[BOSS], moderator_level=50)
+        self.handler = CommandHandler(services, permissions, "de", lambda: PIPELINE_NOW,
+                                      lambda room: None, rate_limit=rate_limit)
+        self.sender = Sender(self.homeserver, storage.outbox, sleep=Sleeps(),
+                             backoff_factory=no_jitter_backoff,
+                             direct_rooms=DirectRooms(storage.rooms, self.homeserver,
+                                                      BOT).room_for)
+        self.syncer = Syncer(self.source, storage, SyncListener(), prefix="!",
+                             now_ms=lambda: PIPELINE_NOW)
+
+    async def first_sync(self) -> None:
+        """The bot's first sync: from now on, events are answered."""
+        await self.storage.session.save_login(BOT, "DEVICE", "token-123")
+        self.source.script.append(batch("s0"))
+        await self.syncer.sync_once()
+
+    async def receive(self, *events: RoomEvent, rooms: Iterable[str] = (ROOM,)) -> None:
+        """A sync bringing these events, then the lanes (of `rooms`) and the sender at work."""
+        self.source.script.append(batch(f"s{len(self.source.sync_calls)}", timeline(list(events))))
+        await self.syncer.sync_once()
+        for room_id in rooms:
+            await self.handler.drain_room(room_id)
+        await self.send_all()
+
+    async def send_all(self) -> None:
+        while rooms := await self.storage.outbox.pending_rooms():
+            for address in rooms:
+                await self.sender.drain_room(address)

@@ -7,31 +7,20 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.matrix.connection import RoomEvent
-from bot.matrix.own_rooms import DirectRooms
-from bot.matrix.permissions import Permissions
-from bot.pipeline.handling import CommandHandler
 from bot.pipeline.rate_limit import MemberRateLimit
 from bot.pipeline.scheduler import Scheduler
-from bot.pipeline.sender import Sender
-from bot.pipeline.syncer import Syncer, SyncListener
 from commands import core, meet, room_settings
 from commands.schedule import Occurrence
 from storage.meet import Round
 from tests.unit.fakes import (
     ALICE,
     BOB,
-    BOSS,
     BOT,
     CATALOG,
     OTHER_ROOM,
     ROOM,
-    FakeHomeserver,
-    FakeSyncSource,
-    Sleeps,
-    batch,
+    FakePipeline,
     make_services,
-    no_jitter_backoff,
-    timeline,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -48,50 +37,33 @@ class Clock:
         return self.moment
 
 
-async def room_state(room_id):
-    return ({"users": {BOSS: 100}},
-            {"type": "m.room.create", "sender": BOSS, "content": {"room_version": "10"}})
-
-
 def reaction(event_id: str, target: str, sender: str, key: str, room_id: str = ROOM):
     return RoomEvent(event_id, room_id, sender, "m.reaction", NOW + 1,
                      {"m.relates_to": {"rel_type": "m.annotation", "event_id": target,
                                        "key": key}})
 
 
-class Bot:
-    """The scheduler, the sync loop, the command lanes and the sender on one database and a
-    fake homeserver; ROOM is the pair's room."""
+class Bot(FakePipeline):
+    """NExT-to-meet-you and its scheduler on the pipeline; ROOM is the pair's room."""
 
     def __init__(self, storage, rate_limit: MemberRateLimit | None = None) -> None:
-        self.storage, self.homeserver, self.source = storage, FakeHomeserver(), FakeSyncSource()
-        self.services = make_services(storage, [core.router, room_settings.router, meet.router])
+        services = make_services(storage, [core.router, room_settings.router, meet.router])
         self.clock = Clock(datetime(2026, 3, 12, 14, tzinfo=BERLIN))
-        self.services.clock = self.clock
-        self.services.configs["meet"] = meet.MeetConfig.create(link="https://meet.example.org")
-        self.services.configs["room_settings"] = room_settings.RoomDefaults("de")
-        permissions = Permissions(room_state, admins=[BOSS], moderator_level=50)
-        self.handler = CommandHandler(self.services, permissions, "de", lambda: NOW,
-                                      lambda a: None, rate_limit=rate_limit)
-        self.sender = Sender(self.homeserver, storage.outbox, sleep=Sleeps(),
-                             backoff_factory=no_jitter_backoff,
-                             direct_rooms=DirectRooms(storage.rooms, self.homeserver,
-                                                      BOT).room_for)
-        self.syncer = Syncer(self.source, storage, SyncListener(), prefix="!",
-                             now_ms=lambda: NOW)
+        services.clock = self.clock
+        services.configs["meet"] = meet.MeetConfig.create(link="https://meet.example.org")
+        services.configs["room_settings"] = room_settings.RoomDefaults("de")
+        super().__init__(storage, services, rate_limit=rate_limit)
         self.scheduler = Scheduler(storage, [meet.MeetFollowUps(self.services)],
                                    clock=self.clock, timezone=BERLIN,
                                    grace=timedelta(hours=1), catalog=CATALOG,
                                    default_language="de", on_queued=lambda room: None)
 
     async def start(self) -> None:
-        await self.storage.session.save_login(BOT, "DEVICE", "token-123")
         start = int(datetime(2026, 3, 12, 12, tzinfo=BERLIN).timestamp() * 1000)
         await self.storage.meet.add_round(Round("2026-03-12", start, start, 2),
                                           [(ALICE, BOB)], keep_members_of=3)
         await self.storage.meet.set_room(GROUP, ROOM)
-        self.source.script.append(batch("s0"))
-        await self.syncer.sync_once()  # the first sync: from now on, events are answered
+        await self.first_sync()
 
     async def ask(self) -> str:
         """The question after the date, delivered and sent: its event id."""
@@ -104,17 +76,7 @@ class Bot:
         return f"$sent{question}"
 
     async def receive(self, *events: RoomEvent) -> None:
-        self.source.script.append(batch(f"s{len(self.source.sync_calls)}",
-                                        timeline(list(events))))
-        await self.syncer.sync_once()
-        for room_id in (ROOM, OTHER_ROOM):
-            await self.handler.drain_room(room_id)
-        await self.send_all()
-
-    async def send_all(self) -> None:
-        while rooms := await self.storage.outbox.pending_rooms():
-            for address in rooms:
-                await self.sender.drain_room(address)
+        await super().receive(*events, rooms=(ROOM, OTHER_ROOM))
 
     async def met(self) -> bool | None:
         [group] = await self.storage.meet.groups(key=GROUP)

@@ -1,11 +1,7 @@
 """A ✅ on the bot's post of a workshop signs up; taking it away withdraws (issue 20)."""
 
 from bot.matrix.connection import RoomEvent, SendOutcome, SendResult
-from bot.matrix.own_rooms import DirectRooms
-from bot.matrix.permissions import Permissions
-from bot.pipeline.handling import CommandHandler, edit_txn_id
-from bot.pipeline.sender import Sender
-from bot.pipeline.syncer import Syncer, SyncListener
+from bot.pipeline.handling import edit_txn_id
 from commands import core, workshops
 from storage.inbox import InboxMessage
 from storage.workshops import REGISTERED, WAITING
@@ -16,22 +12,14 @@ from tests.unit.fakes import (
     BOT,
     ROOM,
     FakeHomeserver,
+    FakePipeline,
     FakeSyncSource,
-    Sleeps,
-    batch,
     make_services,
-    no_jitter_backoff,
-    timeline,
 )
 
 NOW = 1_700_000_000_000
 CAROL = "@carol:example.org"
 CHECK = "✅"
-
-
-async def room_state(room_id):
-    return ({"users": {BOSS: 100}},
-            {"type": "m.room.create", "sender": BOSS, "content": {"room_version": "10"}})
 
 
 def reaction(event_id: str, target: str, sender: str, key: str = CHECK, ts: int = NOW + 1):
@@ -44,37 +32,19 @@ def redaction(event_id: str, target: str, sender: str, ts: int = NOW + 2):
     return RoomEvent(event_id, ROOM, sender, "m.room.redaction", ts, {"redacts": target})
 
 
-class Bot:
-    """The sync loop, the command lanes and the sender on one database and a fake homeserver;
-    a new `Bot` on the same two is the bot after a restart."""
+class Bot(FakePipeline):
+    """The workshops on the pipeline; a new `Bot` on the same database and homeserver is the
+    bot after a restart."""
 
     def __init__(self, storage, homeserver: FakeHomeserver, source: FakeSyncSource) -> None:
-        self.storage, self.homeserver, self.source = storage, homeserver, source
-        services = make_services(storage, [core.router, workshops.router])
-        permissions = Permissions(room_state, admins=[BOSS], moderator_level=50)
-        self.handler = CommandHandler(services, permissions, "de", lambda: NOW, lambda a: None)
-        self.sender = Sender(homeserver, storage.outbox, sleep=Sleeps(),
-                             backoff_factory=no_jitter_backoff,
-                             direct_rooms=DirectRooms(storage.rooms, homeserver, BOT).room_for)
-        self.syncer = Syncer(source, storage, SyncListener(), prefix="!", now_ms=lambda: NOW)
+        super().__init__(storage, make_services(storage, [core.router, workshops.router]),
+                         homeserver, source)
 
     async def command(self, event_id: str, body: str, sender: str = BOSS) -> None:
         await self.storage.inbox.add([InboxMessage(event_id, ROOM, sender, body, NOW)],
                                      received_at=NOW)
         await self.handler.drain_room(ROOM)
         await self.send_all()
-
-    async def receive(self, *events: RoomEvent) -> None:
-        """A sync bringing these events, then the lanes and the sender at work."""
-        self.source.script.append(batch(f"s{len(self.source.sync_calls)}", timeline(list(events))))
-        await self.syncer.sync_once()
-        await self.handler.drain_room(ROOM)
-        await self.send_all()
-
-    async def send_all(self) -> None:
-        while rooms := await self.storage.outbox.pending_rooms():
-            for address in rooms:
-                await self.sender.drain_room(address)
 
     def sent(self, event_type: str, room_id: str = ROOM) -> list[tuple[str, dict]]:
         """(transaction id, content) of what the bot sent into `room_id`."""
@@ -88,10 +58,8 @@ class Bot:
 
 
 async def started(storage, homeserver=None, source=None) -> Bot:
-    await storage.session.save_login(BOT, "DEVICE", "token-123")
     bot = Bot(storage, homeserver or FakeHomeserver(), source or FakeSyncSource())
-    bot.source.script.append(batch("s0"))
-    await bot.syncer.sync_once()  # the first sync: from now on, events are answered
+    await bot.first_sync()
     return bot
 
 
