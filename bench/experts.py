@@ -365,10 +365,10 @@ async def import_csv(csv_path: Path, database: Path) -> dict[str, Any]:
     rest of `import_s` is reading and checking the file.
     """
     from bot.importers.experts import DEFAULT_BIO_MAX_LENGTH, import_experts
-    from storage import Storage
+    from commands.features import open_storage
 
     began = time.perf_counter()
-    storage = await Storage.open(database)
+    storage = await open_storage(database)
     opened = time.perf_counter()
     upsert = storage.experts.upsert_many
     upsert_s = 0.0
@@ -406,7 +406,7 @@ async def build_directly(size: int, seed: int, database: Path) -> dict[str, Any]
     search and the cold start still get figures when the import fails. Seconds."""
     from datetime import UTC, datetime
 
-    from storage import Storage
+    from commands.features import open_storage
 
     for leftover in (database, database.with_name(database.name + "-wal"),
                      database.with_name(database.name + "-shm")):
@@ -414,7 +414,7 @@ async def build_directly(size: int, seed: int, database: Path) -> dict[str, Any]
     now = datetime.now(UTC)
     profiles = [replace_consent(p, now) for p in await asyncio.to_thread(generate, size, seed)]
     began = time.perf_counter()
-    storage = await Storage.open(database)
+    storage = await open_storage(database)
     try:
         await storage.experts.upsert_many(profiles)
     finally:
@@ -552,12 +552,12 @@ async def _cold_start_child(database: Path, query: str) -> dict[str, float]:
     from bot.features import FEATURES
     from commands.experts import ExpertConfig
     from commands.feature import routers
+    from commands.features import open_storage
     from commands.framework import Level, Registry, Request, Services, dispatch
     from commands.i18n import Catalog
-    from storage import Storage
 
     imported = time.perf_counter()
-    storage = await Storage.open(database)
+    storage = await open_storage(database)
     opened = time.perf_counter()
     services = Services(storage=storage, catalog=Catalog.load(),
                         registry=Registry(routers(FEATURES)), clock=_BerlinClock(),
@@ -623,9 +623,9 @@ def cold_start(database: Path, samples: int, query: str = FIRST_QUERY,
 
 async def empty_database(path: Path) -> Path:
     """A database with every migration applied and no profile: the comparison's baseline."""
-    from storage import Storage
+    from commands.features import open_storage
 
-    storage = await Storage.open(path)
+    storage = await open_storage(path)
     await storage.close()
     return path
 

@@ -49,15 +49,15 @@ async def services_on(database: str | Path) -> Any:
 
     from bot.features import FEATURES
     from commands.feature import routers
+    from commands.features import open_storage
     from commands.framework import Registry, Services
     from commands.i18n import Catalog
-    from storage import Storage
 
     class Clock:
         def now(self) -> datetime:
             return datetime.now(ZoneInfo("Europe/Berlin"))
 
-    storage = await Storage.open(database)
+    storage = await open_storage(database)
     return Services(storage=storage, catalog=Catalog.load(), registry=Registry(routers(FEATURES)),
                     clock=Clock(), prefix="!")
 
@@ -186,12 +186,12 @@ async def _cold_start_child(directory: Path) -> dict[str, float]:
     import bot.runtime  # noqa: F401 - timed: importing the whole bot
     from bot.features import FEATURES
     from commands.feature import routers
+    from commands.features import open_storage
     from commands.framework import Registry
     from commands.i18n import Catalog
-    from storage import Storage
 
     imported = time.perf_counter()
-    storage = await Storage.open(directory / "nextbot.db")
+    storage = await open_storage(directory / "nextbot.db")
     opened = time.perf_counter()
     catalog = Catalog.load()
     registry = Registry(routers(FEATURES))

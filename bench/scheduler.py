@@ -36,11 +36,11 @@ TIMEZONE = ZoneInfo("Europe/Berlin")
 
 async def fill(database: Path, items: int, now: datetime) -> dict[str, Any]:
     """`items // 2` workshops starting between 25 and 47 hours from now; seconds."""
-    from storage import Storage
+    from commands.features import open_storage
     from storage.workshops import Workshop
 
     began = time.perf_counter()
-    storage = await Storage.open(database)
+    storage = await open_storage(database)
     try:
         count = items // 2
         span = timedelta(hours=22)

@@ -340,8 +340,8 @@ def _report(lines: list[str]) -> None:
 def _with_storage(settings: Settings, work: Callable[[Storage], Awaitable[int]], *,
                   must_exist: bool = False, in_memory_if_missing: bool = False) -> int:
     """Open the configured database, run ``work`` on it, close it; problems as one line each."""
-    from storage import Storage
-    from storage.database import DatabaseTooNewError
+    from commands.features import open_storage
+    from storage.schema import DatabaseTooNewError
 
     path = settings.storage.database
     if not path.exists() and (must_exist or in_memory_if_missing):
@@ -351,7 +351,7 @@ def _with_storage(settings: Settings, work: Callable[[Storage], Awaitable[int]],
         path = Path(":memory:")  # nothing stored yet: check against an empty directory
 
     async def go() -> int:
-        storage = await Storage.open(path)
+        storage = await open_storage(path)
         try:
             return await work(storage)
         finally:

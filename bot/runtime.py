@@ -32,12 +32,13 @@ from bot.pipeline.sender import Sender
 from bot.pipeline.syncer import Syncer, SyncListener
 from bot.settings import Settings
 from commands.feature import Feature, routers
+from commands.features import open_storage
 from commands.framework import Registry, Services
 from commands.i18n import Catalog
 from commands.room_settings import RoomDefaults
 from storage import Storage
-from storage.database import DatabaseTooNewError
 from storage.outbox import FAILED_KEPT_MS
+from storage.schema import DatabaseTooNewError
 from storage.undecrypted import Undecrypted
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class Bot:
 
     async def _start(self) -> None:
         settings = self.settings
-        self.storage = storage = await Storage.open(settings.storage.database)
+        self.storage = storage = await open_storage(settings.storage.database)
         await storage.inbox.forget_handled_before(now_ms() - HANDLED_EVENTS_KEPT_MS)
         await storage.outbox.forget_failed_before(now_ms() - FAILED_KEPT_MS)
         self.connection = connection = MatrixConnection(settings.matrix)

@@ -34,7 +34,9 @@ from commands.framework import (
     visible_lines,
 )
 from commands.i18n import Text
+from storage import communities as communities_storage
 from storage.communities import Community
+from storage.schema import Schema
 
 router = Router("communities")
 
@@ -369,5 +371,9 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 FEATURE = Feature(
-    "communities", router, section=("communities", CommunitySettings),
+    "communities", router,
+    schema=Schema("communities", communities_storage.MIGRATIONS,
+                  repositories={"communities": communities_storage.CommunityRepository},
+                  member_data=communities_storage.MEMBER_DATA),
+    section=("communities", CommunitySettings),
     configure=lambda settings: CommunityConfig(settings.communities.space))

@@ -33,9 +33,11 @@ from commands.framework import (
     lookup,
 )
 from commands.i18n import Text, escape_markdown
+from storage import experts as experts_storage
 from storage.expert_search import (
     COUNT_LIMIT,
     DEFAULT_SYNONYMS,
+    ExpertSearch,
     SearchHit,
     SearchQuery,
     Synonyms,
@@ -50,6 +52,7 @@ from storage.experts import (
     normalize_level,
     topic_key,
 )
+from storage.schema import Schema
 from storage.text import STATES, clean_text, normalize_state
 
 router = Router("experts")
@@ -225,8 +228,13 @@ async def remove(ctx: Context, profile_member: str) -> Text | list[Reply]:
     if not _USER_ID.match(profile_member):
         raise UserError("profile.remove_usage",
                         example=ctx.call("profile.remove", "@name:example.org"))
-    erased = await ctx.services.storage.member_data.delete(
-        profile_member, ctx.services.clock.now(), removed_by=ctx.sender)
+    storage, now = ctx.services.storage, ctx.services.clock.now()
+    async with storage.db.transaction():
+        # The moderation log keeps whose data an admin removed, and gets this removal.
+        erased = await storage.member_data.delete(profile_member, now,
+                                                  keep={"profile_removals.user_id"})
+        if erased.found:
+            await storage.experts.record_removal(profile_member, ctx.sender, now)
     if not erased.found:
         return ctx.t("profile.remove_none", user=Text.code(profile_member))
     return [Reply(ctx.t("profile.removed", user=Text.code(profile_member))),
@@ -593,6 +601,11 @@ async def topics(ctx: Context) -> Text:
 
 
 FEATURE = Feature(
-    "experts", router, section=("experts", ExpertSettings),
+    "experts", router,
+    schema=Schema("experts", experts_storage.MIGRATIONS,
+                  repositories={"experts": experts_storage.ExpertRepository,
+                                "expert_search": ExpertSearch},
+                  member_data=experts_storage.MEMBER_DATA),
+    section=("experts", ExpertSettings),
     configure=lambda settings: ExpertConfig(settings.experts.synonyms,
                                             settings.experts.bio_max_length))

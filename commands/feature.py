@@ -4,6 +4,8 @@ The features are listed once, in `commands/features.py`; the runtime (`bot/runti
 settings (`bot/settings.py`) go through that list and name no feature.
 A feature gives, each optional:
 - `router`: its commands and subcommands;
+- `schema`: its part of the database (`storage/schema.py`): its tables' steps, its repositories
+  (reached as `storage.<name>`), its columns that can name a member;
 - `section`: its section of the configuration file, `(key, model)`, e.g. `("meet",
   MeetSettings)` for `[meet]`; `bot/settings.py` adds every feature's section to the settings;
 - `configure(settings)`: its configuration, read from its own section of the settings; handlers
@@ -25,6 +27,7 @@ from typing import Any
 from commands.config_fields import Section
 from commands.framework import Router, Services
 from commands.schedule import OccurrenceSource
+from storage.schema import Schema
 
 Setup = Callable[[Any], Awaitable[None] | None]
 
@@ -33,6 +36,7 @@ Setup = Callable[[Any], Awaitable[None] | None]
 class Feature:
     name: str  # its key in `services.configs`
     router: Router | None = None
+    schema: Schema | None = None
     section: tuple[str, type[Section]] | None = None
     configure: Callable[[Any], object] | None = None
     switched_on: Callable[[Any], Mapping[str, frozenset[str]]] | None = None

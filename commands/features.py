@@ -6,8 +6,11 @@ the runtime (`bot/runtime.py`) and the Matrix side (`bot/features.py`) go throug
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from commands import communities, core, experts, meet, municipalities, room_settings, workshops
 from commands.feature import Feature
+from storage import Storage
 
 FEATURES: list[Feature] = [
     core.FEATURE,
@@ -18,3 +21,8 @@ FEATURES: list[Feature] = [
     meet.FEATURE,
     municipalities.FEATURE,
 ]
+
+
+async def open_storage(path: str | Path) -> Storage:
+    """The database with the core's part and every feature's, migrated."""
+    return await Storage.open(path, [f.schema for f in FEATURES if f.schema is not None])

@@ -80,7 +80,9 @@ from commands.meet_schedule import (
     next_meetings,
 )
 from commands.schedule import local_time
+from storage import meet as meet_storage
 from storage.meet import ScheduleOverride, moment, utc_ms
+from storage.schema import Schema
 from storage.text import fold
 from storage.workshops import offset_label
 
@@ -443,7 +445,11 @@ async def answer_met_reaction(request: Request, services: Services, post: str,
 
 
 FEATURE = Feature(
-    "meet", router, section=("meet", MeetSettings),
+    "meet", router,
+    schema=Schema("meet", meet_storage.MIGRATIONS,
+                  repositories={"meet": meet_storage.MeetRepository},
+                  member_data=meet_storage.MEMBER_DATA),
+    section=("meet", MeetSettings),
     configure=lambda settings: MeetConfig.create(
         **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),
         timezone=settings.bot.timezone),

@@ -45,6 +45,7 @@ from commands.framework import (
 from commands.i18n import Catalog, Text
 from commands.schedule import Occurrence
 from commands.templates import JOIN_ANNOUNCEMENT
+from storage import municipalities as municipalities_storage
 from storage.municipalities import (
     KINDS,
     MAX_LENGTH,
@@ -54,6 +55,7 @@ from storage.municipalities import (
     normalize_kind,
     normalize_website,
 )
+from storage.schema import Schema
 from storage.text import STATES, normalize_state
 
 router = Router("municipalities")
@@ -480,6 +482,10 @@ class JoinAnnouncements:
 
 
 FEATURE = Feature(
-    "municipalities", router, section=("announcements", AnnouncementSettings),
+    "municipalities", router,
+    schema=Schema("municipalities", municipalities_storage.MIGRATIONS,
+                  repositories={"municipalities": municipalities_storage.MunicipalityRepository},
+                  member_data=municipalities_storage.MEMBER_DATA),
+    section=("announcements", AnnouncementSettings),
     switched_on=lambda settings: {"announcements": frozenset(settings.announcements.rooms)},
     sources=lambda services: [JoinAnnouncements(services)])

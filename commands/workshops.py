@@ -54,7 +54,9 @@ from commands.workshop_spec import (
     when_error,
 )
 from commands.workshop_view import View, WorkshopConfig, WorkshopSettings, calendar_file
+from storage import workshops as workshops_storage
 from storage.member_data import Erasure
+from storage.schema import Schema
 from storage.text import STOPWORDS, tokens
 from storage.workshops import REGISTERED, WAITING, Counts, Registration, Workshop
 
@@ -368,7 +370,8 @@ async def _tell_moved_up(ctx: Context, erased: Erasure) -> list[Reply]:
     """Whoever moved up into a place a deleted member left is told, as after `!abmelden`."""
     view = View(ctx.services, ctx.language)
     replies: list[Reply] = []
-    for number, moved in groupby(erased.promoted, key=lambda r: r.workshop):
+    promoted = erased.follow_up.get("workshop_registrations.user_id", [])
+    for number, moved in groupby(promoted, key=lambda r: r.workshop):
         workshop = await ctx.services.storage.workshops.get(number)
         if workshop is not None:
             replies += _moved_up(view, workshop, list(moved))
@@ -579,7 +582,11 @@ async def participants(ctx: Context, workshop_number: str) -> list[Reply]:
 
 
 FEATURE = Feature(
-    "workshops", router, section=("workshops", WorkshopSettings),
+    "workshops", router,
+    schema=Schema("workshops", workshops_storage.MIGRATIONS,
+                  repositories={"workshops": workshops_storage.WorkshopRepository},
+                  member_data=workshops_storage.MEMBER_DATA),
+    section=("workshops", WorkshopSettings),
     configure=lambda settings: WorkshopConfig.create(settings.workshops.reminders,
                                                      settings.workshops.rooms,
                                                      settings.bot.timezone),

@@ -1,67 +1,76 @@
-"""SQL lives here: one repository per entity, typed models out, migrations in order."""
+"""SQL lives here: one repository per entity, typed models out, the schema in parts.
+
+The core's repositories are `Storage`'s fields; each feature's are handed in with its part of
+the database (`storage/schema.py`) and reached the same way, `storage.<name>`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from storage.communities import CommunityRepository
+from storage.core_schema import CORE
 from storage.database import Database
 from storage.deliveries import DeliveryRepository
-from storage.expert_search import ExpertSearch
-from storage.experts import ExpertRepository
 from storage.inbox import InboxRepository
-from storage.meet import MeetRepository
+from storage.joins import JoinRepository
 from storage.member_data import MemberData
-from storage.migrations import MIGRATIONS
-from storage.municipalities import MunicipalityRepository
 from storage.outbox import OutboxRepository
 from storage.rooms import RoomRepository
+from storage.schema import Schema, migrate
 from storage.session import SessionRepository
 from storage.undecrypted import UndecryptedRepository
-from storage.workshops import WorkshopRepository
 
 
 @dataclass
 class Storage:
-    """The database and every repository on it."""
+    """The database, the core's repositories, and the features' (`features`, by name)."""
 
     db: Database
     session: SessionRepository
     inbox: InboxRepository
     outbox: OutboxRepository
     rooms: RoomRepository
-    experts: ExpertRepository
-    expert_search: ExpertSearch
-    workshops: WorkshopRepository
+    joins: JoinRepository
     deliveries: DeliveryRepository
     undecrypted: UndecryptedRepository
-    municipalities: MunicipalityRepository
-    communities: CommunityRepository
-    meet: MeetRepository
     member_data: MemberData  # everything about one member: export, deletion
+    features: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, path: str | Path) -> Storage:
-        db = await Database.open(path, MIGRATIONS)
-        experts, workshops = ExpertRepository(db), WorkshopRepository(db)
+    async def open(cls, path: str | Path, schemas: Sequence[Schema] = ()) -> Storage:
+        """Open and migrate the database: the core's part and each of `schemas` (the features',
+        `commands.features.open_storage`)."""
+        db = await Database.open(path)
+        try:
+            await migrate(db, (CORE, *schemas))
+        except BaseException:
+            await db.close()
+            raise
         outbox = OutboxRepository(db)
+        features = {name: make(db) for schema in schemas
+                    for name, make in schema.repositories.items()}
         return cls(
             db=db,
             session=SessionRepository(db),
             inbox=InboxRepository(db),
             outbox=outbox,
             rooms=RoomRepository(db),
-            experts=experts,
-            expert_search=ExpertSearch(db),
-            workshops=workshops,
+            joins=JoinRepository(db),
             deliveries=DeliveryRepository(db),
             undecrypted=UndecryptedRepository(db),
-            municipalities=MunicipalityRepository(db),
-            communities=CommunityRepository(db),
-            meet=MeetRepository(db),
-            member_data=MemberData(db, experts, workshops, outbox),
+            member_data=MemberData(db, (*schemas, CORE), {**features, "outbox": outbox}),
+            features=features,
         )
+
+    def __getattr__(self, name: str) -> Any:
+        """A feature's repository: `storage.workshops` as `storage.features["workshops"]`."""
+        features = self.__dict__.get("features", {})
+        if name in features:
+            return features[name]
+        raise AttributeError(f"storage has no repository {name!r} (is its feature in the list?)")
 
     async def close(self) -> None:
         await self.db.close()

@@ -1,12 +1,13 @@
-"""Communities (a slug, a title, a topic, a description, their Matrix room), the network's space,
-and the joins waiting for their welcome."""
+"""Communities (a slug, a title, a topic, a description, their Matrix room) and the network's
+space."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.database import Database
+from storage.member_data import Action, MemberColumn
+from storage.schema import Migration
 
 COMMUNITY_FIELDS = "slug, title, topic, description, room_id, created_by, created_at, archived_at"
 
@@ -21,16 +22,6 @@ class Community:
     created_by: str
     created_at: int  # milliseconds
     archived_at: int | None = None
-
-
-@dataclass(frozen=True)
-class Join:
-    """A member's join seen in a room; its membership event id makes it unique."""
-
-    event_id: str
-    room_id: str
-    user_id: str
-    joined_at: int  # milliseconds, the server's timestamp
 
 
 class CommunityRepository:
@@ -91,41 +82,39 @@ class CommunityRepository:
             "INSERT INTO network_space (id, room_id) VALUES (1, ?) "
             "ON CONFLICT (id) DO UPDATE SET room_id = excluded.room_id", (room_id,))
 
-    # -- welcomes --------------------------------------------------------------------------------
 
-    async def add_joins(self, joins: Sequence[Join]) -> int:
-        """Remember joins to greet; one seen before (same event) is ignored. Returns how many
-        were new."""
-        added = 0
-        for join in joins:
-            added += await self._db.execute(
-                "INSERT INTO welcomes (event_id, room_id, user_id, joined_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                (join.event_id, join.room_id, join.user_id, join.joined_at))
-        return added
+# The tables of this part of the database (see `storage/schema.py`): append new steps, never
+# edit old ones.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "communities and the network's space",
+        """
+        CREATE TABLE communities (
+            slug TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            topic TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT '',
+            room_id TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            archived_at INTEGER
+        );
+        CREATE UNIQUE INDEX communities_active_room ON communities (room_id)
+            WHERE archived_at IS NULL;
+        -- the space the bot created or was given; one row
+        CREATE TABLE network_space (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            room_id TEXT NOT NULL
+        )
+        """,
+        shared_step=9,
+    ),
+)
 
-    async def waiting_joins(self) -> list[Join]:
-        """Joins not looked at yet, oldest first."""
-        rows = await self._db.fetchall(
-            "SELECT event_id, room_id, user_id, joined_at FROM welcomes "
-            "WHERE handled_at IS NULL ORDER BY joined_at, event_id")
-        return [Join(*row) for row in rows]
 
-    async def mark_handled(self, event_ids: Sequence[str], greeted: Sequence[str],
-                           at: int) -> None:
-        """These joins were looked at; those in `greeted` got a welcome."""
-        chosen = set(greeted)
-        await self._db.executemany(
-            "UPDATE welcomes SET handled_at = ?, greeted = ? WHERE event_id = ?",
-            [(at, int(event_id in chosen), event_id) for event_id in event_ids])
-
-    async def greeted_since(self, room_id: str, user_id: str, since: int) -> bool:
-        """Whether this member was welcomed in this room since then."""
-        row = await self._db.fetchone(
-            "SELECT 1 FROM welcomes WHERE room_id = ? AND user_id = ? AND greeted = 1 "
-            "AND handled_at >= ? LIMIT 1", (room_id, user_id, since))
-        return row is not None
-
-    async def forget_handled_before(self, at: int) -> None:
-        await self._db.execute(
-            "DELETE FROM welcomes WHERE handled_at IS NOT NULL AND handled_at < ?", (at,))
+# The columns of this part that can name a member (see `storage/member_data.py`).
+MEMBER_DATA: tuple[MemberColumn, ...] = (
+    MemberColumn("communities", "created_by", Action.PSEUDONYMISE,
+                 "communities the member created stay"),
+)

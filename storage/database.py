@@ -1,4 +1,4 @@
-"""One SQLite connection for the whole bot, with transactions and versioned migrations.
+"""One SQLite connection for the whole bot, with transactions (its schema: `storage/schema.py`).
 
 All access goes through one aiosqlite connection guarded by a lock, so coroutines never interleave
 statements inside another coroutine's transaction. Inside `async with db.transaction():` every
@@ -24,7 +24,6 @@ import sqlite3
 import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,17 +96,6 @@ def storable_text(text: str) -> str:
     return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
-class DatabaseTooNewError(RuntimeError):
-    """The database was written by a newer version of the bot than this one."""
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    sql: str
-
-
 class Database:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -122,8 +110,8 @@ class Database:
         self._deferred: list[Callable[[sqlite3.Connection], object]] = []
 
     @classmethod
-    async def open(cls, path: str | Path, migrations: Sequence[Migration]) -> Database:
-        """Open (creating if needed) and migrate the database. `:memory:` is fine for tests."""
+    async def open(cls, path: str | Path) -> Database:
+        """Open the database, creating it if needed. `:memory:` is fine for tests."""
         if str(path) != ":memory:":
             create_owner_only(Path(path))
         conn = await aiosqlite.connect(str(path), isolation_level=None)
@@ -137,7 +125,6 @@ class Database:
             if str(path) != ":memory:":
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = NORMAL")
-            await db.migrate(migrations)
         except BaseException:
             await conn.close()
             raise
@@ -145,32 +132,6 @@ class Database:
 
     async def close(self) -> None:
         await self._conn.close()
-
-    # -- migrations ----------------------------------------------------------------------------
-
-    async def version(self) -> int:
-        row = await self.fetchone("PRAGMA user_version")
-        return int(row[0]) if row else 0
-
-    async def migrate(self, migrations: Sequence[Migration]) -> None:
-        """Apply each missing step in its own transaction together with its version bump."""
-        versions = [m.version for m in migrations]
-        if versions != list(range(1, len(migrations) + 1)):
-            raise ValueError("migrations must be numbered 1, 2, 3, … without gaps")
-        current = await self.version()
-        latest = len(migrations)
-        if current > latest:
-            raise DatabaseTooNewError(
-                f"The database has schema version {current}, but this version of the bot only "
-                f"knows up to {latest}. Update the bot, or restore a backup of the database."
-            )
-        for migration in migrations[current:]:
-            log.info("migrating database to version %d: %s", migration.version,
-                     migration.description)
-            async with self.transaction():
-                for statement in _split_sql(migration.sql):
-                    await self.execute(statement)
-                await self.execute(f"PRAGMA user_version = {migration.version}")
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -284,8 +245,3 @@ class Database:
             async with self._lock:
                 yield
 
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (our migrations hold no ';' inside literals)."""
-    without_comments = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
-    return [s.strip() for s in without_comments.split(";") if s.strip()]

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.database import Database
+from storage.member_data import Action, Deleted, MemberColumn
+from storage.schema import Migration
 from storage.text import STATES, compact, normalize_state, tokens
 
 LEVELS = ("kommune", "land", "bund", "other")
@@ -351,6 +353,14 @@ class ExpertRepository:
             await self._count_topics({k: t for k, t in new.items() if k not in old_keys},
                                      old_keys - new.keys())
 
+    async def export_member(self, user_id: str) -> list[dict[str, Any]]:
+        """A member's profile with its topics, for `!profil export`."""
+        profile = await self.get(user_id)
+        return [profile.to_json()] if profile is not None else []
+
+    async def delete_member(self, user_id: str, now: datetime) -> Deleted:
+        return Deleted(int(await self.delete_profile(user_id)))
+
     async def delete_profile(self, user_id: str) -> bool:
         """Remove the profile of `user_id` with its topics and search entry (joins the caller's
         transaction; the rest of a member's data: `storage.member_data`). False if there was
@@ -547,3 +557,112 @@ class ExpertRepository:
         )
         if any(n < 0 for n in change.values()):
             await self._db.execute("DELETE FROM topic_counts WHERE profiles <= 0")
+
+
+# The tables of this part of the database (see `storage/schema.py`): append new steps, never
+# edit old ones.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "expert directory: profiles, topics, topic counts, search index, removal log",
+        """
+        CREATE TABLE profiles (
+            id INTEGER PRIMARY KEY,  -- also the rowid of the profile's search entry
+            user_id TEXT NOT NULL UNIQUE,
+            display_name TEXT,
+            organisation TEXT,
+            level TEXT CHECK (level IN ('kommune', 'land', 'bund', 'other')),
+            municipality TEXT,
+            state TEXT,  -- canonical German name of one of the 16 states
+            role TEXT,
+            bio TEXT,
+            languages TEXT NOT NULL DEFAULT '[]',  -- JSON list of strings
+            consent_at INTEGER NOT NULL,  -- milliseconds; no row exists without consent
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE profile_topics (
+            profile_id INTEGER NOT NULL REFERENCES profiles (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            topic TEXT NOT NULL,
+            topic_key TEXT NOT NULL,  -- folded: one topic however it is spelled
+            PRIMARY KEY (profile_id, topic_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX profile_topics_by_key ON profile_topics (topic_key);
+        -- Kept in step with profile_topics by every write, so !topics reads only a few rows.
+        CREATE TABLE topic_counts (
+            topic_key TEXT PRIMARY KEY,
+            label TEXT NOT NULL,
+            profiles INTEGER NOT NULL
+        );
+        CREATE INDEX topic_counts_by_profiles ON topic_counts (profiles DESC, topic_key);
+        -- Folded text only (storage/experts.py fold()); rowid = profiles.id. The short twin
+        -- lacks the bio: ranking and counting mostly stay on its much smaller doclists.
+        CREATE VIRTUAL TABLE profile_search USING fts5 (
+            topics, organisation, municipality, role, name, bio, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3'
+        );
+        CREATE VIRTUAL TABLE profile_search_short USING fts5 (
+            topics, organisation, municipality, role, name, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3'
+        );
+        -- A moderation log: whose profile a bot admin removed, and when; never its content.
+        CREATE TABLE profile_removals (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            removed_by TEXT NOT NULL,
+            removed_at INTEGER NOT NULL
+        );
+        CREATE INDEX profile_removals_by_user ON profile_removals (user_id)
+        """,
+        shared_step=3,
+    ),
+    Migration(
+        2,
+        "expert search: prefix index for 4 letters too",
+        """
+        -- Prefixes of 4 letters (`Digi`, `akte`, `harz`) are common search words; without their
+        -- own index FTS5 merges every matching term's doclist, and bm25 does it a second time.
+        -- FTS5 cannot change the option in place: each table is rebuilt with the same rows.
+        CREATE VIRTUAL TABLE profile_search_rebuilt USING fts5 (
+            topics, organisation, municipality, role, name, bio, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3 4'
+        );
+        INSERT INTO profile_search_rebuilt (rowid, topics, organisation, municipality, role, name,
+                                            bio, state, level)
+            SELECT rowid, topics, organisation, municipality, role, name, bio, state, level
+            FROM profile_search;
+        DROP TABLE profile_search;
+        ALTER TABLE profile_search_rebuilt RENAME TO profile_search;
+        CREATE VIRTUAL TABLE profile_search_short_rebuilt USING fts5 (
+            topics, organisation, municipality, role, name, state, level,
+            tokenize = 'unicode61 remove_diacritics 2',
+            prefix = '3 4'
+        );
+        INSERT INTO profile_search_short_rebuilt (rowid, topics, organisation, municipality,
+                                                  role, name, state, level)
+            SELECT rowid, topics, organisation, municipality, role, name, state, level
+            FROM profile_search_short;
+        DROP TABLE profile_search_short;
+        ALTER TABLE profile_search_short_rebuilt RENAME TO profile_search_short
+        """,
+        shared_step=7,
+    ),
+)
+
+
+# The columns of this part that can name a member (see `storage/member_data.py`).
+MEMBER_DATA: tuple[MemberColumn, ...] = (
+    MemberColumn("profiles", "user_id", Action.DELETE,
+                 "the directory profile, its topics and search entry, the consent",
+                 repository="experts", export_with=ExpertRepository.export_member,
+                 delete_with=ExpertRepository.delete_member),
+    MemberColumn("profile_removals", "user_id", Action.DELETE,
+                 "that a bot admin removed the member's data (an admin's removal keeps it)",
+                 hidden=("removed_by",)),
+    MemberColumn("profile_removals", "removed_by", Action.PSEUDONYMISE,
+                 "an admin's removals of others: the moderation record stays",
+                 hidden=("user_id",)),
+)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from storage.database import Database
+from storage.member_data import Action, Deleted, MemberColumn
+from storage.schema import Migration
 
 
 def utc_ms(moment: datetime) -> int:
@@ -271,3 +273,103 @@ class MeetRepository:
         groups = await self._db.fetchone(
             "SELECT count(*), count(met), coalesce(sum(met), 0) FROM meet_groups")
         return int(rounds[0]), int(groups[0]), int(groups[1]), int(groups[2])
+
+
+    async def leave_groups(self, user_id: str, now: datetime) -> Deleted:
+        """Out of every NExT-to-meet-you group (a member's deletion); a group still without a
+        room that is left with one member is dissolved, so that nobody gets a pair room of
+        their own."""
+        keys = [r[0] for r in await self._db.fetchall(
+            "SELECT group_key FROM meet_group_members WHERE user_id = ?", (user_id,))]
+        if not keys:
+            return Deleted(0)
+        await self._db.execute("DELETE FROM meet_group_members WHERE user_id = ?", (user_id,))
+        await self._db.execute(
+            "DELETE FROM meet_group_members WHERE group_key IN (SELECT g.key FROM meet_groups g "
+            f"WHERE g.room_id IS NULL AND g.key IN ({', '.join('?' * len(keys))}) "
+            "AND (SELECT count(*) FROM meet_group_members m WHERE m.group_key = g.key) < 2)",
+            keys)
+        return Deleted(len(keys))
+
+# The tables of this part of the database (see `storage/schema.py`): append new steps, never
+# edit old ones.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "NExT-to-meet-you: schedule changes, pairing participants, rounds and their groups",
+        """
+        -- the admins' schedule; a NULL column: the configuration's value
+        CREATE TABLE meet_schedule (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            rule TEXT,
+            start_time TEXT,
+            duration_minutes INTEGER,
+            link TEXT,
+            changed_by TEXT NOT NULL,
+            changed_at INTEGER NOT NULL
+        );
+        -- a date of the rule (YYYY-MM-DD, wall clock) cancelled (moved_to NULL) or moved
+        CREATE TABLE meet_exceptions (
+            date TEXT PRIMARY KEY,
+            moved_to INTEGER,
+            changed_by TEXT NOT NULL,
+            changed_at INTEGER NOT NULL
+        );
+        CREATE TABLE meet_participants (
+            user_id TEXT PRIMARY KEY,
+            joined_at INTEGER NOT NULL,
+            paused_until INTEGER
+        );
+        CREATE TABLE meet_rounds (
+            date TEXT PRIMARY KEY,
+            starts_at INTEGER NOT NULL,
+            paired_at INTEGER NOT NULL,
+            participants INTEGER NOT NULL
+        );
+        -- met: NULL no answer, 1 met, 0 did not
+        CREATE TABLE meet_groups (
+            key TEXT PRIMARY KEY,
+            round TEXT NOT NULL REFERENCES meet_rounds (date) ON DELETE CASCADE,
+            size INTEGER NOT NULL,
+            room_id TEXT,
+            room_requested_at INTEGER,
+            met INTEGER
+        );
+        CREATE INDEX meet_groups_by_round ON meet_groups (round);
+        CREATE UNIQUE INDEX meet_groups_room ON meet_groups (room_id) WHERE room_id IS NOT NULL;
+        CREATE TABLE meet_group_members (
+            group_key TEXT NOT NULL REFERENCES meet_groups (key) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            PRIMARY KEY (group_key, user_id)
+        )
+        """,
+        shared_step=11,
+    ),
+    Migration(
+        2,
+        "the question after a date, answered with 👍/👎",
+        """
+        -- set on the question after a date to this group: once sent, recorded below
+        ALTER TABLE outbox ADD COLUMN follow_up_of_group TEXT;
+        -- the bot's question whether the group met: a member's 👍/👎 on it is `!getroffen`
+        ALTER TABLE meet_groups ADD COLUMN follow_up_event TEXT;
+        CREATE INDEX meet_groups_by_follow_up ON meet_groups (follow_up_event)
+            WHERE follow_up_event IS NOT NULL
+        """,
+        shared_step=17,
+    ),
+)
+
+
+# The columns of this part that can name a member (see `storage/member_data.py`).
+MEMBER_DATA: tuple[MemberColumn, ...] = (
+    MemberColumn("meet_participants", "user_id", Action.DELETE,
+                 "NExT-to-meet-you: no longer paired"),
+    MemberColumn("meet_group_members", "user_id", Action.DELETE,
+                 "the member's groups in NExT-to-meet-you rounds",
+                 repository="meet", delete_with=MeetRepository.leave_groups),
+    MemberColumn("meet_schedule", "changed_by", Action.PSEUDONYMISE,
+                 "who changed the NExT-to-meet-you rhythm"),
+    MemberColumn("meet_exceptions", "changed_by", Action.PSEUDONYMISE,
+                 "who moved or cancelled a date"),
+)

@@ -25,6 +25,8 @@ from datetime import date
 from typing import Any
 
 from storage.database import Database
+from storage.member_data import Action, MemberColumn
+from storage.schema import Migration
 from storage.text import STATES, clean_text, tokens
 
 KINDS = ("stadt", "gemeinde", "landkreis", "land", "bund", "other")
@@ -333,3 +335,50 @@ class MunicipalityRepository:
             "last_modified = excluded.last_modified, rows = excluded.rows, "
             "seeded_at = excluded.seeded_at",
             (state.url, state.etag, state.last_modified, state.rows, state.seeded_at))
+
+
+# The tables of this part of the database (see `storage/schema.py`): append new steps, never
+# edit old ones.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "the member register (municipalities and other member organisations) and its feed",
+        """
+        CREATE TABLE municipalities (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ags TEXT,
+            joined_on TEXT,
+            website TEXT,
+            source TEXT NOT NULL,
+            added_by TEXT NOT NULL,
+            registered_at INTEGER NOT NULL,
+            announce INTEGER NOT NULL,
+            removed_at INTEGER
+        );
+        CREATE UNIQUE INDEX municipalities_ags ON municipalities (ags) WHERE ags IS NOT NULL;
+        CREATE INDEX municipalities_name ON municipalities (name_key, state);
+        CREATE INDEX municipalities_registered ON municipalities (registered_at)
+            WHERE announce = 1;
+        -- per feed address: the validators of its last good poll, and when it seeded
+        CREATE TABLE member_feed (
+            url TEXT PRIMARY KEY,
+            etag TEXT,
+            last_modified TEXT,
+            rows INTEGER NOT NULL,
+            seeded_at INTEGER
+        )
+        """,
+        shared_step=10,
+    ),
+)
+
+
+# The columns of this part that can name a member (see `storage/member_data.py`).
+MEMBER_DATA: tuple[MemberColumn, ...] = (
+    MemberColumn("municipalities", "added_by", Action.PSEUDONYMISE,
+                 "member organisations the member registered"),
+)

@@ -14,9 +14,11 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from storage.database import Database
+from storage.member_data import Deleted
 from storage.room_queues import RoomQueues
 
 FAILED_KEPT_MS = 30 * 24 * 3600 * 1000  # how long a message set aside stays for the operator
@@ -143,6 +145,21 @@ class OutboxRepository:
     async def forget_failed_before(self, ts_ms: int) -> int:
         return await self._db.execute(
             "DELETE FROM outbox WHERE failed_at IS NOT NULL AND failed_at < ?", (ts_ms,))
+
+    async def delete_to_member(self, user_id: str, now: datetime) -> Deleted:
+        """A member's deletion: the direct messages to them not sent yet or refused."""
+        return await self._drop("room_id = ?", user_id)
+
+    async def delete_refused_naming(self, user_id: str, now: datetime) -> Deleted:
+        """A member's deletion: messages the homeserver refused that name them."""
+        return await self._drop("failed_at IS NOT NULL AND instr(content, ?) > 0", user_id)
+
+    async def _drop(self, condition: str, user_id: str) -> Deleted:
+        found = await self._db.fetchall(
+            f"SELECT txn_id, room_id FROM outbox WHERE {condition}", (user_id,))
+        for txn_id, room_id in found:
+            await self.remove(txn_id, room_id)
+        return Deleted(len(found))
 
     async def count(self) -> int:
         """Messages waiting to be sent (those set aside not counted)."""

@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from storage.database import Database
+from storage.member_data import Action, Deleted, MemberColumn
+from storage.schema import Migration
 
 PLANNED = "planned"
 CANCELLED = "cancelled"
@@ -368,6 +370,12 @@ class WorkshopRepository:
         await self._db.execute("DELETE FROM workshop_reactions WHERE event_id = ?", (event_id,))
         return int(row[0])
 
+    async def delete_member(self, user_id: str, now: datetime) -> Deleted:
+        """`delete_all_of` for a member's deletion: the rows, and who moved up (to be told)."""
+        row = await self._db.fetchone(
+            "SELECT count(*) FROM workshop_registrations WHERE user_id = ?", (user_id,))
+        return Deleted(int(row[0]), await self.delete_all_of(user_id, now))
+
     async def delete_all_of(self, user_id: str, now: datetime | None = None) -> list[Registration]:
         """Remove every registration of a member (e.g. when they delete their data), each as
         a withdrawal; returns who moved up from waiting lists because of it. With `now`, nobody
@@ -430,3 +438,100 @@ class WorkshopRepository:
             assert found is not None
             promoted.append(found)
         return promoted
+
+
+# The tables of this part of the database (see `storage/schema.py`): append new steps, never
+# edit old ones.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "workshops, their registrations and waiting lists",
+        """
+        CREATE TABLE workshops (
+            number INTEGER PRIMARY KEY AUTOINCREMENT,  -- what members type; never reused
+            title TEXT NOT NULL,
+            community TEXT,
+            room_id TEXT,  -- the room it was added in: its reminders go there
+            starts_at INTEGER NOT NULL,  -- UTC milliseconds
+            ends_at INTEGER NOT NULL,
+            timezone TEXT NOT NULL,  -- IANA name of the zone the times were entered in
+            location TEXT,
+            url TEXT,
+            description TEXT,
+            capacity INTEGER CHECK (capacity IS NULL OR capacity > 0),
+            status TEXT NOT NULL DEFAULT 'planned' CHECK (status IN ('planned', 'cancelled')),
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            sequence INTEGER NOT NULL DEFAULT 0,  -- grows with each change (iCalendar SEQUENCE)
+            CHECK (ends_at > starts_at)
+        );
+        CREATE INDEX workshops_by_start ON workshops (status, starts_at);
+        CREATE TABLE workshop_registrations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- sign-up order: orders the waiting list
+            workshop INTEGER NOT NULL REFERENCES workshops (number) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            registered_at INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('registered', 'waiting')),
+            UNIQUE (workshop, user_id)
+        );
+        CREATE INDEX workshop_registrations_by_user ON workshop_registrations (user_id)
+        """,
+        shared_step=5,
+    ),
+    Migration(
+        2,
+        "workshops shown network-wide or only in the room they were added in",
+        """
+        -- 1: listed everywhere (added by a network moderator, imported, or from before);
+        -- 0: a room moderator's, listed only in its room
+        ALTER TABLE workshops ADD COLUMN network_wide INTEGER NOT NULL DEFAULT 1
+        """,
+        shared_step=12,
+    ),
+    Migration(
+        3,
+        "workshop posts: the bot's posts of a workshop, and the ✅ reactions that signed up",
+        """
+        -- set on a message that is a post of this workshop: once sent, it is recorded below
+        ALTER TABLE outbox ADD COLUMN post_of_workshop INTEGER;
+        -- room_id: where it was queued (a room, or the member of a direct chat)
+        CREATE TABLE workshop_posts (
+            event_id TEXT PRIMARY KEY,
+            workshop INTEGER NOT NULL REFERENCES workshops (number) ON DELETE CASCADE,
+            room_id TEXT NOT NULL
+        );
+        CREATE INDEX workshop_posts_by_workshop ON workshop_posts (workshop);
+        -- a member's ✅ on a post that signed them up: its redaction withdraws them
+        CREATE TABLE workshop_reactions (
+            event_id TEXT PRIMARY KEY,
+            workshop INTEGER NOT NULL REFERENCES workshops (number) ON DELETE CASCADE,
+            user_id TEXT NOT NULL
+        );
+        CREATE INDEX workshop_reactions_by_user ON workshop_reactions (user_id)
+        """,
+        shared_step=15,
+    ),
+    Migration(
+        4,
+        "the thread a post went into: its reminders go there",
+        """
+        -- the thread a post of a workshop went into (NULL: the main timeline): its reminders
+        -- go into that thread, a post inside a thread cannot root one of its own
+        ALTER TABLE workshop_posts ADD COLUMN thread_root TEXT
+        """,
+        shared_step=17,
+    ),
+)
+
+
+# The columns of this part that can name a member (see `storage/member_data.py`).
+MEMBER_DATA: tuple[MemberColumn, ...] = (
+    MemberColumn("workshop_reactions", "user_id", Action.DELETE,
+                 "the member's ✅ on workshop posts that signed them up"),
+    MemberColumn("workshop_registrations", "user_id", Action.DELETE,
+                 "sign-ups and waiting-list places: withdrawn, the next waiting move up",
+                 repository="workshops", delete_with=WorkshopRepository.delete_member),
+    MemberColumn("workshops", "created_by", Action.PSEUDONYMISE,
+                 "workshops the member added stay for the others"),
+)

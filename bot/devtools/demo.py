@@ -25,6 +25,7 @@ import nio
 from bot.devtools.testserver import Homeserver
 from bot.runtime import Bot
 from bot.settings import Settings
+from commands.features import open_storage
 from commands.schedule import local_time
 from storage import Storage
 from storage.experts import Profile
@@ -189,7 +190,7 @@ async def run_demo(script: list[str] | None) -> None:
             storage={"database": str(homeserver.workdir / "nextbot.db")},
         )
         _log_to(homeserver.workdir / "bot.log")
-        storage = await Storage.open(settings.storage.database)
+        storage = await open_storage(settings.storage.database)
         await seed_demo_data(storage, homeserver.server_name)
         await storage.close()
         bot = Bot(settings)

@@ -32,9 +32,9 @@ from bot.pipeline.backoff import Backoff
 from bot.pipeline.upgrades import tombstone_of
 from commands.workshop_reactions import reaction_body
 from storage import Storage
-from storage.communities import Join
 from storage.database import storable, storable_record, storable_text
 from storage.inbox import InboxMessage
+from storage.joins import Join
 from storage.rooms import RoomCursor
 from storage.undecrypted import Undecrypted
 from storage.upgrades import RoomUpgrade, UpgradeRepository
@@ -194,7 +194,7 @@ class Syncer:
         async with self._storage.db.transaction():
             # Filled at the COMMIT, which the insert goes along with: one hand-off for all.
             added = await self._storage.inbox.add_on_commit(commands, received_at=now)
-            joined = await self._storage.communities.add_joins(joins)
+            joined = await self._storage.joins.add(joins)
             await self._upgrades.record(tombstones)
             await self._storage.undecrypted.add(encrypted)
             if encrypted:

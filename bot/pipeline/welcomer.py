@@ -18,7 +18,7 @@ from bot.matrix.render import page_labels, paginate
 from bot.pipeline.backoff import Backoff
 from commands import communities, room_settings
 from commands.framework import Services
-from storage.communities import Join
+from storage.joins import Join
 from storage.outbox import OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Welcomer:
         self._woken.set()
 
     async def run(self) -> None:
-        await self._services.storage.communities.forget_handled_before(
+        await self._services.storage.joins.forget_handled_before(
             self._now_ms() - KEEP_GREETED_MS)
         while True:
             try:
@@ -67,7 +67,7 @@ class Welcomer:
         (None: nobody waiting)."""
         now = self._now_ms()
         waiting: dict[str, list[Join]] = {}
-        for join in await self._services.storage.communities.waiting_joins():
+        for join in await self._services.storage.joins.waiting():
             waiting.setdefault(join.room_id, []).append(join)
         next_due: int | None = None
         for room_id, joins in waiting.items():
@@ -86,7 +86,7 @@ class Welcomer:
         for join in joins:
             if join.user_id in people or communities.is_ignored(join.user_id, self._ignore):
                 continue
-            if await storage.communities.greeted_since(room_id, join.user_id,
+            if await storage.joins.greeted_since(room_id, join.user_id,
                                                        now - GREET_AGAIN_AFTER_MS):
                 continue
             people.append(join.user_id)
@@ -101,7 +101,7 @@ class Welcomer:
                         for page, content in enumerate(
                             paginate(text, label, mentions=tuple(people)))]
         async with storage.db.transaction():
-            await storage.communities.mark_handled([j.event_id for j in joins],
+            await storage.joins.mark_handled([j.event_id for j in joins],
                                                    greeted if messages else [], now)
             await storage.outbox.add(messages, created_at=now)
         if messages:

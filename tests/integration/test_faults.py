@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from bot.devtools.testserver import Homeserver
-from storage import Storage
+from commands.features import open_storage
 from storage.workshops import Workshop
 from tests.integration.fault_proxy import FaultProxy
 from tests.integration.harness import (
@@ -138,7 +138,7 @@ async def add_workshop_due_soon(bot: BotProcess, room: str, member: Member,
                                 seconds: float) -> None:
     """A workshop whose one-hour reminder is due in `seconds`, written straight into the
     database while the bot is down (a running bot plans it only at its next start)."""
-    storage = await Storage.open(bot.database)
+    storage = await open_storage(bot.database)
     try:
         start = datetime.now(BERLIN) + timedelta(hours=1, seconds=seconds)
         await storage.workshops.add(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import nio
 import pytest
 
-from storage import Storage
+from commands.features import open_storage
 from storage.outbox import OutgoingMessage
 from tests.integration.harness import BotAccount, Member
 
@@ -31,7 +31,7 @@ async def test_refused_sends_are_set_aside_and_each_room_goes_on(
 
     # Waiting in the outbox at the next start: two messages for the room the bot was removed
     # from; one too large for the homeserver (over 64 KB) followed by an ordinary one.
-    storage = await Storage.open(bot_account.workdir / "bot.db")
+    storage = await open_storage(bot_account.workdir / "bot.db")
     await storage.outbox.add([
         OutgoingMessage("removed-1", removed_from, notice("eins")),
         OutgoingMessage("removed-2", removed_from, notice("zwei")),

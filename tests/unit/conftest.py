@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from commands.features import open_storage
 from storage import Storage
 from tests.unit.fakes import BOT
 
@@ -11,7 +12,7 @@ from tests.unit.fakes import BOT
 @pytest.fixture
 async def storage() -> AsyncIterator[Storage]:
     """A fresh, fully migrated in-memory database."""
-    store = await Storage.open(":memory:")
+    store = await open_storage(":memory:")
     yield store
     await store.close()
 

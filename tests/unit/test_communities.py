@@ -13,7 +13,7 @@ from bot.pipeline.welcomer import GREET_AGAIN_AFTER_MS, Welcomer
 from commands import communities, core, room_settings
 from commands.communities import CommunityConfig
 from commands.framework import ActionRefused, Level, RetryLater, dispatch
-from storage.communities import Join
+from storage.joins import Join
 from storage.outbox import OutgoingMessage
 from tests.unit.fakes import ALICE, BOB, OTHER_ROOM, make_services, request, say
 
@@ -365,11 +365,11 @@ async def test_joins_close_together_get_one_greeting_once(services):
     storage = services.storage
     now, queued = Now(1_000_000), []
     welcomer = await welcomer_for(services, now, queued)
-    await storage.communities.add_joins([Join("$j1", room, BOB, 1_000_000),
+    await storage.joins.add([Join("$j1", room, BOB, 1_000_000),
                                          Join("$j2", room, "@otherbot:example.org", 1_002_000)])
     assert await welcomer.greet_due() == 12_000  # quiet for 10 s after the newest join
     now.at = 1_005_000
-    await storage.communities.add_joins([Join("$j3", room, CAROL, 1_005_000)])
+    await storage.joins.add([Join("$j3", room, CAROL, 1_005_000)])
     assert await welcomer.greet_due() == 10_000
     now.at = 1_015_000
     assert await welcomer.greet_due() is None
@@ -379,7 +379,7 @@ async def test_joins_close_together_get_one_greeting_once(services):
     assert message.content["body"].startswith("Willkommen, @bob:example.org, @carol:example.org!")
     assert message.content["m.mentions"] == {"user_ids": [BOB, CAROL]}
     # A repeated join event, or a second look, greets nobody again.
-    assert await storage.communities.add_joins([Join("$j1", room, BOB, 1_000_000)]) == 0
+    assert await storage.joins.add([Join("$j1", room, BOB, 1_000_000)]) == 0
     await welcomer.greet_due()
     assert len(await queued_in(storage, room)) == 1
 
@@ -391,7 +391,7 @@ async def test_a_stream_of_joins_is_greeted_after_at_most_four_quiet_periods(ser
     welcomer = await welcomer_for(services, now, queued)
     for second in range(0, 45, 5):
         now.at = second * 1000
-        await services.storage.communities.add_joins(
+        await services.storage.joins.add(
             [Join(f"$j{second}", room, f"@p{second}:example.org", now.at)])
         await welcomer.greet_due()
         if queued:
@@ -405,19 +405,19 @@ async def test_a_quick_rejoin_and_a_room_without_welcome_greet_nobody(services):
     storage = services.storage
     now, queued = Now(1_000_000), []
     welcomer = await welcomer_for(services, now, queued)
-    await storage.communities.add_joins([Join("$a", room, BOB, 0),
+    await storage.joins.add([Join("$a", room, BOB, 0),
                                          Join("$b", OTHER_ROOM, BOB, 0)])
     await welcomer.greet_due()
     assert queued == [room]  # the other room is no community and has no welcome text
-    await storage.communities.add_joins([Join("$c", room, BOB, 2_000_000)])
+    await storage.joins.add([Join("$c", room, BOB, 2_000_000)])
     now.at = 3_000_000
     await welcomer.greet_due()
     assert queued == [room]  # rejoined within a week
-    await storage.communities.add_joins([Join("$d", room, BOB, 2_000_000)])
+    await storage.joins.add([Join("$d", room, BOB, 2_000_000)])
     now.at = 3_000_000 + GREET_AGAIN_AFTER_MS
     await welcomer.greet_due()
     assert queued == [room, room]
-    assert await storage.communities.waiting_joins() == []
+    assert await storage.joins.waiting() == []
 
 
 async def test_a_greeting_is_in_the_rooms_language(services):
@@ -426,7 +426,7 @@ async def test_a_greeting_is_in_the_rooms_language(services):
     await room_settings.change(services, room, "language", "en", ALICE)
     now, queued = Now(100_000), []
     welcomer = await welcomer_for(services, now, queued)
-    await services.storage.communities.add_joins([Join("$a", room, BOB, 0)])
+    await services.storage.joins.add([Join("$a", room, BOB, 0)])
     await welcomer.greet_due()
     [message] = await queued_in(services.storage, room)
     assert message.content["body"].startswith("Welcome, @bob:example.org!")

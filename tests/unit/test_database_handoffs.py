@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from commands.features import open_storage
 from storage import Storage
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
@@ -176,12 +177,12 @@ async def test_outbox_is_read_once_per_room_then_kept_in_memory(storage):
 async def test_a_new_repository_reads_what_the_last_one_left(tmp_path):
     """A restart: memory is gone, the database still has everything."""
     path = tmp_path / "bot.db"
-    first = await Storage.open(path)
+    first = await open_storage(path)
     await first.inbox.add([cmd("$1")], received_at=1)
     assert await first.inbox.next_for_room(ROOM) is not None
     await first.outbox.add([out("t1")], created_at=1)
     await first.close()
-    second = await Storage.open(path)
+    second = await open_storage(path)
     try:
         assert (await second.inbox.next_for_room(ROOM)).event_id == "$1"
         assert (await second.outbox.next_for_room(ROOM)).txn_id == "t1"

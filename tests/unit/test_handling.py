@@ -265,15 +265,15 @@ async def test_a_direct_reply_to_a_command_in_a_thread_stays_outside_the_thread(
 
 
 async def test_a_command_in_a_thread_is_answered_there_after_a_restart(tmp_path):
-    from storage import Storage
+    from commands.features import open_storage
 
     path = tmp_path / "bot.db"
-    before = await Storage.open(path)
+    before = await open_storage(path)
     threaded = dataclasses.replace(cmd("$ping", "!ping"), thread_root="$root")
     await before.inbox.add([threaded, cmd("$main", "!ping")], received_at=NOW)
     await before.close()  # the bot stops before answering
 
-    after = await Storage.open(path)
+    after = await open_storage(path)
     try:
         permissions = Permissions(room_state, admins=[], moderator_level=50)
         handler = CommandHandler(make_services(after), permissions, "de", lambda: NOW, Replies())

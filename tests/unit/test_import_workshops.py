@@ -20,6 +20,7 @@ from bot.importers.workshops import (
     run_cli,
 )
 from commands import workshops as workshop_commands
+from commands.features import open_storage
 from commands.workshops import WorkshopConfig, WorkshopReminders
 from storage import Storage
 from storage.workshops import PLANNED, Workshop
@@ -553,7 +554,7 @@ def test_cli_import_workshops_uses_the_configured_zone(tmp_path, capsys):
     assert "no reminders" in capsys.readouterr().err  # [workshops] rooms is empty
 
     async def first() -> Workshop | None:
-        storage = await Storage.open(tmp_path / "data" / "nextbot.db")
+        storage = await open_storage(tmp_path / "data" / "nextbot.db")
         try:
             return await storage.workshops.get(1)
         finally:

@@ -467,8 +467,8 @@ async def test_the_pairing_is_deterministic_for_the_seed_and_avoids_recent_partn
     await meet.pair_due_round(services)
     first = {g.members for g in await storage.meet.groups("2026-03-12")}
     # the same seed and date on another database: the same pairs
-    from storage import Storage
-    other = await Storage.open(":memory:")
+    from commands.features import open_storage
+    other = await open_storage(":memory:")
     try:
         twin = make(other, at(9, 3, 12), avoid_repeat_rounds=2)
         await join_all(twin, *reversed(people))

@@ -8,18 +8,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from commands import core, experts, workshops
+from commands.features import FEATURES
 from commands.framework import Level, dispatch
-from storage.communities import Community, Join
+from storage.communities import Community
+from storage.core_schema import CORE
 from storage.experts import Profile
 from storage.inbox import InboxMessage
+from storage.joins import Join
 from storage.meet import Round, ScheduleOverride
-from storage.member_data import (
-    MEMBER_DATA,
-    NOT_MEMBER_DATA,
-    PSEUDONYM_PREFIX,
-    Action,
-    user_id_columns,
-)
+from storage.member_data import PSEUDONYM_PREFIX, Action, user_id_columns
 from storage.municipalities import Member
 from storage.outbox import OutgoingMessage
 from storage.undecrypted import Undecrypted
@@ -31,6 +28,11 @@ DAVE = "@dave:example.org"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # the fakes' FixedClock
 MS = utc_ms(NOW)
 BERLIN = ZoneInfo("Europe/Berlin")
+
+# Every part's columns that can name a member, as the storage gathers them.
+PARTS = [*(f.schema for f in FEATURES if f.schema is not None), CORE]
+MEMBER_DATA = [entry for p in PARTS for entry in p.member_data]
+NOT_MEMBER_DATA = {key: why for p in PARTS for key, why in p.not_member_data.items()}
 
 
 # -- the list against the schema ----------------------------------------------------------------
@@ -52,6 +54,7 @@ def undecided(columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 async def test_every_column_that_names_a_member_is_covered(storage):
+    assert list(storage.member_data.columns) == MEMBER_DATA  # what export and deletion go by
     columns = await schema(storage.db)
     assert undecided(columns) == []
     # Nothing listed is stale: each entry names a column of the migrated schema.
@@ -114,7 +117,7 @@ async def everything_of(storage, user: str, n: int) -> None:
     await storage.undecrypted.set_notified(ROOM, user, MS)
     await storage.undecrypted.add([Undecrypted(f"$enc{n}", ROOM, user, {"ciphertext": "x"},
                                                MS, MS)])
-    await storage.communities.add_joins([Join(f"$join{n}", ROOM, user, MS)])
+    await storage.joins.add([Join(f"$join{n}", ROOM, user, MS)])
     # a command waiting for its answer, and one answered (its body must not stay)
     await storage.inbox.add([InboxMessage(f"$wait{n}", ROOM, user, "!treffen", MS),
                              InboxMessage(f"$done{n}", ROOM, user, f"!profil setzen bio {n}",
@@ -218,7 +221,8 @@ async def test_delete_moves_the_waiting_list_up_and_ends_the_pairing(both):
     erasure = await storage.member_data.delete(ALICE, NOW)
     # Bob moves up into Alice's place; nobody moves up into a workshop that is over.
     soon, over = 3, 4
-    assert [(r.workshop, r.user_id) for r in erasure.promoted] == [(soon, BOB)]
+    moved_up = erasure.follow_up["workshop_registrations.user_id"]
+    assert [(r.workshop, r.user_id) for r in moved_up] == [(soon, BOB)]
     assert [(r.user_id, r.status) for r in await storage.workshops.registrations(soon)] == [
         (BOB, "registered")]
     assert [(r.user_id, r.status) for r in await storage.workshops.registrations(over)] == [
@@ -234,10 +238,11 @@ async def test_delete_is_one_transaction(both, monkeypatch):
     storage = both
     before = await rows_naming(storage.db, ALICE)
 
-    async def broken(user_id: str) -> int:
+    async def broken(condition: str, user_id: str) -> int:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(storage.member_data, "_leave_groups", broken)
+    # The outbox's rows come last: every other part's are deleted by then.
+    monkeypatch.setattr(storage.outbox, "_drop", broken)
     with pytest.raises(RuntimeError):
         await storage.member_data.delete(ALICE, NOW)
     assert await rows_naming(storage.db, ALICE) == before

@@ -17,9 +17,9 @@ from bot.matrix.connection import TransientError
 from bot.matrix.own_rooms import keyed_alias
 from bot.matrix.pairing_rooms import PairingRooms
 from commands import core, meet
+from commands.features import open_storage
 from commands.framework import Services
 from commands.pairing import PERFECT, Group, Participant, pair, score
-from storage import Storage
 from storage.meet import GroupRow
 from tests.unit.fakes import BOT, FakeHomeserver, make_services
 
@@ -198,7 +198,7 @@ async def test_a_pair_room_alias_cannot_be_worked_out_from_the_pair(storage):
     assert alias.startswith("next-meet-")
     old_alias = "next-meet-" + hashlib.sha256(f"{BOT}|{group.key}".encode()).hexdigest()[:20]
     assert alias != old_alias  # the old one: bot id and group key alone
-    other_bot = await Storage.open(":memory:")
+    other_bot = await open_storage(":memory:")
     try:
         assert keyed_alias(await other_bot.rooms.alias_key(), "meet", group.key) != alias
     finally:

@@ -5,15 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from storage import Storage
-from storage.database import Database, DatabaseTooNewError, Migration
+from commands.features import open_storage
 from storage.inbox import InboxMessage
-from storage.migrations import MIGRATIONS
 from storage.outbox import OutgoingMessage
 from storage.rooms import RoomCursor
 from tests.unit.fakes import ALICE, BOT, OTHER_ROOM, ROOM, set_language
-
-TABLES = {"bot_session", "room_cursor", "inbox", "handled_events", "outbox", "room_settings"}
 
 
 def cmd(event_id: str, room_id: str = ROOM, body: str = "!ping") -> InboxMessage:
@@ -22,78 +18,6 @@ def cmd(event_id: str, room_id: str = ROOM, body: str = "!ping") -> InboxMessage
 
 def out(txn_id: str, room_id: str = ROOM, body: str = "x") -> OutgoingMessage:
     return OutgoingMessage(txn_id, room_id, {"msgtype": "m.notice", "body": body})
-
-
-async def tables(db: Database) -> set[str]:
-    rows = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
-    return {r[0] for r in rows}
-
-
-# -- migrations ---------------------------------------------------------------------------------
-
-
-async def test_migrations_run_to_the_latest_version(storage):
-    assert await storage.db.version() == len(MIGRATIONS)
-    assert await tables(storage.db) >= TABLES
-
-
-async def test_migrating_again_changes_nothing(storage):
-    await storage.db.migrate(MIGRATIONS)
-    assert await storage.db.version() == len(MIGRATIONS)
-
-
-async def test_only_missing_steps_run_each_with_its_version():
-    first = Migration(1, "one", "CREATE TABLE a (x INTEGER)")
-    second = Migration(2, "two",
-                       "CREATE TABLE b (y INTEGER); -- a comment\nINSERT INTO a VALUES (1)")
-    db = await Database.open(":memory:", [first])
-    try:
-        assert await db.version() == 1
-        await db.migrate([first, second])
-        assert await db.version() == 2
-        assert await tables(db) >= {"a", "b"}
-        assert (await db.fetchone("SELECT COUNT(*) FROM a"))[0] == 1
-    finally:
-        await db.close()
-
-
-async def test_a_failing_migration_step_is_rolled_back_with_its_version():
-    first = Migration(1, "one", "CREATE TABLE a (x INTEGER)")
-    broken = Migration(2, "broken", "CREATE TABLE b (y INTEGER); INSERT INTO nowhere VALUES (1)")
-    db = await Database.open(":memory:", [first])
-    try:
-        with pytest.raises(sqlite3.OperationalError):
-            await db.migrate([first, broken])
-        assert await db.version() == 1
-        assert "b" not in await tables(db)
-    finally:
-        await db.close()
-
-
-async def test_migrations_must_be_numbered_without_gaps():
-    with pytest.raises(ValueError, match="without gaps"):
-        await Database.open(":memory:", [Migration(2, "two", "CREATE TABLE a (x)")])
-
-
-async def test_a_newer_database_refuses_to_start(tmp_path):
-    path = tmp_path / "data" / "bot.db"
-    store = await Storage.open(path)
-    await store.db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 6}")
-    await store.close()
-
-    with pytest.raises(DatabaseTooNewError) as info:
-        await Storage.open(path)
-    message = str(info.value)
-    assert f"schema version {len(MIGRATIONS) + 6}" in message
-    assert f"only knows up to {len(MIGRATIONS)}" in message
-    assert "Update the bot" in message
-    assert "backup" in message
-
-
-async def test_a_newer_in_memory_schema_is_refused_too(storage):
-    await storage.db.execute("PRAGMA user_version = 99")
-    with pytest.raises(DatabaseTooNewError, match="99"):
-        await storage.db.migrate(MIGRATIONS)
 
 
 # -- transactions -------------------------------------------------------------------------------
@@ -250,7 +174,7 @@ async def test_outbox_does_not_queue_a_txn_id_twice_and_keeps_content(storage):
 
 async def test_session_save_and_restore_across_restarts(tmp_path):
     path = tmp_path / "bot.db"
-    store = await Storage.open(path)
+    store = await open_storage(path)
     assert await store.session.get() is None
     await store.session.save_login(BOT, "DEV1", "tok-1")
     await store.session.set_sync_token("s1")
@@ -258,7 +182,7 @@ async def test_session_save_and_restore_across_restarts(tmp_path):
     await store.session.set_first_synced_at(2000)  # the first one stays
     await store.close()
 
-    store = await Storage.open(path)
+    store = await open_storage(path)
     try:
         session = await store.session.get()
         assert (session.user_id, session.device_id, session.access_token) == (BOT, "DEV1",
@@ -290,7 +214,7 @@ def database_files(path: Path) -> list[Path]:
 
 async def test_the_database_is_made_owner_only_whatever_the_umask(tmp_path, permissive_umask):
     path = tmp_path / "data" / "bot.db"
-    store = await Storage.open(path)
+    store = await open_storage(path)
     try:
         await store.session.save_login(BOT, "DEV1", "tok-1")  # the access token
         assert [mode(file) for file in database_files(path)] == [0o600] * 3
@@ -301,12 +225,12 @@ async def test_the_database_is_made_owner_only_whatever_the_umask(tmp_path, perm
 
 async def test_an_existing_database_readable_by_others_is_tightened(tmp_path):
     path = tmp_path / "bot.db"
-    first = await Storage.open(path)
+    first = await open_storage(path)
     try:
         await first.session.save_login(BOT, "DEV1", "tok-1")  # keeps -wal and -shm open
         for file in database_files(path):
             file.chmod(0o644)  # as an earlier version left them
-        second = await Storage.open(path)
+        second = await open_storage(path)
         await second.close()
         assert [mode(file) for file in database_files(path)] == [0o600] * 3
     finally:

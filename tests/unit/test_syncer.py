@@ -363,12 +363,12 @@ async def test_members_joins_are_recorded_once_for_their_welcome(synced, source,
     ])
     source.script += [batch("s2", joins), batch("s3", joins)]
     await synced.sync_once()
-    waiting = await logged_in.communities.waiting_joins()
+    waiting = await logged_in.joins.waiting()
     assert [(j.event_id, j.user_id, j.joined_at) for j in waiting] == [
         ("$bob", BOB, T0 + 1), ("$carol", "@carol:example.org", T0 + 5)]
     assert woken == [True]
     await synced.sync_once()  # the same events again: nothing new, nobody woken
-    assert len(await logged_in.communities.waiting_joins()) == 2
+    assert len(await logged_in.joins.waiting()) == 2
     assert woken == [True]
 
 
@@ -581,7 +581,7 @@ async def test_events_that_cannot_be_stored_are_set_aside_the_rest_commits(
         await syncer.sync_once()
     assert (await logged_in.session.get()).sync_token == "s2"
     assert await queued_ids(logged_in) == ["$c1", "$c2", "$o1"]
-    assert [j.event_id for j in await logged_in.communities.waiting_joins()] == ["$carol"]
+    assert [j.event_id for j in await logged_in.joins.waiting()] == ["$carol"]
     assert woken == [True]
     # The ciphertext itself is stored as JSON, escaped: kept to be decrypted later.
     assert [u.event_id for u in await logged_in.undecrypted.all()] == ["$enc"]
@@ -608,7 +608,7 @@ async def test_an_event_that_cannot_be_read_is_set_aside(logged_in, source, reco
         await syncer.sync_once()
     assert await queued_ids(logged_in) == ["$ok"]
     # A previous membership of no known shape: taken as a new join, like none at all.
-    assert [j.event_id for j in await logged_in.communities.waiting_joins()] == ["$odd-prev"]
+    assert [j.event_id for j in await logged_in.joins.waiting()] == ["$odd-prev"]
     assert set_aside(metrics, "malformed") == 1
     assert "'$odd'" in caplog.text and "AttributeError" in caplog.text
     assert (await logged_in.session.get()).sync_token == "s2"
