@@ -11,6 +11,10 @@ from bot.settings import Settings
 from commands.framework import Services
 from storage import Storage
 
+# Told after a room was upgraded and carried over (old room, successor); told again if the
+# bot stopped before the upgrade was done, so it must be harmless twice.
+RoomUpgraded = Callable[[str, str], Awaitable[None]]
+
 
 @dataclass
 class FeatureContext:
@@ -33,6 +37,8 @@ class FeatureContext:
         default_factory=list)
     # Told when a sync recorded members' joins (for welcomes).
     join_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Told after a room was upgraded and carried over (old room, successor).
+    room_upgraded: list[RoomUpgraded] = field(default_factory=list)
     # What setups made and others may want to reach (a test, the operator's tools), by name.
     parts: dict[str, Any] = field(default_factory=dict)
 

@@ -374,6 +374,7 @@ FEATURE = Feature(
     "communities", router,
     schema=Schema("communities", communities_storage.MIGRATIONS,
                   repositories={"communities": communities_storage.CommunityRepository},
-                  member_data=communities_storage.MEMBER_DATA),
+                  member_data=communities_storage.MEMBER_DATA,
+                  move_room=communities_storage.move_room),
     section=("communities", CommunitySettings),
     configure=lambda settings: CommunityConfig(settings.communities.space))

@@ -448,7 +448,8 @@ FEATURE = Feature(
     "meet", router,
     schema=Schema("meet", meet_storage.MIGRATIONS,
                   repositories={"meet": meet_storage.MeetRepository},
-                  member_data=meet_storage.MEMBER_DATA),
+                  member_data=meet_storage.MEMBER_DATA,
+                  move_room=meet_storage.move_room),
     section=("meet", MeetSettings),
     configure=lambda settings: MeetConfig.create(
         **settings.meet.model_dump(exclude={"rooms", "encrypt_rooms"}),

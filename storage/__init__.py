@@ -22,6 +22,7 @@ from storage.rooms import RoomRepository
 from storage.schema import Schema, migrate
 from storage.session import SessionRepository
 from storage.undecrypted import UndecryptedRepository
+from storage.upgrades import UpgradeRepository
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Storage:
     joins: JoinRepository
     deliveries: DeliveryRepository
     undecrypted: UndecryptedRepository
+    upgrades: UpgradeRepository  # upgraded rooms, and the carry-over to their successors
     member_data: MemberData  # everything about one member: export, deletion
     features: dict[str, Any] = field(default_factory=dict)
 
@@ -61,6 +63,7 @@ class Storage:
             joins=JoinRepository(db),
             deliveries=DeliveryRepository(db),
             undecrypted=UndecryptedRepository(db),
+            upgrades=UpgradeRepository(db, schemas),
             member_data=MemberData(db, (*schemas, CORE), {**features, "outbox": outbox}),
             features=features,
         )

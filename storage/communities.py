@@ -3,11 +3,14 @@ space."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from storage.database import Database
 from storage.member_data import Action, MemberColumn
 from storage.schema import Migration
+
+log = logging.getLogger(__name__)
 
 COMMUNITY_FIELDS = "slug, title, topic, description, room_id, created_by, created_at, archived_at"
 
@@ -82,6 +85,26 @@ class CommunityRepository:
             "INSERT INTO network_space (id, room_id) VALUES (1, ?) "
             "ON CONFLICT (id) DO UPDATE SET room_id = excluded.room_id", (room_id,))
 
+
+
+async def move_room(db: Database, old: str, new: str) -> dict[str, object]:
+    """An upgraded room: its active community is kept in the successor, unless the successor
+    already holds one (a room holds one community); the network's space is the successor."""
+    moved: dict[str, object] = {}
+    row = await db.fetchone(
+        "SELECT slug FROM communities WHERE room_id = ? AND archived_at IS NULL", (old,))
+    if row is not None:
+        theirs = await db.fetchone(
+            "SELECT slug FROM communities WHERE room_id = ? AND archived_at IS NULL", (new,))
+        if theirs is None:
+            await db.execute("UPDATE communities SET room_id = ? WHERE slug = ?", (new, row[0]))
+            moved["community"] = row[0]
+        else:
+            log.warning("room %s upgraded to %s, which already holds the community %s: the old "
+                        "room's community %s was left as it is", old, new, theirs[0], row[0])
+    if await db.execute("UPDATE network_space SET room_id = ? WHERE room_id = ?", (new, old)):
+        moved["the network's space"] = new
+    return moved
 
 # The tables of this part of the database (see `storage/schema.py`): append new steps, never
 # edit old ones.

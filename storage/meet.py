@@ -291,6 +291,15 @@ class MeetRepository:
             keys)
         return Deleted(len(keys))
 
+
+async def move_room(db: Database, old: str, new: str) -> dict[str, object]:
+    """An upgraded pair room: its group's room is the successor (unless that is some other
+    group's already)."""
+    moved = await db.execute(
+        "UPDATE meet_groups SET room_id = ? WHERE room_id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM meet_groups WHERE room_id = ?)", (new, old, new))
+    return {"pair rooms": moved} if moved else {}
+
 # The tables of this part of the database (see `storage/schema.py`): append new steps, never
 # edit old ones.
 MIGRATIONS: tuple[Migration, ...] = (

@@ -16,7 +16,7 @@ set to `PARTS_VERSION`, which a bot from before refuses as "newer than this vers
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,10 @@ class Schema:
     member_data: tuple[MemberColumn, ...] = ()
     # (table, column) whose name says it holds a user id but that never names a member: why
     not_member_data: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # A room was upgraded: move this part's rows bound to the old room to its successor (in the
+    # carry-over's transaction, `storage/upgrades.py`); returns what moved, for the log: counts
+    # and ids only, nothing a member wrote.
+    move_room: Callable[[Database, str, str], Awaitable[Mapping[str, object]]] | None = None
 
 
 async def versions(db: Database) -> dict[str, int]:

@@ -1,19 +1,24 @@
 """Upgraded rooms: each tombstone the sync loop saw (old room → its successor), and the carry-over
 of everything bound to the old room, in one transaction, exactly once.
 
-What moves to the successor: the room's settings and their history, its community, the
-workshops added there, a direct chat, a NExT-to-meet-you pair's room, the network's space. What
-stays: rows about events in the old room (commands and messages in flight, their handled marks,
-joins waiting for a welcome, undecrypted events, posts and their reactions), the read cursor
-(per room: the successor gets its own) and the record of deliveries (what was sent where).
+What moves to the successor: the room's settings and their history, a direct chat, and what
+each feature binds to the room (`Schema.move_room`: its community, the workshops added there, a
+NExT-to-meet-you pair's room, the network's space …). What stays: rows about events in the old
+room (commands and messages in flight, their handled marks, joins waiting for a welcome,
+undecrypted events, posts and their reactions), the read cursor (per room: the successor gets
+its own) and the record of deliveries (what was sent where).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from storage.database import Database
+
+if TYPE_CHECKING:
+    from storage.schema import Schema
 
 
 @dataclass(frozen=True)
@@ -33,20 +38,25 @@ class CarriedOver:
     settings: int = 0
     setting_changes: int = 0
     switched_on: tuple[str, ...] = ()  # switches on by configuration, now on in the successor
-    community: str | None = None  # its slug
-    community_kept: str | None = None  # the successor keeps its own community (this slug)
-    workshops: int = 0
     direct_chats: int = 0
-    pair_rooms: int = 0
-    space: bool = False  # the old room was the network's space
+    # Per feature, what its `move_room` moved ("workshops": 2, "community": "digitallotsen" …).
+    moved: dict[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        parts = [f"{self.settings} setting(s)", f"{self.setting_changes} recorded change(s)",
+                 f"{self.direct_chats} direct chat(s)"]
+        parts += [f"{what} {value}" for moved in self.moved.values()
+                  for what, value in moved.items()]
+        return ", ".join(parts)
 
 
 _FIELDS = "old_room_id, new_room_id, event_id, seen_at, carried_over_at, done_at"
 
 
 class UpgradeRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, schemas: Sequence[Schema] = ()) -> None:
         self._db = db
+        self._moves = [(s.name, s.move_room) for s in schemas if s.move_room is not None]
 
     async def record(self, upgrades: Iterable[RoomUpgrade]) -> int:
         """Remember tombstones (in the sync loop's transaction); a room's first one counts, one
@@ -120,31 +130,9 @@ class UpgradeRepository:
                     "INSERT INTO room_setting_changes "
                     "(room_id, key, old_value, new_value, changed_by, changed_at) "
                     "VALUES (?, ?, NULL, 'on', ?, ?)", (new, key, changed_by, at))
-            community, kept = await self._move_community(old, new)
-            workshops = await db.execute(
-                "UPDATE workshops SET room_id = ? WHERE room_id = ?", (new, old))
             direct = await db.execute(
                 "UPDATE direct_rooms SET room_id = ? WHERE room_id = ?", (new, old))
-            pairs = await db.execute(
-                "UPDATE meet_groups SET room_id = ? WHERE room_id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM meet_groups WHERE room_id = ?)", (new, old, new))
-            space = await db.execute(
-                "UPDATE network_space SET room_id = ? WHERE room_id = ?", (new, old))
+            moved = {name: await move(db, old, new) for name, move in self._moves}
         return CarriedOver(settings=settings, setting_changes=changes,
-                           switched_on=tuple(switched), community=community,
-                           community_kept=kept, workshops=workshops, direct_chats=direct,
-                           pair_rooms=pairs, space=bool(space))
-
-    async def _move_community(self, old: str, new: str) -> tuple[str | None, str | None]:
-        """The old room's active community now kept in the successor, unless the successor
-        already holds one (a room holds one community): (moved slug, the successor's own)."""
-        row = await self._db.fetchone(
-            "SELECT slug FROM communities WHERE room_id = ? AND archived_at IS NULL", (old,))
-        if row is None:
-            return None, None
-        theirs = await self._db.fetchone(
-            "SELECT slug FROM communities WHERE room_id = ? AND archived_at IS NULL", (new,))
-        if theirs is not None:
-            return None, theirs[0]
-        await self._db.execute("UPDATE communities SET room_id = ? WHERE slug = ?", (new, row[0]))
-        return row[0], None
+                           switched_on=tuple(switched), direct_chats=direct,
+                           moved={name: what for name, what in moved.items() if what})

@@ -440,6 +440,12 @@ class WorkshopRepository:
         return promoted
 
 
+
+async def move_room(db: Database, old: str, new: str) -> dict[str, object]:
+    """An upgraded room: the workshops added there are the successor's (its reminders go there)."""
+    moved = await db.execute("UPDATE workshops SET room_id = ? WHERE room_id = ?", (new, old))
+    return {"workshops": moved} if moved else {}
+
 # The tables of this part of the database (see `storage/schema.py`): append new steps, never
 # edit old ones.
 MIGRATIONS: tuple[Migration, ...] = (

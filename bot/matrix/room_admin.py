@@ -3,13 +3,17 @@ and which failures a command should retry (RetryLater) or answer (ActionRefused)
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from bot.feature_context import FeatureContext
 from bot.matrix.connection import MatrixConnection, RefusedError, TransientError
 from bot.settings import server_of
-from commands.framework import ActionRefused, RetryLater
+from commands.framework import ActionRefused, RetryLater, Services
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -88,3 +92,30 @@ def setup(context: FeatureContext) -> None:
         context.connection, settings.matrix.encryption and settings.communities.encrypt_rooms)
     context.network_rooms.append(settings.communities.space)
     context.remembered_network_rooms.append(context.storage.communities.space)
+    context.room_upgraded.append(functools.partial(
+        relink_space, context.services, settings.communities.space))
+
+
+async def relink_space(services: Services, configured_space: str | None, old: str,
+                       new: str) -> None:
+    """An upgraded room: the space lists the successor instead of the old room (and the
+    successor points back where the bot may); a space that was itself upgraded gets every
+    community as a child. Harmless twice."""
+    admin = services.room_admin
+    if admin is None:
+        return
+    storage = services.storage.communities
+    space = await storage.space()
+    if configured_space and configured_space != old:
+        space = await admin.find_room(configured_space)
+    if space is None:
+        return
+    try:
+        if space == new:
+            for community in await storage.active():
+                await admin.add_to_space(new, community.room_id)
+        elif await storage.by_room(new) is not None:
+            await admin.add_to_space(space, new)
+            await admin.remove_from_space(space, old)
+    except ActionRefused as exc:
+        log.warning("upgrade of %s: the space %s could not be changed (%s)", old, space, exc)

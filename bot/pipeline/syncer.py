@@ -37,7 +37,7 @@ from storage.inbox import InboxMessage
 from storage.joins import Join
 from storage.rooms import RoomCursor
 from storage.undecrypted import Undecrypted
-from storage.upgrades import RoomUpgrade, UpgradeRepository
+from storage.upgrades import RoomUpgrade
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Syncer:
         self._metrics = metrics or Metrics()
         self._source = source
         self._storage = storage
-        self._upgrades = UpgradeRepository(storage.db)
+        self._upgrades = storage.upgrades
         self._prefix = prefix
         self._listener = listener
         self._answer_first_max_s = answer_first_max_s

@@ -3,10 +3,11 @@ transaction, so none is lost or seen twice); this task follows them.
 
 It joins the successor (the network is needed: never inside a transaction), checks that the
 successor names the old room as its predecessor, moves everything bound to the old room in one
-transaction (`storage/upgrades.py`, exactly once), then puts the successor into the network's
-space in place of the old room. A successor the bot cannot join yet (invite-only, not invited)
-is tried again later. The configuration cannot be rewritten: a configured room that was upgraded
-is logged, for the operator to replace its id.
+transaction (`storage/upgrades.py`, exactly once), then tells the features that listen
+(`FeatureContext.room_upgraded`: the communities put the successor into the network's space).
+A successor the bot cannot join yet (invite-only, not invited) is tried again later. The
+configuration cannot be rewritten: a configured room that was upgraded is logged, for the
+operator to replace its id.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from bot.feature_context import FeatureContext
+from bot.feature_context import FeatureContext, RoomUpgraded
 from bot.matrix.connection import RefusedError, RoomEvent, TransientError
 from bot.pipeline.backoff import Backoff
-from commands.framework import ActionRefused, RetryLater, Services
+from commands.framework import RetryLater, Services
 from commands.room_settings import defaults_of
 from storage.database import storable
-from storage.upgrades import RoomUpgrade, UpgradeRepository
+from storage.upgrades import RoomUpgrade
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class RoomUpgrades:
     def __init__(self, services: Services, connection: UpgradeConnection, *, user_id: str,
                  now_ms: Callable[[], int], configured: Mapping[str, list[str]] | None = None,
                  replan: Callable[[], Awaitable[None]] | None = None,
-                 space: str | None = None, poll_s: float = POLL_S,
+                 listeners: Sequence[RoomUpgraded] = (), poll_s: float = POLL_S,
                  backoff: Backoff | None = None) -> None:
         self._services = services
         self._connection = connection
@@ -65,10 +66,10 @@ class RoomUpgrades:
         self._now_ms = now_ms
         self._configured = dict(configured or {})  # "[meet] rooms" -> the room ids there
         self._replan = replan  # the scheduler plans anew: reminders go to the successor
-        self._configured_space = space  # `[communities] space`: an id or an alias
+        self._listeners = listeners  # told of each upgrade until it is done
         self._poll_s = poll_s
         self._backoff = backoff or Backoff(base=POLL_S, cap=JOIN_RETRY_CAP_S)
-        self.upgrades = UpgradeRepository(services.storage.db)
+        self.upgrades = services.storage.upgrades
 
     async def run(self) -> None:
         while True:
@@ -110,7 +111,8 @@ class RoomUpgrades:
                 await self.upgrades.forget(old)
                 return True
             await self._carry_over(upgrade)
-        await self._relink_space(old, new)
+        for listener in self._listeners:
+            await listener(old, new)
         await self.upgrades.mark_done(old, self._now_ms())
         return True
 
@@ -140,43 +142,11 @@ class RoomUpgrades:
             return
         if self._replan is not None:
             await self._replan()
-        log.info("room %s upgraded to %s: carried over %d setting(s), %d recorded change(s), "
-                 "community %s, %d workshop(s), %d direct chat(s), %d pair room(s)%s",
-                 old, new, carried.settings, carried.setting_changes, carried.community or "–",
-                 carried.workshops, carried.direct_chats, carried.pair_rooms,
-                 ", the network's space" if carried.space else "")
-        if carried.community_kept:
-            log.warning("room %s upgraded to %s, which already holds the community %s: the old "
-                        "room's community was left as it is", old, new, carried.community_kept)
+        log.info("room %s upgraded to %s: carried over %s", old, new, carried)
         for place, rooms in self._configured.items():
             if old in rooms:
                 log.warning("room %s was upgraded to %s: replace its id in %s of the "
                             "configuration", old, new, place)
-        if self._configured_space == old:
-            log.warning("the network's space %s was upgraded to %s: replace its id in "
-                        "[communities] space of the configuration", old, new)
-
-    async def _relink_space(self, old: str, new: str) -> None:
-        """The space lists the successor instead of the old room (and the successor points back
-        where the bot may); a space that was itself upgraded gets every community as a child."""
-        admin = self._services.room_admin
-        if admin is None:
-            return
-        storage = self._services.storage.communities
-        space = await storage.space()
-        if self._configured_space and self._configured_space != old:
-            space = await admin.find_room(self._configured_space)
-        if space is None:
-            return
-        try:
-            if space == new:
-                for community in await storage.active():
-                    await admin.add_to_space(new, community.room_id)
-            elif await storage.by_room(new) is not None:
-                await admin.add_to_space(space, new)
-                await admin.remove_from_space(space, old)
-        except ActionRefused as exc:
-            log.warning("upgrade of %s: the space %s could not be changed (%s)", old, space, exc)
 
 
 async def _checked(request: Awaitable[Any]) -> Any:
@@ -204,7 +174,6 @@ def setup(context: FeatureContext) -> Awaitable[None]:
     """Follows upgraded rooms: the sync loop records their tombstones."""
     upgrades = RoomUpgrades(context.services, context.connection, user_id=context.user_id,
                             now_ms=context.now_ms, configured=configured_rooms(context.settings),
-                            replan=context.replan,
-                            space=context.settings.communities.space)
+                            replan=context.replan, listeners=context.room_upgraded)
     context.parts["upgrades"] = upgrades
     return upgrades.run()

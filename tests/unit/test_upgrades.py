@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from bot.matrix.connection import RoomEvent
+from bot.matrix.room_admin import relink_space
 from bot.pipeline.syncer import Syncer, SyncListener
 from bot.pipeline.upgrades import RoomUpgrades, configured_rooms, tombstone_of
 from commands.room_settings import RoomDefaults
 from storage import Storage
 from storage.communities import Community
-from storage.upgrades import RoomUpgrade, UpgradeRepository
+from storage.upgrades import RoomUpgrade
 from tests.unit.fakes import ALICE, BOB, BOT, ROOM, FakeSyncSource, batch, make_services, timeline
 from tests.unit.test_communities import FakeRoomAdmin
 
@@ -66,7 +69,7 @@ async def test_the_sync_loop_records_a_tombstone_once(logged_in: Storage) -> Non
     syncer = Syncer(source, logged_in, SyncListener(), prefix="!", now_ms=lambda: T0)
     for _ in range(4):
         await syncer.sync_once()
-    upgrades = UpgradeRepository(logged_in.db)
+    upgrades = logged_in.upgrades
     assert [(u.old_room_id, u.new_room_id, u.event_id) for u in await upgrades.pending()] == [
         (ROOM, NEW, "$tomb")]
 
@@ -115,8 +118,10 @@ def worker(storage: Storage, connection: FakeConnection, *, configured=None,
     admin = FakeRoomAdmin()
     admin.children[SPACE] = {ROOM}
     services.room_admin = admin
+    # The communities' listener, as `bot/matrix/room_admin.py` sets it up.
+    relink = functools.partial(relink_space, services, None)
     return RoomUpgrades(services, connection, user_id=BOT, now_ms=lambda: T0 + 100,
-                        configured=configured, replan=replan), admin
+                        configured=configured, replan=replan, listeners=[relink]), admin
 
 
 async def test_everything_bound_to_the_room_moves_to_its_successor_once(
