@@ -101,10 +101,10 @@ class Reply:
     direct: bool = False
     recipient: str | None = None
     mentions: tuple[str, ...] = ()
-    post_of_workshop: int | None = None  # the bot's post of this workshop: ✅ signs up there
-    # A scheduled post: the question after a date to this group (👍/👎 answer it), or into
-    # the thread of this event (in the post's room)
-    follow_up_of_group: str | None = None
+    # Once sent, recorded under its event id by the feature that declared this kind
+    # (`Schema.when_sent`): (kind, key), e.g. ("workshop_post", "12"): ✅ on it signs up.
+    record_as: tuple[str, str] | None = None
+    # A scheduled post into the thread of this event (in the post's room)
     in_thread_of: str | None = None
     # (event id, version): the text replaces that message of the bot's in `recipient` (a room)
     edit_of: tuple[str, int] | None = None

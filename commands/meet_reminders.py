@@ -21,7 +21,7 @@ from commands.meet_schedule import (
     meetings_between,
 )
 from commands.schedule import Occurrence, reminder_horizon, reminders_within
-from storage.meet import utc_ms
+from storage.meet import FOLLOW_UP, utc_ms
 from storage.workshops import offset_label
 
 ASK_AFTER = timedelta(hours=1)  # after a date's end, its groups are asked whether they met
@@ -115,4 +115,4 @@ class MeetFollowUps:
         # The bot puts 👍 and 👎 on it when sent (`storage.outbox`): one tap answers.
         return Reply(view.t("ask", yes=view.call("met", view.word("yes")),
                             no=view.call("met", view.word("no"))),
-                     follow_up_of_group=occurrence.subject)
+                     record_as=(FOLLOW_UP, occurrence.subject))

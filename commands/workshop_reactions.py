@@ -18,7 +18,8 @@ from typing import Any
 from commands.framework import Context, Reply, Request, Services, UserError, as_replies
 from commands.meet import answer_met_reaction
 from commands.workshops import _rsvp, _withdraw
-from storage.outbox import MET_KEYS, SIGN_UP_KEY
+from storage.meet import MET_KEYS
+from storage.workshops import SIGN_UP_KEY
 
 # A command begins with the prefix; these bodies begin with a control character no command has.
 _MARK = "\x1e"

@@ -58,7 +58,14 @@ from storage import workshops as workshops_storage
 from storage.member_data import Erasure
 from storage.schema import Schema
 from storage.text import STOPWORDS, tokens
-from storage.workshops import REGISTERED, WAITING, Counts, Registration, Workshop
+from storage.workshops import (
+    REGISTERED,
+    WAITING,
+    WORKSHOP_POST,
+    Counts,
+    Registration,
+    Workshop,
+)
 
 # The feature's entry: what the runtime, the importer and the benchmarks take from here.
 __all__ = ["FEATURE", "MAX_LENGTH", "WorkshopConfig", "WorkshopReminders", "router"]
@@ -231,7 +238,7 @@ async def _show(ctx: Context, number: int) -> Reply:
     if w.cancelled:
         return Reply(_post(view, w, counts))
     if w.starts_at > now and mine is None:  # open for sign-up: a post of the workshop
-        return Reply(_post(view, w, counts), post_of_workshop=number)
+        return Reply(_post(view, w, counts), record_as=(WORKSHOP_POST, str(number)))
     # The asker's own state: an answer to them, not a post (nobody signs up on it).
     parts = [view.t("title", title=w.title, number=number), view.summary(w, counts)]
     if w.description:
@@ -447,7 +454,7 @@ async def add(ctx: Context, workshop_spec: str | None = None) -> Reply:
                    ics=view.call_number_first("ics", number),
                    edit=view.call("workshop.edit", number, f"{view.words['capacity']}=30"),
                    cancel=view.call("workshop.cancel", number))
-    return Reply(added, post_of_workshop=stored.number)
+    return Reply(added, record_as=(WORKSHOP_POST, str(stored.number)))
 
 
 @router.subcommand("workshop", "edit", "ändern",
@@ -586,7 +593,8 @@ FEATURE = Feature(
     schema=Schema("workshops", workshops_storage.MIGRATIONS,
                   repositories={"workshops": workshops_storage.WorkshopRepository},
                   member_data=workshops_storage.MEMBER_DATA,
-                  move_room=workshops_storage.move_room),
+                  move_room=workshops_storage.move_room,
+                  when_sent={workshops_storage.WORKSHOP_POST: workshops_storage.record_post}),
     section=("workshops", WorkshopSettings),
     configure=lambda settings: WorkshopConfig.create(settings.workshops.reminders,
                                                      settings.workshops.rooms,

@@ -51,7 +51,8 @@ class Storage:
         except BaseException:
             await db.close()
             raise
-        outbox = OutboxRepository(db)
+        outbox = OutboxRepository(db, {kind: record for schema in schemas
+                                       for kind, record in schema.when_sent.items()})
         features = {name: make(db) for schema in schemas
                     for name, make in schema.repositories.items()}
         return cls(

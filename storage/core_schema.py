@@ -212,6 +212,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         shared_step=16,
     ),
+    Migration(
+        11,
+        "outbox: what a message is recorded as once sent (a feature's kind and key)",
+        """
+        -- e.g. 'workshop_post' and '12': once sent, the feature that declared the kind records
+        -- the message's event id (storage/outbox.py `sent`)
+        ALTER TABLE outbox ADD COLUMN record_kind TEXT;
+        ALTER TABLE outbox ADD COLUMN record_key TEXT
+        """,
+    ),
 )
 
 # The core's columns that can name a member (see `storage/member_data.py`).

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from storage.database import Database
 from storage.member_data import Action, Deleted, MemberColumn
+from storage.outbox import OutgoingMessage, bot_reaction
 from storage.schema import Migration
 
 
@@ -300,6 +301,22 @@ async def move_room(db: Database, old: str, new: str) -> dict[str, object]:
         "(SELECT 1 FROM meet_groups WHERE room_id = ?)", (new, old, new))
     return {"pair rooms": moved} if moved else {}
 
+
+# The kind of the question after a date in the outbox (`OutgoingMessage.record_as`), and its
+# answers as one tap each (`!getroffen ja`, `!getroffen nein`).
+FOLLOW_UP = "meet_follow_up"
+MET_KEYS = ("👍", "👎")
+
+
+async def record_follow_up(db: Database, key: str, message: OutgoingMessage,
+                           event_id: str) -> list[OutgoingMessage]:
+    """The question after a date to group `key` was sent: recorded (a 👍/👎 on it answers),
+    and the bot puts 👍 and 👎 on it, so that answering is one tap."""
+    if not await db.execute("UPDATE meet_groups SET follow_up_event = ? WHERE key = ?",
+                            (event_id, key)):
+        return []
+    return [bot_reaction(message.room_id, event_id, answer) for answer in MET_KEYS]
+
 # The tables of this part of the database (see `storage/schema.py`): append new steps, never
 # edit old ones.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -366,6 +383,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE follow_up_event IS NOT NULL
         """,
         shared_step=17,
+    ),
+    Migration(
+        3,
+        "the questions after a date in the outbox under the core's record kind and key",
+        """
+        UPDATE outbox SET record_kind = 'meet_follow_up', record_key = follow_up_of_group
+            WHERE follow_up_of_group IS NOT NULL;
+        ALTER TABLE outbox DROP COLUMN follow_up_of_group
+        """,
     ),
 )
 

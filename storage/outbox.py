@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,18 +39,23 @@ class OutgoingMessage:
     seq: int = 0
     # A file to upload first; its `mxc://` URL then goes into the content's `url`.
     file_data: bytes | None = None
-    # The bot's post of this workshop: once sent, recorded (`sent`) and given the first ✅.
-    post_of_workshop: int | None = None
-    # The question after a date to this group: once sent, recorded and given the bot's 👍/👎.
-    follow_up_of_group: str | None = None
+    # Once sent, recorded by the feature that declared this kind (`Schema.when_sent`), under
+    # this key: (kind, key), e.g. ("workshop_post", "12").
+    record_as: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"OutgoingMessage(txn_id={self.txn_id!r}, room_id={self.room_id!r})"
 
 
+# What records a sent message of one kind: (database, key, message, its event id) → messages
+# to queue with it (the bot's own reactions on it), in the transaction that drops it.
+RecordSent = Callable[[Database, str, "OutgoingMessage", str], Awaitable[list["OutgoingMessage"]]]
+
+
 class OutboxRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, recorders: Mapping[str, RecordSent] | None = None) -> None:
         self._db = db
+        self._recorders = dict(recorders or {})  # by kind
         self._waiting: RoomQueues[OutgoingMessage] = RoomQueues(
             db, room_of=lambda m: m.room_id, id_of=lambda m: m.txn_id)
 
@@ -63,10 +69,10 @@ class OutboxRepository:
         def insert(conn: sqlite3.Connection) -> None:
             new.extend(m for m in messages if conn.execute(
                 "INSERT INTO outbox (txn_id, room_id, event_type, content, created_at, "
-                "file_data, post_of_workshop, follow_up_of_group) "
+                "file_data, record_kind, record_key) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (txn_id) DO NOTHING",
                 (m.txn_id, m.room_id, m.event_type, json.dumps(m.content, ensure_ascii=False),
-                 created_at, m.file_data, m.post_of_workshop, m.follow_up_of_group),
+                 created_at, m.file_data, *(m.record_as or (None, None))),
             ).rowcount)
 
         async with self._db.transaction():
@@ -87,13 +93,12 @@ class OutboxRepository:
 
         async def read() -> list[OutgoingMessage]:
             rows = await self._db.fetchall(
-                "SELECT txn_id, room_id, content, event_type, seq, file_data, post_of_workshop, "
-                "follow_up_of_group FROM outbox WHERE room_id = ? AND failed_at IS NULL "
-                "ORDER BY seq",
+                "SELECT txn_id, room_id, content, event_type, seq, file_data, record_kind, "
+                "record_key FROM outbox WHERE room_id = ? AND failed_at IS NULL ORDER BY seq",
                 (room_id,),
             )
             return [OutgoingMessage(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5],
-                                    row[6], row[7])
+                                    (row[6], row[7]) if row[6] is not None else None)
                     for row in rows]
 
         return await self._waiting.first(room_id, read)
@@ -104,25 +109,17 @@ class OutboxRepository:
         self._db.after_commit(lambda: self._waiting.forget(txn_id, room_id))
 
     async def sent(self, message: OutgoingMessage, event_id: str | None, at: int) -> None:
-        """A message the homeserver took (as `event_id`): dropped. A post of a workshop is
-        recorded under its event id and gets the bot's own ✅, so that signing up is one tap;
-        the question after a date gets 👍 and 👎, so that answering is one tap. In the same
-        transaction, so each post is recorded and reacted to exactly once."""
+        """A message the homeserver took (as `event_id`): dropped. One to be recorded
+        (`record_as`) is recorded by its feature in the same transaction, with the messages
+        that go with it (the bot's ✅ on a post of a workshop, so that signing up is one tap),
+        so each is recorded exactly once."""
         async with self._db.transaction():
-            if message.post_of_workshop is not None and event_id:
-                await self._db.execute(
-                    "INSERT INTO workshop_posts (event_id, workshop, room_id, thread_root) "
-                    "SELECT ?, number, ?, ? FROM workshops WHERE number = ? "
-                    "ON CONFLICT (event_id) DO NOTHING",
-                    (event_id, message.room_id, _thread_of(message.content),
-                     message.post_of_workshop))
-                await self.add([first_sign_up(message.room_id, event_id)], created_at=at)
-            if message.follow_up_of_group is not None and event_id:
-                if await self._db.execute(
-                        "UPDATE meet_groups SET follow_up_event = ? WHERE key = ?",
-                        (event_id, message.follow_up_of_group)):
-                    await self.add([bot_reaction(message.room_id, event_id, key)
-                                    for key in MET_KEYS], created_at=at)
+            if message.record_as is not None and event_id:
+                kind, key = message.record_as
+                recorder = self._recorders.get(kind)
+                if recorder is not None:  # else its feature is no longer in the bot
+                    await self.add(await recorder(self._db, key, message, event_id),
+                                   created_at=at)
             await self.remove(message.txn_id, message.room_id)
 
     async def set_aside(self, txn_id: str, room_id: str, errcode: str, at: int) -> None:
@@ -171,14 +168,9 @@ class OutboxRepository:
         return int(row[0])
 
 
-SIGN_UP_KEY = "✅"
-
-
-# The answers to "did you meet?" (`!getroffen ja`, `!getroffen nein`), as one tap each.
-MET_KEYS = ("👍", "👎")
-
-
-def _thread_of(content: dict[str, Any]) -> str | None:
+def thread_of(content: dict[str, Any]) -> str | None:
+    """The thread a message's content puts it in (its root's event id); None: the main
+    timeline."""
     relates = content.get("m.relates_to")
     if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
         root = relates.get("event_id")
@@ -191,12 +183,4 @@ def bot_reaction(room_id: str, post_event_id: str, key: str) -> OutgoingMessage:
     digest = hashlib.sha256(f"{post_event_id} {key}".encode()).hexdigest()[:32]
     return OutgoingMessage(f"react-{digest}", room_id, {"m.relates_to": {
         "rel_type": "m.annotation", "event_id": post_event_id, "key": key}},
-        event_type="m.reaction")
-
-
-def first_sign_up(room_id: str, post_event_id: str) -> OutgoingMessage:
-    """The bot's own ✅ on its post of a workshop, under a transaction id of the post's own."""
-    digest = hashlib.sha256(post_event_id.encode()).hexdigest()[:32]
-    return OutgoingMessage(f"react-{digest}", room_id, {"m.relates_to": {
-        "rel_type": "m.annotation", "event_id": post_event_id, "key": SIGN_UP_KEY}},
         event_type="m.reaction")

@@ -22,6 +22,7 @@ from typing import Any
 
 from storage.database import Database
 from storage.member_data import MemberColumn
+from storage.outbox import RecordSent
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class Schema:
     # carry-over's transaction, `storage/upgrades.py`); returns what moved, for the log: counts
     # and ids only, nothing a member wrote.
     move_room: Callable[[Database, str, str], Awaitable[Mapping[str, object]]] | None = None
+    # Kinds of the bot's messages this part records once sent (`OutgoingMessage.record_as`),
+    # and what records each (`storage/outbox.py`).
+    when_sent: Mapping[str, RecordSent] = field(default_factory=dict)
 
 
 async def versions(db: Database) -> dict[str, int]:

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from storage.database import Database
 from storage.member_data import Action, Deleted, MemberColumn
+from storage.outbox import OutgoingMessage, thread_of
 from storage.schema import Migration
 
 PLANNED = "planned"
@@ -446,6 +447,33 @@ async def move_room(db: Database, old: str, new: str) -> dict[str, object]:
     moved = await db.execute("UPDATE workshops SET room_id = ? WHERE room_id = ?", (new, old))
     return {"workshops": moved} if moved else {}
 
+
+# The kind of the bot's post of a workshop in the outbox (`OutgoingMessage.record_as`), and
+# the reaction that signs up on it.
+WORKSHOP_POST = "workshop_post"
+SIGN_UP_KEY = "✅"
+
+
+async def record_post(db: Database, key: str, message: OutgoingMessage,
+                      event_id: str) -> list[OutgoingMessage]:
+    """The bot's post of workshop `key` was sent: recorded under its event id (a ✅ on it signs
+    up), with the thread it went into; the bot puts the first ✅ on it, so that signing up is
+    one tap."""
+    await db.execute(
+        "INSERT INTO workshop_posts (event_id, workshop, room_id, thread_root) "
+        "SELECT ?, number, ?, ? FROM workshops WHERE number = ? "
+        "ON CONFLICT (event_id) DO NOTHING",
+        (event_id, message.room_id, thread_of(message.content), int(key)))
+    return [first_sign_up(message.room_id, event_id)]
+
+
+def first_sign_up(room_id: str, post_event_id: str) -> OutgoingMessage:
+    """The bot's own ✅ on its post of a workshop, under a transaction id of the post's own."""
+    digest = hashlib.sha256(post_event_id.encode()).hexdigest()[:32]
+    return OutgoingMessage(f"react-{digest}", room_id, {"m.relates_to": {
+        "rel_type": "m.annotation", "event_id": post_event_id, "key": SIGN_UP_KEY}},
+        event_type="m.reaction")
+
 # The tables of this part of the database (see `storage/schema.py`): append new steps, never
 # edit old ones.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -527,6 +555,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE workshop_posts ADD COLUMN thread_root TEXT
         """,
         shared_step=17,
+    ),
+    Migration(
+        5,
+        "the bot's posts in the outbox under the core's record kind and key",
+        """
+        UPDATE outbox SET record_kind = 'workshop_post', record_key = CAST(post_of_workshop AS TEXT)
+            WHERE post_of_workshop IS NOT NULL;
+        ALTER TABLE outbox DROP COLUMN post_of_workshop
+        """,
     ),
 )
 

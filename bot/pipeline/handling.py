@@ -316,7 +316,7 @@ class CommandHandler:
             for content, file_data in self._contents(reply, language, reply_to, thread):
                 outgoing.append(OutgoingMessage(reply_txn_id(message.event_id, len(outgoing)),
                                                 address, content, file_data=file_data,
-                                                post_of_workshop=reply.post_of_workshop))
+                                                record_as=reply.record_as))
         return outgoing
 
     async def _hold_back(self, message: InboxMessage, language: str, verdict: Verdict) -> None:

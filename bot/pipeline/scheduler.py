@@ -195,8 +195,7 @@ class Scheduler:
                             thread_root=reply.in_thread_of)
         messages = [OutgoingMessage(delivery_txn_id(occurrence.key, page), occurrence.room_id,
                                     content,
-                                    follow_up_of_group=reply.follow_up_of_group if page == 0
-                                    else None)
+                                    record_as=reply.record_as if page == 0 else None)
                     for page, content in enumerate(contents)]
         status = "late" if late else "sent"
         try:

@@ -75,16 +75,18 @@ async def test_migrating_again_changes_nothing(storage):
 
 async def test_the_parts_make_the_schema_the_shared_history_made():
     """Split into parts, the seventeen steps still make exactly what they made together."""
-    fresh = await open_storage(":memory:")
+    split = await Database.open(":memory:")
     old = await Database.open(":memory:")
     try:
+        await migrate(split, [Schema(p.name, tuple(m for m in p.migrations if m.shared_step))
+                              for p in PARTS])
         for statement in BEFORE_PARTS[SHARED_HISTORY_END]:
             await old.execute(statement)
-        made = await shape(fresh.db)
+        made = await shape(split)
         assert made.pop("schema_versions")
         assert made == await shape(old)
     finally:
-        await fresh.close()
+        await split.close()
         await old.close()
 
 
@@ -226,6 +228,39 @@ async def test_the_rows_of_a_shared_history_database_stay(tmp_path):
     try:
         assert await store.rooms.direct_room("@a:x") == "!dm:x"
         assert (await store.workshops.get(1)).title == "Werkstatt"
+    finally:
+        await store.close()
+
+
+async def test_messages_queued_before_the_parts_are_recorded_as_before_once_sent(tmp_path):
+    """A post of a workshop and a question after a date still in the outbox when the bot was
+    updated: their record moved to the core's kind and key, so they are recorded once sent."""
+    path = tmp_path / "bot.db"
+    await shared_history_database(path, SHARED_HISTORY_END)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO workshops (title, starts_at, ends_at, timezone, created_by, "
+                 "created_at, updated_at) VALUES ('Werkstatt', 10, 20, 'Europe/Berlin', '@a:x', "
+                 "1, 1)")
+    conn.execute("INSERT INTO meet_rounds VALUES ('2026-01-08', 10, 1, 2)")
+    conn.execute("INSERT INTO meet_groups (key, round, size) VALUES ('g1', '2026-01-08', 2)")
+    conn.execute("INSERT INTO outbox (txn_id, room_id, event_type, content, created_at, "
+                 "post_of_workshop) VALUES ('t1', '!r:x', 'm.room.message', '{}', 1, 1)")
+    conn.execute("INSERT INTO outbox (txn_id, room_id, event_type, content, created_at, "
+                 "follow_up_of_group) VALUES ('t2', '!p:x', 'm.room.message', '{}', 1, 'g1')")
+    conn.commit()
+    conn.close()
+    store = await open_storage(path)
+    try:
+        post = await store.outbox.next_for_room("!r:x")
+        question = await store.outbox.next_for_room("!p:x")
+        assert (post.record_as, question.record_as) == (("workshop_post", "1"),
+                                                       ("meet_follow_up", "g1"))
+        await store.outbox.sent(post, "$post", 2)
+        await store.outbox.sent(question, "$question", 2)
+        assert await store.workshops.workshop_of_post("$post") == 1
+        reactions = [(await store.outbox.next_for_room(room)).content["m.relates_to"]["key"]
+                     for room in ("!r:x", "!p:x")]
+        assert reactions == ["✅", "👍"]
     finally:
         await store.close()
 

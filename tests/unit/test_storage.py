@@ -7,7 +7,7 @@ import pytest
 
 from commands.features import open_storage
 from storage.inbox import InboxMessage
-from storage.outbox import OutgoingMessage
+from storage.outbox import OutboxRepository, OutgoingMessage
 from storage.rooms import RoomCursor
 from tests.unit.fakes import ALICE, BOT, OTHER_ROOM, ROOM, set_language
 
@@ -144,6 +144,25 @@ def test_inbox_message_repr_hides_the_body():
 
 
 # -- outbox -------------------------------------------------------------------------------------
+
+
+async def test_a_sent_message_is_recorded_by_the_feature_of_its_kind(storage):
+    seen = []
+
+    async def record(db, key, message, event_id):
+        seen.append((key, message.txn_id, event_id, db is storage.db))
+        return [out("follows")]
+
+    outbox = OutboxRepository(storage.db, {"thing": record})
+    await outbox.add([out("t1"), OutgoingMessage("t2", ROOM, {}, record_as=("thing", "7")),
+                              OutgoingMessage("t3", ROOM, {}, record_as=("retired", "1"))],
+                             created_at=1)
+    for event_id in ("$1", "$2", "$3"):
+        await outbox.sent(await outbox.next_for_room(ROOM), event_id, 2)
+    # Recorded once, with what it queued; a kind no feature declares any longer is just sent.
+    assert seen == [("7", "t2", "$2", True)]
+    assert (await outbox.next_for_room(ROOM)).txn_id == "follows"
+    assert await outbox.count() == 1
 
 
 async def test_outbox_keeps_order_per_room(storage):

@@ -11,7 +11,7 @@ from bot.pipeline.scheduler import Scheduler
 from commands import core, workshops
 from commands.workshops import WorkshopConfig, WorkshopReminders
 from storage.outbox import OutgoingMessage
-from storage.workshops import Workshop
+from storage.workshops import WORKSHOP_POST, Workshop
 from tests.unit.fakes import BOSS, CATALOG, OTHER_ROOM, ROOM, make_services
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -39,7 +39,8 @@ async def reminder_contents(storage, *posts: tuple[str, str, dict]) -> dict[str,
                                          room_id=None), clock.now())
     for n, (event_id, room_id, content) in enumerate(posts):
         await storage.outbox.sent(OutgoingMessage(f"post-{n}", room_id, content,
-                                                  post_of_workshop=1), event_id, 0)
+                                                  record_as=(WORKSHOP_POST, "1")),
+                                  event_id, 0)
     await storage.db.execute("DELETE FROM outbox")  # the bot's ✅: not what is looked at here
     scheduler = Scheduler(storage, [WorkshopReminders(services)], clock=clock, timezone=BERLIN,
                           grace=timedelta(hours=1), catalog=CATALOG, default_language="de",
