@@ -199,7 +199,8 @@ class Bot:
         listener = _BotSyncListener(settings, context, command_lanes, send_lanes, permissions,
                                     handler)
         self.syncer = Syncer(connection, storage, listener, prefix=settings.bot.command_prefix,
-                             now_ms=now_ms, metrics=self.metrics)
+                             now_ms=now_ms, metrics=self.metrics,
+                             reaction_keys=services.registry.reaction_keys())
         await self.scheduler.start()  # catches up on what fell due while the bot was down
         self._tasks = [
             asyncio.create_task(send_lanes.run(), name="send-lanes"),

@@ -165,12 +165,43 @@ class Command:
         return own if self.parent is None else f"{self.parent.display_name(language)} {own}"
 
 
+# Answers a member's reaction with a key on the event `target`: (request, services, target,
+# key) → the replies, like a command's (see `commands/reactions.py`).
+ReactionHandler = Callable[["Request", "Services", str, str], Awaitable[list["Reply"]]]
+# Looks at a member's redaction of the event `redacted`: (request, services, redacted).
+RedactionHandler = Callable[["Request", "Services", str], Awaitable[list["Reply"]]]
+
+
+@dataclass(frozen=True)
+class Reaction:
+    keys: tuple[str, ...]  # the reaction keys it answers (✅ …)
+    handler: ReactionHandler
+    answered: bool  # False: nothing is ever said to it, so it counts against no rate limit
+
+
 class Router:
-    """The commands of one feature module, and their subcommands."""
+    """The commands of one feature module, their subcommands, and the reactions it answers."""
 
     def __init__(self, group: str) -> None:
         self.group = group  # the catalog key `groups.<group>` titles it in !help
         self.commands: list[Command] = []
+        self.reactions: list[Reaction] = []
+        self.redactions: list[RedactionHandler] = []
+
+    def reaction(self, *keys: str, answered: bool = True
+                 ) -> Callable[[ReactionHandler], ReactionHandler]:
+        """Declare what answers a member's reaction with one of `keys` (on any event: the
+        handler looks whether it is one of its own)."""
+        def register(handler: ReactionHandler) -> ReactionHandler:
+            self.reactions.append(Reaction(tuple(keys), handler, answered))
+            return handler
+
+        return register
+
+    def redaction(self, handler: RedactionHandler) -> RedactionHandler:
+        """Declare what looks at every member's redaction (a reaction taken back)."""
+        self.redactions.append(handler)
+        return handler
 
     def subcommand(
         self,
@@ -223,6 +254,14 @@ class Registry:
     def __init__(self, routers: Sequence[Router]) -> None:
         self.routers = list(routers)
         self._by_name: dict[str, Command] = {}
+        self._reactions: dict[str, Reaction] = {}
+        for router in self.routers:
+            for reaction in router.reactions:
+                for key in reaction.keys:
+                    if key in self._reactions:
+                        raise ValueError(f"reaction {key!r} is answered twice")
+                    self._reactions[key] = reaction
+        self.redactions = [handler for router in self.routers for handler in router.redactions]
         for router in self.routers:
             for command in router.commands:
                 for name in command.names():
@@ -244,6 +283,13 @@ class Registry:
 
     def all(self) -> list[Command]:
         return [c for r in self.routers for c in r.commands]
+
+    def reaction(self, key: str) -> Reaction | None:
+        return self._reactions.get(key)
+
+    def reaction_keys(self) -> frozenset[str]:
+        """The reaction keys some feature answers: the sync loop puts only these into the inbox."""
+        return frozenset(self._reactions)
 
     def closest(self, name: str, limit: int = 3) -> list[Command]:
         matches = difflib.get_close_matches(name.casefold(), self._by_name, n=8, cutoff=0.6)

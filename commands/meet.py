@@ -81,7 +81,7 @@ from commands.meet_schedule import (
 )
 from commands.schedule import local_time
 from storage import meet as meet_storage
-from storage.meet import ScheduleOverride, moment, utc_ms
+from storage.meet import MET_KEYS, ScheduleOverride, moment, utc_ms
 from storage.schema import Schema
 from storage.text import fold
 from storage.workshops import offset_label
@@ -429,18 +429,20 @@ async def met(ctx: Context, met_answer: str) -> Text:
     return view.t("met_yes" if answer else "met_no")
 
 
-async def answer_met_reaction(request: Request, services: Services, post: str,
-                              answer: bool) -> list[Reply]:
-    """A member's 👍 (`answer`) or 👎 on the bot's question after a date, in the group's room:
-    counted like `!getroffen ja` or `!getroffen nein` (a later answer replaces an earlier one).
-    Nothing is said: the tap shows on the question itself."""
+@router.reaction(*MET_KEYS, answered=False)
+async def _met_by_reaction(request: Request, services: Services, post: str,
+                           key: str) -> list[Reply]:
+    """A member's 👍 or 👎 on the bot's question after a date, in the group's room: counted
+    like `!getroffen ja` or `!getroffen nein` (a later answer replaces an earlier one). Nothing
+    is said: the tap shows on the question itself."""
     found = await services.storage.meet.group_of_follow_up(post)
     if found is None or found[1] != request.room_id:
         return []  # a 👍 on any other message
     command = services.registry.find_key("met")
     if command is None:
         return []
-    await met(Context(request, services, command), ANSWERS["yes" if answer else "no"][0])
+    answer = "yes" if key == MET_KEYS[0] else "no"
+    await met(Context(request, services, command), ANSWERS[answer][0])
     return []
 
 

@@ -36,9 +36,11 @@ from commands.framework import (
     Context,
     Level,
     Reply,
+    Request,
     Router,
     Services,
     UserError,
+    as_replies,
     one_line,
 )
 from commands.i18n import Text
@@ -60,6 +62,7 @@ from storage.schema import Schema
 from storage.text import STOPWORDS, tokens
 from storage.workshops import (
     REGISTERED,
+    SIGN_UP_KEY,
     WAITING,
     WORKSHOP_POST,
     Counts,
@@ -587,6 +590,54 @@ async def participants(ctx: Context, workshop_number: str) -> list[Reply]:
     return [Reply(Text.join(parts, "\n\n"), direct=True),
             Reply(view.t("participants_sent", name=view.name(w)))]
 
+
+
+# -- signing up with one tap --------------------------------------------------------------------
+# A member's ✅ on the bot's post of a workshop (recorded when sent, with the bot's own first ✅:
+# `storage/workshops.py` record_post) signs them up with the rules of `!anmelden`; taking it
+# away withdraws them as `!abmelden` does. Whoever reacted is answered by direct message, so the
+# room stays calm. A member signs up and withdraws only themselves: a redaction withdraws only
+# the one whose ✅ it removes, and only when they removed it themselves.
+
+
+@router.reaction(SIGN_UP_KEY, "")  # "": a ✅ queued before the inbox kept a reaction's key
+async def _sign_up_by_reaction(request: Request, services: Services, post: str,
+                               key: str) -> list[Reply]:
+    number = await services.storage.workshops.workshop_of_post(post)
+    if number is None:
+        return []  # a ✅ on any other message
+    return await _by_reaction(request, services, "rsvp", number)
+
+
+@router.redaction
+async def _withdraw_by_redaction(request: Request, services: Services,
+                                 redacted: str) -> list[Reply]:
+    repo = services.storage.workshops
+    number = await repo.take_reaction(redacted, request.sender)
+    if number is None or await repo.registration(number, request.sender) is None:
+        return []  # not a sign-up's ✅, or withdrawn already (`!abmelden`): nothing to say
+    return await _by_reaction(request, services, "withdraw", number)
+
+
+async def _by_reaction(request: Request, services: Services, command_key: str,
+                       number: int) -> list[Reply]:
+    command = services.registry.find_key(command_key)
+    if command is None:
+        return []
+    ctx = Context(request, services, command)
+    try:
+        if command_key == "rsvp":
+            answer = as_replies(await _rsvp(ctx, number))
+            await services.storage.workshops.add_reaction(request.event_id, number,
+                                                          request.sender)
+        else:
+            answer = as_replies(await _withdraw(ctx, number))
+    except UserError as error:
+        answer = [Reply(ctx.t(error.key, **error.values))]
+    # The answer goes to the member alone; whoever moved up is told as after `!abmelden`.
+    # The edits of the workshop's posts (`edit_of`) go into their rooms.
+    return [reply if reply.direct or reply.edit_of else replace(reply, direct=True)
+            for reply in answer]
 
 FEATURE = Feature(
     "workshops", router,

@@ -31,11 +31,7 @@ from bot.matrix.render import file_message, page_labels, paginate, replacement
 from bot.metrics import Metrics
 from bot.pipeline.rate_limit import MemberRateLimit, Verdict
 from commands.framework import Level, Reply, Request, RetryLater, Services, dispatch
-from commands.workshop_reactions import (
-    answer_reaction,
-    is_reaction_body,
-    is_unanswered_reaction,
-)
+from commands.reactions import answer_reaction, is_reaction_body, is_unanswered_reaction
 from storage.inbox import InboxMessage
 from storage.outbox import OutgoingMessage
 from storage.undecrypted import Undecrypted
@@ -228,7 +224,7 @@ class CommandHandler:
         if message.event_id in self._counted:  # a retry is not another command
             self._counted.discard(message.event_id)
             verdict = Verdict.ALLOW
-        elif is_unanswered_reaction(message.body):
+        elif is_unanswered_reaction(message.body, self._services.registry):
             verdict = Verdict.ALLOW
         else:
             verdict = self._rate_limit.check(message.sender, self._now_ms())
@@ -294,7 +290,7 @@ class CommandHandler:
 
         request = Request(message.event_id, message.room_id, message.sender, message.body,
                           language, level)
-        if is_reaction_body(message.body):  # a ✅ or its removal, not a command
+        if is_reaction_body(message.body):  # a reaction or a redaction, not a command
             return self._messages(message, await answer_reaction(request, run.services),
                                   language)
         return self._messages(message, await dispatch(request, run.services), language)

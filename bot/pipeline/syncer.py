@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +30,7 @@ from bot.matrix.connection import (
 from bot.metrics import Metrics
 from bot.pipeline.backoff import Backoff
 from bot.pipeline.upgrades import tombstone_of
-from commands.workshop_reactions import reaction_body
+from commands.reactions import reaction_body
 from storage import Storage
 from storage.database import storable, storable_record, storable_text
 from storage.inbox import InboxMessage
@@ -117,8 +117,10 @@ class Syncer:
         delivery_pause_s: float = DELIVERY_PAUSE_S,
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
+        reaction_keys: Collection[str] = (),
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._reaction_keys = frozenset(reaction_keys)  # the keys some feature answers
         self._source = source
         self._storage = storage
         self._upgrades = storage.upgrades
@@ -367,8 +369,9 @@ class Syncer:
     def _as_command(self, event: RoomEvent) -> InboxMessage | None:
         if event.sender == self._source.user_id:
             return None
-        # A member's ✅ on a post of a workshop, or a redaction: answered like a command.
-        reaction = reaction_body(event.type, event.content)
+        # A member's reaction that a feature answers (✅ on a post of a workshop …), or a
+        # redaction: answered like a command.
+        reaction = reaction_body(event.type, event.content, self._reaction_keys)
         if reaction is not None:
             return InboxMessage(event.event_id, event.room_id, event.sender, reaction,
                                 event.origin_ts)

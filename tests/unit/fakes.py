@@ -347,7 +347,8 @@ class FakePipeline:
                              direct_rooms=DirectRooms(storage.rooms, self.homeserver,
                                                       BOT).room_for)
         self.syncer = Syncer(self.source, storage, SyncListener(), prefix="!",
-                             now_ms=lambda: PIPELINE_NOW)
+                             now_ms=lambda: PIPELINE_NOW,
+                             reaction_keys=services.registry.reaction_keys())
 
     async def first_sync(self) -> None:
         """The bot's first sync: from now on, events are answered."""
