@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
-from storage.workshops import offset_label, parse_offset
+from commands.dates import offset_label, parse_offset
 
 # Custom errors carry their final one-line reason in ctx["reason"]; ctx["field"], if
 # present, names the key the problem is reported under (for model-level checks).

@@ -167,6 +167,33 @@ def parse_when_value(text: str, date_only: bool = False) -> When:
     return _when(found)
 
 
+_OFFSET = re.compile(r"^\s*(\d{1,4})\s*(d|h|m)\s*$", re.IGNORECASE)
+MAX_OFFSET = timedelta(days=60)
+
+
+def parse_offset(text: str) -> timedelta:
+    """`1d`, `2h`, `30m` → a timedelta; ValueError for anything else (or zero, or > 60 days)."""
+    found = _OFFSET.match(str(text))
+    if not found:
+        raise ValueError(f"bad offset {text!r} (expected e.g. 1d, 2h or 30m)")
+    amount, unit = int(found.group(1)), found.group(2).lower()
+    offset = {"d": timedelta(days=amount), "h": timedelta(hours=amount),
+              "m": timedelta(minutes=amount)}[unit]
+    if not timedelta(0) < offset <= MAX_OFFSET:
+        raise ValueError(f"offset {text!r} must be between 1m and 60d")
+    return offset
+
+
+def offset_label(offset: timedelta) -> str:
+    """The shortest spelling `parse_offset` reads back: 1 day → `1d`, 90 minutes → `90m`."""
+    minutes = int(offset.total_seconds()) // 60
+    if offset.seconds == 0:
+        return f"{offset.days}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
 def parse_duration(text: str) -> timedelta:
     """`2h`, `90m`, `1h30m`, `1,5h`, `90 Minuten` → a timedelta; WhenError otherwise."""
     found = _DURATION.match(text)

@@ -13,6 +13,8 @@ A feature gives, each optional:
 - `switched_on(settings)`: the rooms where the operator's configuration switches one of the room
   settings on (`[meet] rooms` for `meet_reminders`), until the room's moderators switch it off;
 - `sources(services)`: what it tells the scheduler (reminders, announcements);
+- `needs`: the features whose data it reads (meet pairs by the experts' profiles): the list of
+  features must hold them, and before it (`check`);
 - `setups`: what it needs on the Matrix side, added by its name in `bot/features.py` (a feature
   module here never imports `bot/`): each is called once at start with the running bot's
   `FeatureContext` and may return a background task to run.
@@ -41,10 +43,24 @@ class Feature:
     configure: Callable[[Any], object] | None = None
     switched_on: Callable[[Any], Mapping[str, frozenset[str]]] | None = None
     sources: Callable[[Services], Sequence[OccurrenceSource]] | None = None
+    needs: tuple[str, ...] = ()
     setups: tuple[Setup, ...] = ()
 
     def with_setup(self, *setups: Setup) -> Feature:
         return replace(self, setups=(*self.setups, *setups))
+
+
+def check(features: Sequence[Feature]) -> None:
+    """Each feature once, after the features it needs: else a ValueError that says which."""
+    seen: list[str] = []
+    for feature in features:
+        if feature.name in seen:
+            raise ValueError(f"the feature {feature.name!r} is listed twice")
+        missing = [name for name in feature.needs if name not in seen]
+        if missing:
+            raise ValueError(f"the feature {feature.name!r} needs {', '.join(missing)}: list "
+                             "it before, or take this one out")
+        seen.append(feature.name)
 
 
 def routers(features: Sequence[Feature]) -> list[Router]:

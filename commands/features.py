@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from commands import communities, core, experts, meet, municipalities, room_settings, workshops
-from commands.feature import Feature
+from commands.feature import Feature, check
 from storage import Storage
 
 FEATURES: list[Feature] = [
@@ -21,6 +21,7 @@ FEATURES: list[Feature] = [
     meet.FEATURE,
     municipalities.FEATURE,
 ]
+check(FEATURES)
 
 
 async def open_storage(path: str | Path) -> Storage:

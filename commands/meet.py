@@ -41,6 +41,7 @@ from commands.dates import (
     WhenError,
     format_when,
     latest_start_day,
+    offset_label,
     parse_duration,
     parse_when_value,
 )
@@ -81,10 +82,10 @@ from commands.meet_schedule import (
 )
 from commands.schedule import local_time
 from storage import meet as meet_storage
-from storage.meet import MET_KEYS, ScheduleOverride, moment, utc_ms
+from storage.database import moment, utc_ms
+from storage.meet import MET_KEYS, ScheduleOverride
 from storage.schema import Schema
 from storage.text import fold
-from storage.workshops import offset_label
 
 # The feature's entry: what the runtime and the bot's pairing rooms take from here.
 __all__ = ["STATE_EVENT", "MeetConfig", "MeetFollowUps", "MeetReminders", "introduction",
@@ -448,6 +449,7 @@ async def _met_by_reaction(request: Request, services: Services, post: str,
 
 FEATURE = Feature(
     "meet", router,
+    needs=("experts",),  # pairs and introduces members by their profiles
     schema=Schema("meet", meet_storage.MIGRATIONS,
                   repositories={"meet": meet_storage.MeetRepository},
                   member_data=meet_storage.MEMBER_DATA,

@@ -20,8 +20,9 @@ from commands.meet_schedule import (
     meetings_between,
 )
 from commands.schedule import before
+from storage.database import utc_ms
 from storage.experts import Profile, topic_key
-from storage.meet import GroupRow, Round, utc_ms
+from storage.meet import GroupRow, Round
 from storage.text import fold
 
 STATE_EVENT = "org.nextnetz.pairing"  # in each pairing room: which group it belongs to

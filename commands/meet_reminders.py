@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from babel.dates import format_timedelta
 
 from commands import room_settings
+from commands.dates import offset_label
 from commands.framework import Reply, Services
 from commands.i18n import Text, locale_of
 from commands.links import link
@@ -21,8 +22,8 @@ from commands.meet_schedule import (
     meetings_between,
 )
 from commands.schedule import Occurrence, reminder_horizon, reminders_within
-from storage.meet import FOLLOW_UP, utc_ms
-from storage.workshops import offset_label
+from storage.database import utc_ms
+from storage.meet import FOLLOW_UP
 
 ASK_AFTER = timedelta(hours=1)  # after a date's end, its groups are asked whether they met
 ASK_GRACE = timedelta(days=3)  # … and still asked that late after a downtime

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 
 from commands.config_fields import RoomId, Section, problem, reminder_offsets
-from commands.dates import format_when, parse_duration
+from commands.dates import format_when, offset_label, parse_duration, parse_offset
 from commands.framework import Services, command_line
 from commands.i18n import Catalog, Text
 from commands.links import link, normalize_link
@@ -37,8 +37,7 @@ from commands.meet_rule import (
     start_time_of,
 )
 from commands.schedule import local_time
-from storage.meet import moment
-from storage.workshops import offset_label, parse_offset
+from storage.database import moment
 
 log = logging.getLogger(__name__)
 

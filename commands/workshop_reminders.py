@@ -10,11 +10,12 @@ from datetime import datetime
 from babel.dates import format_timedelta
 
 from commands import room_settings
+from commands.dates import offset_label
 from commands.framework import Reply, Services
 from commands.i18n import Text, locale_of
 from commands.schedule import Occurrence, reminder_horizon, reminders_within
 from commands.workshop_view import View, config_of
-from storage.workshops import REGISTERED, Counts, offset_label
+from storage.workshops import REGISTERED, Counts
 
 
 class WorkshopReminders:

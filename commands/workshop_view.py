@@ -15,11 +15,11 @@ from icalendar import Calendar, Event
 from pydantic import Field, field_validator
 
 from commands.config_fields import RoomId, Section, reminder_offsets
-from commands.dates import format_when
+from commands.dates import format_when, parse_offset
 from commands.framework import Services, command_line
 from commands.i18n import Text
 from commands.links import link
-from storage.workshops import Counts, Workshop, parse_offset
+from storage.workshops import Counts, Workshop
 
 DEFAULT_TIMEZONE = "Europe/Berlin"
 

@@ -24,6 +24,7 @@ import sqlite3
 import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +59,16 @@ def storable_record(record: object) -> bool:
     """`storable` for every field of a dataclass (a field holding a dict or list is left to
     the repository, which stores it as JSON: escaped, so always storable)."""
     return storable(*(getattr(record, f.name) for f in dataclasses.fields(record)))
+
+
+def utc_ms(moment: datetime) -> int:
+    """A moment as stored: whole milliseconds since the epoch (UTC)."""
+    return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
+def moment(ms: int) -> datetime:
+    """A stored moment (milliseconds since the epoch) as a time in UTC."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def owner_only(path: Path) -> None:

@@ -17,20 +17,12 @@ Schema (migration 11):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from storage.database import Database
 from storage.member_data import Action, Deleted, MemberColumn
 from storage.outbox import OutgoingMessage, bot_reaction
 from storage.schema import Migration
-
-
-def utc_ms(moment: datetime) -> int:
-    return int(moment.astimezone(UTC).timestamp() * 1000)
-
-
-def moment(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 @dataclass(frozen=True)

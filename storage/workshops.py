@@ -19,12 +19,11 @@ to tell them.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from storage.database import Database
+from storage.database import Database, utc_ms
 from storage.member_data import Action, Deleted, MemberColumn
 from storage.outbox import OutgoingMessage, thread_of
 from storage.schema import Migration
@@ -33,38 +32,6 @@ PLANNED = "planned"
 CANCELLED = "cancelled"
 REGISTERED = "registered"
 WAITING = "waiting"
-
-_OFFSET = re.compile(r"^\s*(\d{1,4})\s*(d|h|m)\s*$", re.IGNORECASE)
-MAX_OFFSET = timedelta(days=60)
-
-
-def parse_offset(text: str) -> timedelta:
-    """`1d`, `2h`, `30m` → a timedelta; ValueError for anything else (or zero, or > 60 days)."""
-    found = _OFFSET.match(str(text))
-    if not found:
-        raise ValueError(f"bad offset {text!r} (expected e.g. 1d, 2h or 30m)")
-    amount, unit = int(found.group(1)), found.group(2).lower()
-    offset = {"d": timedelta(days=amount), "h": timedelta(hours=amount),
-              "m": timedelta(minutes=amount)}[unit]
-    if not timedelta(0) < offset <= MAX_OFFSET:
-        raise ValueError(f"offset {text!r} must be between 1m and 60d")
-    return offset
-
-
-def offset_label(offset: timedelta) -> str:
-    """The shortest spelling `parse_offset` reads back: 1 day → `1d`, 90 minutes → `90m`."""
-    minutes = int(offset.total_seconds()) // 60
-    if offset.seconds == 0:
-        return f"{offset.days}d"
-    if minutes % 60 == 0:
-        return f"{minutes // 60}h"
-    return f"{minutes}m"
-
-
-def utc_ms(moment: datetime) -> int:
-    """A moment as stored: whole milliseconds since the epoch (UTC)."""
-    return int(moment.astimezone(UTC).timestamp() * 1000)
-
 
 def _moment(ms: int, tz: str) -> datetime:
     return (datetime.fromtimestamp(ms // 1000, UTC)

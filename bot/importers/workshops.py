@@ -53,8 +53,9 @@ from commands.links import normalize_link
 from commands.schedule import local_time
 from commands.workshops import MAX_LENGTH
 from storage import Storage
+from storage.database import utc_ms
 from storage.text import clean_text
-from storage.workshops import Workshop, utc_ms
+from storage.workshops import Workshop
 
 COLUMNS = ("title", "starts_at", "ends_at", "community", "location", "url", "description")
 REQUIRED = ("title", "starts_at", "ends_at")

@@ -34,7 +34,8 @@ from bot.matrix.own_rooms import create_own_room, find_own_room, full_alias, key
 from bot.matrix.render import page_labels, paginate
 from commands import meet
 from commands.framework import Services
-from storage.meet import GroupRow, utc_ms
+from storage.database import utc_ms
+from storage.meet import GroupRow
 from storage.outbox import OutgoingMessage
 from storage.rooms import RoomRepository
 

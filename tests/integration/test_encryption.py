@@ -357,7 +357,8 @@ async def test_an_encrypted_pair_rooms_introduction_decrypts_for_both_members_20
     from datetime import datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from storage.meet import Round, utc_ms
+    from storage.database import utc_ms
+    from storage.meet import Round
 
     now = datetime.now(ZoneInfo("Europe/Berlin")).replace(microsecond=0)
     # Every day a date (no round of its own: the test stores each pair's round itself).

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import nio
 import pytest
 
+from commands.dates import offset_label
 from commands.schedule import Occurrence
-from storage.workshops import Workshop, offset_label
+from storage.workshops import Workshop
 from tests.integration.conftest import MakeMember
 from tests.integration.harness import BotAccount, Member
 

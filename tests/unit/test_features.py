@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from bot.features import FEATURES
 from bot.runtime import feature_configs
 from bot.settings import load_settings
-from commands.feature import Feature, routers
+from commands.feature import Feature, check, routers
 from commands.framework import Arg, Registry, Router
 from commands.i18n import Text
 from commands.meet import MeetConfig
 from commands.room_settings import RoomDefaults
+from storage import Storage
+from storage.member_data import Action, MemberColumn
+from storage.schema import Migration, Schema
 from tests.unit.fakes import make_services, request
 from tests.unit.test_framework import answer
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 CONFIG = """
 [matrix]
@@ -87,3 +95,40 @@ async def test_a_new_feature_is_one_declaration_and_one_line_in_the_list(storage
     assert (await answer(request("!gruss"), services)).plain == "Hallo!"
     assert (await answer(request("!gruss laut Ada"), services)).plain == "HALLO, ADA!"
     assert Registry(routers([*FEATURES, feature])).find("greet") is not None
+
+
+async def test_a_new_feature_brings_its_tables_repository_and_member_data(tmp_path):
+    """A feature with a table: its steps, its repository (`storage.kudos`) and the column that
+    names a member come with its declaration; the core's storage names none of it."""
+
+    class KudosRepository:
+        def __init__(self, db):
+            self.db = db
+
+        async def give(self, user_id: str) -> None:
+            await self.db.execute("INSERT INTO kudos (user_id) VALUES (?)", (user_id,))
+
+    schema = Schema("kudos", (Migration(1, "kudos", "CREATE TABLE kudos (user_id TEXT)"),),
+                    repositories={"kudos": KudosRepository},
+                    member_data=(MemberColumn("kudos", "user_id", Action.DELETE, "kudos"),))
+    feature = Feature("kudos", Router("kudos"), schema=schema)
+    features = [*FEATURES, feature]
+    storage = await Storage.open(tmp_path / "bot.db",
+                                 [f.schema for f in features if f.schema is not None])
+    try:
+        await storage.kudos.give("@ada:example.org")
+        assert await storage.member_data.export("@ada:example.org") == {
+            "kudos.user_id": [{"user_id": "@ada:example.org"}]}
+        erased = await storage.member_data.delete("@ada:example.org", NOW)
+        assert erased.rows["kudos.user_id"] == 1
+    finally:
+        await storage.close()
+
+
+def test_a_feature_comes_after_the_features_it_needs():
+    check([Feature("experts"), Feature("meet", needs=("experts",))])
+    with pytest.raises(ValueError, match="'meet' needs experts"):
+        check([Feature("meet", needs=("experts",)), Feature("experts")])
+    with pytest.raises(ValueError, match="listed twice"):
+        check([Feature("experts"), Feature("experts")])
+    check(FEATURES)  # the bot's own list

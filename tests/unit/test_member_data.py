@@ -12,6 +12,7 @@ from commands.features import FEATURES
 from commands.framework import Level, dispatch
 from storage.communities import Community
 from storage.core_schema import CORE
+from storage.database import utc_ms
 from storage.experts import Profile
 from storage.inbox import InboxMessage
 from storage.joins import Join
@@ -20,7 +21,7 @@ from storage.member_data import PSEUDONYM_PREFIX, Action, user_id_columns
 from storage.municipalities import Member
 from storage.outbox import OutgoingMessage
 from storage.undecrypted import Undecrypted
-from storage.workshops import Workshop, utc_ms
+from storage.workshops import Workshop
 from tests.unit.fakes import ALICE, BOB, BOSS, ROOM, make_services, request
 
 CAROL = "@carol:example.org"

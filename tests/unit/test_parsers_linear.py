@@ -35,8 +35,8 @@ from commands import (
     workshop_spec,
     workshops,
 )
+from commands.dates import parse_offset
 from commands.framework import Level, UserError, dispatch
-from storage.workshops import parse_offset
 from tests.unit.fakes import make_services, request
 
 SIZE = 60_000

@@ -16,8 +16,10 @@ from commands.dates import (
     WhenError,
     format_when,
     latest_start_day,
+    offset_label,
     parse_duration,
     parse_head,
+    parse_offset,
     parse_when_value,
     resolve,
 )
@@ -26,7 +28,7 @@ from commands.i18n import LANGUAGES
 from commands.schedule import Occurrence
 from commands.workshop_spec import parse_number, split_fields
 from commands.workshops import WorkshopConfig, WorkshopReminders
-from storage.workshops import Workshop, offset_label, parse_offset
+from storage.workshops import Workshop
 from tests.unit.fakes import (
     ALICE,
     BOB,
