@@ -187,6 +187,12 @@ class Router:
         self.commands: list[Command] = []
         self.reactions: list[Reaction] = []
         self.redactions: list[RedactionHandler] = []
+        self.room_settings: list[Any] = []  # `commands.room_settings.Setting`s, in `!config`
+
+    def room_setting(self, *settings: Any) -> None:
+        """Declare settings the moderators of a room change with `!config` (a switch for this
+        feature's reminders …): see `commands/room_settings.py`."""
+        self.room_settings.extend(settings)
 
     def reaction(self, *keys: str, answered: bool = True
                  ) -> Callable[[ReactionHandler], ReactionHandler]:
@@ -262,6 +268,12 @@ class Registry:
                         raise ValueError(f"reaction {key!r} is answered twice")
                     self._reactions[key] = reaction
         self.redactions = [handler for router in self.routers for handler in router.redactions]
+        self._room_settings: dict[str, Any] = {}
+        for router in self.routers:
+            for setting in router.room_settings:
+                if setting.key in self._room_settings:
+                    raise ValueError(f"room setting {setting.key!r} is declared twice")
+                self._room_settings[setting.key] = setting
         for router in self.routers:
             for command in router.commands:
                 for name in command.names():
@@ -286,6 +298,13 @@ class Registry:
 
     def reaction(self, key: str) -> Reaction | None:
         return self._reactions.get(key)
+
+    def room_settings(self) -> list[Any]:
+        """Every feature's room settings, in the features' order."""
+        return list(self._room_settings.values())
+
+    def room_setting(self, key: str) -> Any:
+        return self._room_settings.get(key)
 
     def reaction_keys(self) -> frozenset[str]:
         """The reaction keys some feature answers: the sync loop puts only these into the inbox."""

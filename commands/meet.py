@@ -92,6 +92,7 @@ __all__ = ["STATE_EVENT", "MeetConfig", "MeetFollowUps", "MeetReminders", "intro
            "pair_due_round", "room_name", "router"]
 
 router = Router("meet")
+router.room_setting(room_settings.Setting("meet_reminders", "treffen_erinnerungen", "switch"))
 
 SHOWN_DATES = 3
 MAX_PAUSE_WEEKS = 52

@@ -59,6 +59,10 @@ from storage.schema import Schema
 from storage.text import STATES, normalize_state
 
 router = Router("municipalities")
+# Room settings: the switch for these announcements in a room, and their text there.
+ANNOUNCEMENTS = room_settings.Setting("announcements", "ankündigungen", "switch")
+router.room_setting(ANNOUNCEMENTS, room_settings.Setting(
+    "announcement", "ankündigung", "text", check=JOIN_ANNOUNCEMENT.check))
 
 
 class AnnouncementSettings(Section):
@@ -385,7 +389,7 @@ async def _add(ctx: Context, view: View, text: str) -> Text:
     else:
         german = ctx.language == "de"
         parts.append(view.t("announced_nowhere", switch=ctx.call(
-            "config.set", room_settings.BY_KEY["announcements"].name(ctx.language),
+            "config.set", ANNOUNCEMENTS.name(ctx.language),
             "an" if german else "on")))
     return Text.join(parts, " ")
 

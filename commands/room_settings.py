@@ -1,8 +1,11 @@
 """Per-room settings that the room's moderators change themselves: `!config` (`!einstellungen`).
 
-Every setting is declared once in `SETTINGS`; features read them through `setting`, `is_on` and
-`rooms_switched_on`, so the operator's defaults (`RoomDefaults`) and the moderators' choices
-combine the same way everywhere. Each change is recorded (who, when, old and new value).
+Every setting is declared once, on the router of the feature it belongs to
+(`router.room_setting(Setting(...))`: the language and the welcome here, a feature's reminder
+switch in that feature), its label in that feature's catalog (`settings.labels.<key>`); features
+read them through `setting`, `is_on` and `rooms_switched_on`, so the operator's defaults
+(`RoomDefaults`) and the moderators' choices combine the same way everywhere. Each change is
+recorded (who, when, old and new value).
 Like `commands/core.py` this is part of the core, not a feature: every feature may import it,
 and it imports none.
 """
@@ -26,7 +29,6 @@ from commands.framework import (
     visible_lines,
 )
 from commands.i18n import LANGUAGES, Text
-from commands.templates import JOIN_ANNOUNCEMENT
 
 router = Router("settings")
 
@@ -56,15 +58,15 @@ class Setting:
         return self.german if language == "de" else self.key
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("language", "sprache", "language"),
-    Setting("welcome", "willkommen", "text", may_be_off=True),
-    Setting("announcements", "ankündigungen", "switch"),
-    Setting("announcement", "ankündigung", "text", check=JOIN_ANNOUNCEMENT.check),
-    Setting("meet_reminders", "treffen_erinnerungen", "switch"),
-    Setting("workshop_reminders", "werkstatt_erinnerungen", "switch", default_on=True),
-)
-BY_KEY = {s.key: s for s in SETTINGS}
+LANGUAGE = Setting("language", "sprache", "language")
+router.room_setting(LANGUAGE, Setting("welcome", "willkommen", "text", may_be_off=True))
+
+
+def definition(services: Services, key: str) -> Setting:
+    found: Setting | None = services.registry.room_setting(key)
+    if found is None:
+        raise KeyError(f"no room setting {key!r}: is the feature that declares it in the list?")
+    return found
 
 
 @dataclass(frozen=True)
@@ -86,16 +88,16 @@ def defaults_of(services: Services) -> RoomDefaults:
 async def setting(services: Services, room_id: str, key: str) -> str | None:
     """The value in effect: the moderators' choice, else the default (None for a text: the
     catalog's default text)."""
-    definition = BY_KEY[key]
+    declared = definition(services, key)
     stored = (await services.storage.rooms.settings(room_id)).get(key)
     if stored is not None:
         return stored
     defaults = defaults_of(services)
-    if definition.kind == "language":
+    if declared.kind == "language":
         return defaults.language
-    if definition.kind == "switch":
+    if declared.kind == "switch":
         configured = room_id in defaults.switched_on.get(key, frozenset())
-        return ON if definition.default_on or configured else OFF
+        return ON if declared.default_on or configured else OFF
     return None
 
 
@@ -153,29 +155,34 @@ async def history(ctx: Context) -> Text:
     return await _history(ctx)
 
 
+def _settings(ctx: Context) -> list[Setting]:
+    return ctx.services.registry.room_settings()
+
+
 def _keys(ctx: Context) -> Text:
-    return Text.join((Text.code(s.name(ctx.language)) for s in SETTINGS), ", ")
+    return Text.join((Text.code(s.name(ctx.language)) for s in _settings(ctx)), ", ")
 
 
 def _example(ctx: Context) -> Text:
-    return ctx.call("config.set", BY_KEY["language"].name(ctx.language), "en")
+    return ctx.call("config.set", LANGUAGE.name(ctx.language), "en")
 
 
-def _find(text: str) -> Setting | None:
+def _find(ctx: Context, text: str) -> Setting | None:
     word = keyword(text)
-    return next((s for s in SETTINGS if word in (keyword(s.key), keyword(s.german))), None)
+    return next((s for s in _settings(ctx) if word in (keyword(s.key), keyword(s.german))),
+                None)
 
 
 async def _show(ctx: Context) -> Text:
     lines = [ctx.t("settings.title")]
     stored = await ctx.services.storage.rooms.settings(ctx.room_id)
-    for definition in SETTINGS:
-        value = await setting(ctx.services, ctx.room_id, definition.key)
-        shown = _describe(ctx, definition, value)
-        if definition.key not in stored and definition.kind == "switch":
+    for declared in _settings(ctx):
+        value = await setting(ctx.services, ctx.room_id, declared.key)
+        shown = _describe(ctx, declared, value)
+        if declared.key not in stored and declared.kind == "switch":
             shown = shown + Text(" ", " ") + ctx.t("settings.default_marker")
-        lines.append(ctx.t("settings.line", label=ctx.t(f"settings.labels.{definition.key}"),
-                           setting=Text.code(definition.name(ctx.language)), value=shown))
+        lines.append(ctx.t("settings.line", label=ctx.t(f"settings.labels.{declared.key}"),
+                           setting=Text.code(declared.name(ctx.language)), value=shown))
     lines.append(ctx.t("settings.how", set=ctx.call("config.set", "…"),
                        history=ctx.call("config.history")))
     return Text.join(lines)
@@ -197,7 +204,7 @@ def _preview(text: str, limit: int = 80) -> str:
 
 
 async def _set(ctx: Context, key_word: str, text: str) -> Text:
-    definition = _find(key_word)
+    definition = _find(ctx, key_word)
     if definition is None:
         raise UserError("settings.unknown_key", setting=Text.code(key_word), keys=_keys(ctx))
     value = _parse(ctx, definition, text)
@@ -250,7 +257,7 @@ async def _history(ctx: Context) -> Text:
     tz = ctx.services.clock.now().tzinfo  # the bot's zone
     lines = [ctx.t("settings.history_title")]
     for c in changes:
-        definition = BY_KEY.get(c.key)
+        definition = ctx.services.registry.room_setting(c.key)
         if definition is None:
             continue  # a setting this version no longer has
         when = datetime.fromtimestamp(c.changed_at / 1000, tz)

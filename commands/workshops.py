@@ -44,6 +44,7 @@ from commands.framework import (
     one_line,
 )
 from commands.i18n import Text
+from commands.room_settings import Setting
 from commands.workshop_reminders import WorkshopReminders
 from commands.workshop_spec import (
     MAX_LENGTH,
@@ -74,6 +75,8 @@ from storage.workshops import (
 __all__ = ["FEATURE", "MAX_LENGTH", "WorkshopConfig", "WorkshopReminders", "router"]
 
 router = Router("workshops")
+router.room_setting(Setting("workshop_reminders", "werkstatt_erinnerungen", "switch",
+                            default_on=True))
 
 LIST_LIMIT = 10
 NUMBER = Arg("workshop_number")

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-from commands import core, room_settings
-from commands.framework import Level, dispatch
+from commands import room_settings
+from commands.feature import routers
+from commands.features import FEATURES
+from commands.framework import Level, Registry, Router, dispatch
 from commands.room_settings import RoomDefaults
-from tests.unit.fakes import ALICE, BOB, OTHER_ROOM, ROOM, make_services, request, say
+from tests.unit.fakes import ALICE, BOB, CATALOG, OTHER_ROOM, ROOM, make_services, request, say
 
-ALL_KEYS = ", ".join(s.german for s in room_settings.SETTINGS)
+# Every feature declares its own room settings (the language here, a reminder switch there).
+ALL_ROUTERS = routers(FEATURES)
+ALL_KEYS = ", ".join(s.german for s in Registry(ALL_ROUTERS).room_settings())
 
 
 @pytest.fixture
 def services(storage):
-    return make_services(storage, [core.router, room_settings.router])
+    return make_services(storage, ALL_ROUTERS)
 
 
 async def test_show_lists_every_setting_with_its_default(services):
@@ -180,3 +184,16 @@ async def test_a_failed_transaction_leaves_neither_value_nor_record(storage):
             raise RuntimeError("boom")
     assert await storage.rooms.settings(ROOM) == {}
     assert await storage.rooms.setting_changes(ROOM) == []
+
+
+def test_each_feature_declares_its_settings_with_a_label_in_both_languages():
+    declared = Registry(ALL_ROUTERS).room_settings()
+    assert [s.key for s in declared] == ["language", "welcome", "workshop_reminders",
+                                         "meet_reminders", "announcements", "announcement"]
+    for setting in declared:
+        for language in ("de", "en"):
+            assert CATALOG.has(language, f"settings.labels.{setting.key}"), (setting, language)
+    again = Router("again")
+    again.room_setting(room_settings.LANGUAGE)
+    with pytest.raises(ValueError, match="room setting 'language' is declared twice"):
+        Registry([room_settings.router, again])

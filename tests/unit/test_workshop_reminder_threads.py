@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.pipeline.scheduler import Scheduler
-from commands import core, workshops
+from commands import core, room_settings, workshops
 from commands.workshops import WorkshopConfig, WorkshopReminders
 from storage.outbox import OutgoingMessage
 from storage.workshops import WORKSHOP_POST, Workshop
@@ -29,7 +29,7 @@ class Clock:
 async def reminder_contents(storage, *posts: tuple[str, str, dict]) -> dict[str, dict]:
     """The reminder an hour before the workshop (in ROOM and OTHER_ROOM) after the bot sent
     `posts` of it ((event id, room, content)): each room's queued content."""
-    services = make_services(storage, [core.router, workshops.router])
+    services = make_services(storage, [core.router, room_settings.router, workshops.router])
     clock = Clock(datetime(2026, 11, 20, 9, tzinfo=BERLIN))
     services.clock = clock
     services.configs["workshops"] = WorkshopConfig(

@@ -79,7 +79,7 @@ def changed() -> list[str]:
 
 @pytest.fixture
 def services(storage, clock, changed):
-    services = make_services(storage, [core.router, workshops.router])
+    services = make_services(storage, [core.router, room_settings.router, workshops.router])
     services.clock = clock
 
     async def schedule_changed(source: str) -> None:
