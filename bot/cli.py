@@ -1,9 +1,9 @@
 """Command line entry point: ``nextbot run``, ``check-config``, ``import …``, ``export …``.
 
-Add a subcommand by writing a ``_cmd_<name>(args) -> int`` function and
-registering it in ``build_parser()``. ``import`` and ``export`` take what to move as a
-second word (``nextbot import experts FILE.csv``); add e.g. ``import workshops`` with one more
-parser in ``_add_import_parsers`` / ``_add_export_parsers`` and its ``_cmd_`` function.
+Add a subcommand of the bot's own by writing a ``_cmd_<name>(args) -> int`` function and
+registering it in ``build_parser()``. ``import`` and ``export`` take what to move as a second
+word (``nextbot import experts FILE.csv``): each is a feature's tool, declared with its importer
+(``bot/importers/file_tool.py``) and listed in ``bot/features.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.settings import ConfigError, Settings, load_settings, redacted
 
@@ -72,156 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
                        "matrix.password, else asked for)")
     reset.set_defaults(func=_cmd_reset_identity)
 
-    imp = sub.add_parser("import", help="import data from a CSV file (see: import experts -h)")
-    _add_import_parsers(imp.add_subparsers(dest="what", metavar="WHAT", required=True))
+    # The features' tools: `nextbot import experts FILE.csv` … (bot/importers/file_tool.py).
+    from bot.features import FILE_TOOLS
 
-    exp = sub.add_parser("export", help="export data to a CSV file (see: export experts -h)")
-    _add_export_parsers(exp.add_subparsers(dest="what", metavar="WHAT", required=True))
+    for verb, what in (("import", "import data from a CSV file"),
+                       ("export", "export data to a CSV file")):
+        tools = [tool for tool in FILE_TOOLS if tool.verb == verb]
+        if not tools:
+            continue
+        verb_parser = sub.add_parser(verb, help=f"{what} (see: {verb} {tools[0].what} -h)")
+        kinds = verb_parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+        for tool in tools:
+            parser_of_tool = kinds.add_parser(
+                tool.what, help=tool.help, description=tool.description,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+            parser_of_tool.add_argument(
+                "file", type=Path, metavar="FILE.csv",
+                help="the CSV file to import" if verb == "import" else "the CSV file to write")
+            _add_config_option(parser_of_tool)
+            tool.options(parser_of_tool)
+            parser_of_tool.set_defaults(func=_cmd_file_tool, tool=tool)
 
     return parser
-
-
-_EXPERTS_FORMAT = """\
-The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
-with ';' is read with ';'), one profile per row, this header, columns in any order:
-
-  matrix_id,name,organisation,topics,level,municipality,state,role,bio
-
-Only matrix_id and name are required (name may be empty for a profile that already
-exists). topics are separated by ';' (a topic cannot contain ';' or ','); level is
-kommune, land, bund or other (German and English words are understood); state is
-one of the 16 states (name, code or common spelling: NRW, bw, Bavaria).
-"""
-
-
-def _add_import_parsers(sub: Any) -> None:
-    experts = sub.add_parser(
-        "experts",
-        help="add or update expert profiles from a CSV file",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Add or update expert directory profiles (by matrix_id) from a CSV file.\n\n"
-        + _EXPERTS_FORMAT
-        + """
-Every row is checked first; each problem is reported as 'line N: column: reason'.
-If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
-An empty cell clears the field; a column left out of the header keeps the field of
-existing profiles as it is; members' languages are always kept. Rows that change
-nothing are not written (counted as unchanged), so re-importing a member list only
-writes what changed.
-
-CONSENT: by importing, you assert that the network has the consent of every member
-in the file to be listed in the expert directory. New profiles record the import
-time as their consent time; existing profiles keep theirs. Members can still see,
-export and delete their profile with !profil.
-""",
-    )
-    experts.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file to import")
-    _add_config_option(experts)
-    experts.add_argument("--skip-invalid", action="store_true",
-                         help="import the good rows even if some rows are bad (exit 0)")
-    experts.add_argument("--dry-run", action="store_true",
-                         help="only check the file and report; write nothing "
-                         "(exit 1 if any row is bad)")
-    experts.set_defaults(func=_cmd_import_experts)
-    workshops = sub.add_parser(
-        "workshops",
-        help="add workshops from a CSV file",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="""\
-Add workshops from a CSV file.
-
-The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
-with ';' is read with ';'), one workshop per row, this header, columns in any order:
-
-  title,starts_at,ends_at,community,location,url,description
-
-title, starts_at and ends_at are required. Times are ISO 8601 on the wall clock of
-[bot] timezone: 2026-12-03T10:00 or 2026-12-03 10:00 (03.12.2026 10:00 is read too);
-a time with an offset (2026-12-03T10:00+01:00, 2026-12-03T09:00Z) is converted to that
-zone. The end must be after the start and at most 14 days later, the start at most
-5 years ahead and not before 2000; url must be an http(s) address. Text is made one
-line, as the bot does with members' input; the length limits are those of !werkstatt neu.
-A workshop that has started already (a calendar export holds the past ones too) is
-imported as past: never listed as coming up, no reminders; the summary counts them.
-
-Every row is checked first; each problem is reported as 'line N: column: reason'.
-If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
-
-A row with the same title (case and spacing ignored) and the same start as a stored
-workshop, planned or cancelled, is not added again but counted as 'already there',
-and not changed either (change a workshop with !werkstatt ändern). So a file can be
-imported again after it grew, also once its first workshops have taken place.
-
-Imported workshops belong to no room: their reminders go to the rooms in
-[workshops] rooms (a running bot plans them within 15 minutes). They have no limit on
-places; moderators of any room can edit or cancel them.
-""",
-    )
-    workshops.add_argument("file", type=Path, metavar="FILE.csv",
-                           help="the CSV file to import")
-    _add_config_option(workshops)
-    workshops.add_argument("--skip-invalid", action="store_true",
-                           help="import the good rows even if some rows are bad (exit 0)")
-    workshops.add_argument("--dry-run", action="store_true",
-                           help="only check the file and report; write nothing "
-                           "(exit 1 if any row is bad)")
-    workshops.set_defaults(func=_cmd_import_workshops)
-    members = sub.add_parser(
-        "municipalities",
-        help="add members of the network (municipalities and other organisations) from a CSV file",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="""\
-Add member organisations of the network to the register from a CSV file.
-
-The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
-with ';' is read with ';'), one member per row, this header, columns in any order:
-
-  name,kind,state,ags,joined_on,website
-
-name and state are required. kind is Stadt, Gemeinde, Landkreis, Land, Bundesbehörde
-or other (German or English words; empty: other); state one of the 16 states (name,
-code or common spelling: NRW, BW); ags the 8-digit official municipality key, whose
-first two digits must be the state's; joined_on 2026-11-26 or 26.11.2026, not in the
-future; website an http(s) address.
-
-Every row is checked first; each problem is reported as 'line N: column: reason'.
-If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
-A member already in the register (same AGS, else same name and state), also one an
-admin removed, is not added again but counted as 'already there'.
-
-Importing into an empty register only fills it. Later imports register the new members
-to be announced: a running bot posts one announcement per room with announcements
-within 15 minutes (all joins of one import in one message). --silent announces nothing.
-""",
-    )
-    members.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file to import")
-    _add_config_option(members)
-    members.add_argument("--skip-invalid", action="store_true",
-                         help="import the good rows even if some rows are bad (exit 0)")
-    members.add_argument("--dry-run", action="store_true",
-                         help="only check the file and report; write nothing "
-                         "(exit 1 if any row is bad)")
-    members.add_argument("--silent", action="store_true",
-                         help="register the new members without announcing them")
-    members.set_defaults(func=_cmd_import_municipalities)
-
-
-def _add_export_parsers(sub: Any) -> None:
-    experts = sub.add_parser(
-        "experts",
-        help="write every expert profile to a CSV file",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write every expert directory profile to a CSV file in the format\n"
-        "'import experts' reads, so that importing it again changes nothing.\n\n"
-        + _EXPERTS_FORMAT
-        + """
-The file holds personal data: it is created readable by you only. An existing file is
-replaced, and only once the export is complete.
-""",
-    )
-    experts.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file to write")
-    _add_config_option(experts)
-    experts.set_defaults(func=_cmd_export_experts)
 
 
 def _load_or_report(path: Path) -> Settings | None:
@@ -373,74 +245,19 @@ def _with_storage(settings: Settings, work: Callable[[Storage], Awaitable[int]],
         return 1
 
 
-def _cmd_import_experts(args: argparse.Namespace) -> int:
+def _cmd_file_tool(args: argparse.Namespace) -> int:
+    """`nextbot import …` or `nextbot export …`: the feature's tool on the configured database
+    (a dry run of an import works without one)."""
     settings = _load_or_report(args.config)
     if settings is None:
         return 1
-    from bot.importers.experts import run_cli
+    tool = args.tool
 
     async def work(storage: Storage) -> int:
-        return await run_cli(
-            storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
-            bio_max_length=settings.experts.bio_max_length, progress=sys.stderr.isatty(),
-        )
+        return await tool.run(settings, storage, args)
 
-    return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
-
-
-def _cmd_import_workshops(args: argparse.Namespace) -> int:
-    settings = _load_or_report(args.config)
-    if settings is None:
-        return 1
-    from bot.importers.workshops import run_cli
-
-    async def work(storage: Storage) -> int:
-        return await run_cli(
-            storage, args.file, timezone=settings.bot.timezone,
-            skip_invalid=args.skip_invalid, dry_run=args.dry_run,
-            reminders=settings.workshops.reminders, reminder_rooms=settings.workshops.rooms,
-            progress=sys.stderr.isatty(),
-        )
-
-    return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
-
-
-def _cmd_import_municipalities(args: argparse.Namespace) -> int:
-    settings = _load_or_report(args.config)
-    if settings is None:
-        return 1
-    from bot.importers.municipalities import run_cli
-
-    async def work(storage: Storage) -> int:
-        return await run_cli(
-            storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
-            silent=args.silent, announcement_rooms=len(settings.announcements.rooms),
-            progress=sys.stderr.isatty(),
-        )
-
-    return _with_storage(settings, work, in_memory_if_missing=args.dry_run)
-
-
-def _cmd_export_experts(args: argparse.Namespace) -> int:
-    settings = _load_or_report(args.config)
-    if settings is None:
-        return 1
-    from bot.importers.experts import ExportError, export_experts
-
-    async def work(storage: Storage) -> int:
-        try:
-            count = await export_experts(storage, args.file,
-                                         bio_max_length=settings.experts.bio_max_length,
-                                         progress=sys.stderr.isatty())
-        except ExportError as exc:
-            _report(exc.problems)
-            _report([f"nothing written: {len(exc.problems)} problems; these profiles would not "
-                     "import again unchanged"])
-            return 1
-        print(f"exported {count} profiles to {args.file}")
-        return 0
-
-    return _with_storage(settings, work, must_exist=True)
+    return _with_storage(settings, work, must_exist=tool.database_must_exist,
+                         in_memory_if_missing=getattr(args, "dry_run", False))
 
 
 async def _serve(run_bot: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:

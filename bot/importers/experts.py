@@ -34,6 +34,7 @@ transaction, or none of them if any row is bad (unless the operator asks to skip
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import sys
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bot.importers import csv_reading
 from bot.importers.csv_reading import (
@@ -53,6 +54,7 @@ from bot.importers.csv_reading import (
     read_text,
     too_long,
 )
+from bot.importers.file_tool import FileTool, import_options
 from bot.settings import _USER_ID_RE
 from storage import Storage
 from storage.experts import (
@@ -65,6 +67,9 @@ from storage.experts import (
     unchanged,
 )
 from storage.text import clean_text, normalize_state
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 COLUMNS = ("matrix_id", "name", "organisation", "topics", "level", "municipality", "state",
            "role", "bio")
@@ -401,3 +406,68 @@ def _temporary_beside(path: Path) -> Any:
 def _discard(name: str) -> None:
     Path(name).unlink(missing_ok=True)
 
+
+# -- on the command line ------------------------------------------------------------------------
+
+FILE_FORMAT = """\
+The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
+with ';' is read with ';'), one profile per row, this header, columns in any order:
+
+  matrix_id,name,organisation,topics,level,municipality,state,role,bio
+
+Only matrix_id and name are required (name may be empty for a profile that already
+exists). topics are separated by ';' (a topic cannot contain ';' or ','); level is
+kommune, land, bund or other (German and English words are understood); state is
+one of the 16 states (name, code or common spelling: NRW, bw, Bavaria).
+"""
+
+
+async def _run_import(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    return await run_cli(storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+                         bio_max_length=settings.experts.bio_max_length,
+                         progress=sys.stderr.isatty())
+
+
+async def _run_export(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    try:
+        count = await export_experts(storage, args.file,
+                                     bio_max_length=settings.experts.bio_max_length,
+                                     progress=sys.stderr.isatty())
+    except ExportError as exc:
+        for line in [*exc.problems, f"nothing written: {len(exc.problems)} problems; these "
+                     "profiles would not import again unchanged"]:
+            print(line, file=sys.stderr)
+        return 1
+    print(f"exported {count} profiles to {args.file}")
+    return 0
+
+
+IMPORT = FileTool(
+    "import", "experts", "add or update expert profiles from a CSV file",
+    "Add or update expert directory profiles (by matrix_id) from a CSV file.\n\n"
+        + FILE_FORMAT
+        + """
+Every row is checked first; each problem is reported as 'line N: column: reason'.
+If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
+An empty cell clears the field; a column left out of the header keeps the field of
+existing profiles as it is; members' languages are always kept. Rows that change
+nothing are not written (counted as unchanged), so re-importing a member list only
+writes what changed.
+
+CONSENT: by importing, you assert that the network has the consent of every member
+in the file to be listed in the expert directory. New profiles record the import
+time as their consent time; existing profiles keep theirs. Members can still see,
+export and delete their profile with !profil.
+""",
+    _run_import, import_options)
+
+EXPORT = FileTool(
+    "export", "experts", "write every expert profile to a CSV file",
+    "Write every expert directory profile to a CSV file in the format\n"
+        "'import experts' reads, so that importing it again changes nothing.\n\n"
+        + FILE_FORMAT
+        + """
+The file holds personal data: it is created readable by you only. An existing file is
+replaced, and only once the export is complete.
+""",
+    _run_export, database_must_exist=True)

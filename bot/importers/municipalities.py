@@ -25,15 +25,18 @@ unless `silent`. Nothing is written if any row is bad, unless the operator skips
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bot.importers import csv_reading
 from bot.importers.csv_reading import CsvRows, ImportFileError, RowProblem, read_text, too_long
+from bot.importers.file_tool import FileTool, import_options
 from commands.municipalities import parse_date
 from storage import Storage
 from storage.municipalities import (
@@ -47,6 +50,9 @@ from storage.municipalities import (
     normalize_website,
 )
 from storage.text import clean_text, normalize_state
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 COLUMNS = ("name", "kind", "state", "ags", "joined_on", "website")
 REQUIRED = ("name", "state")
@@ -250,3 +256,48 @@ async def run_cli(storage: Storage, path: Path | str, *, skip_invalid: bool = Fa
         import_members(storage, path, skip_invalid=skip_invalid, dry_run=dry_run,
                        silent=silent, progress=progress, now=now),
         dry_run=dry_run, notes=notes, out=out, err=err)
+
+
+# -- on the command line ------------------------------------------------------------------------
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    import_options(parser)
+    parser.add_argument("--silent", action="store_true",
+                        help="register the new members without announcing them")
+
+
+async def _run_import(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    return await run_cli(storage, args.file, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+                         silent=args.silent,
+                         announcement_rooms=len(settings.announcements.rooms),
+                         progress=sys.stderr.isatty())
+
+
+IMPORT = FileTool(
+    "import", "municipalities",
+    "add members of the network (municipalities and other organisations) from a CSV file",
+    """\
+Add member organisations of the network to the register from a CSV file.
+
+The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
+with ';' is read with ';'), one member per row, this header, columns in any order:
+
+  name,kind,state,ags,joined_on,website
+
+name and state are required. kind is Stadt, Gemeinde, Landkreis, Land, Bundesbehörde
+or other (German or English words; empty: other); state one of the 16 states (name,
+code or common spelling: NRW, BW); ags the 8-digit official municipality key, whose
+first two digits must be the state's; joined_on 2026-11-26 or 26.11.2026, not in the
+future; website an http(s) address.
+
+Every row is checked first; each problem is reported as 'line N: column: reason'.
+If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
+A member already in the register (same AGS, else same name and state), also one an
+admin removed, is not added again but counted as 'already there'.
+
+Importing into an empty register only fills it. Later imports register the new members
+to be announced: a running bot posts one announcement per room with announcements
+within 15 minutes (all joins of one import in one message). --silent announces nothing.
+""",
+    _run_import, _options)

@@ -37,17 +37,20 @@ skip bad rows).
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from datetime import timezone as fixed_offset
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from bot.importers import csv_reading
 from bot.importers.csv_reading import CsvRows, RowProblem, read_text, too_long
+from bot.importers.file_tool import FileTool, import_options
 from commands.dates import MAX_SPAN, MAX_YEARS_AHEAD, latest_start_day
 from commands.links import normalize_link
 from commands.schedule import local_time
@@ -56,6 +59,9 @@ from storage import Storage
 from storage.database import utc_ms
 from storage.text import clean_text
 from storage.workshops import Workshop
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 COLUMNS = ("title", "starts_at", "ends_at", "community", "location", "url", "description")
 REQUIRED = ("title", "starts_at", "ends_at")
@@ -296,3 +302,47 @@ async def run_cli(storage: Storage, path: Path | str, *, timezone: str | ZoneInf
         import_workshops(storage, path, timezone=timezone, skip_invalid=skip_invalid,
                          dry_run=dry_run, progress=progress, now=now),
         dry_run=dry_run, notes=notes, out=out, err=err)
+
+
+# -- on the command line ------------------------------------------------------------------------
+
+
+async def _run_import(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    return await run_cli(storage, args.file, timezone=settings.bot.timezone,
+                         skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+                         reminders=settings.workshops.reminders,
+                         reminder_rooms=settings.workshops.rooms, progress=sys.stderr.isatty())
+
+
+IMPORT = FileTool(
+    "import", "workshops", "add workshops from a CSV file",
+    """\
+Add workshops from a CSV file.
+
+The file: UTF-8 CSV (a BOM is fine), comma-separated (a file whose header only parses
+with ';' is read with ';'), one workshop per row, this header, columns in any order:
+
+  title,starts_at,ends_at,community,location,url,description
+
+title, starts_at and ends_at are required. Times are ISO 8601 on the wall clock of
+[bot] timezone: 2026-12-03T10:00 or 2026-12-03 10:00 (03.12.2026 10:00 is read too);
+a time with an offset (2026-12-03T10:00+01:00, 2026-12-03T09:00Z) is converted to that
+zone. The end must be after the start and at most 14 days later, the start at most
+5 years ahead and not before 2000; url must be an http(s) address. Text is made one
+line, as the bot does with members' input; the length limits are those of !werkstatt neu.
+A workshop that has started already (a calendar export holds the past ones too) is
+imported as past: never listed as coming up, no reminders; the summary counts them.
+
+Every row is checked first; each problem is reported as 'line N: column: reason'.
+If any row is bad, nothing is written (exit 1) unless --skip-invalid is given.
+
+A row with the same title (case and spacing ignored) and the same start as a stored
+workshop, planned or cancelled, is not added again but counted as 'already there',
+and not changed either (change a workshop with !werkstatt ändern). So a file can be
+imported again after it grew, also once its first workshops have taken place.
+
+Imported workshops belong to no room: their reminders go to the rooms in
+[workshops] rooms (a running bot plans them within 15 minutes). They have no limit on
+places; moderators of any room can edit or cancel them.
+""",
+    _run_import, import_options)

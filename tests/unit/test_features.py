@@ -132,3 +132,17 @@ def test_a_feature_comes_after_the_features_it_needs():
     with pytest.raises(ValueError, match="listed twice"):
         check([Feature("experts"), Feature("experts")])
     check(FEATURES)  # the bot's own list
+
+
+def test_the_command_line_offers_the_tools_each_feature_declares():
+    from bot.cli import build_parser
+    from bot.features import FILE_TOOLS
+
+    assert [(t.verb, t.what) for t in FILE_TOOLS] == [
+        ("import", "experts"), ("export", "experts"), ("import", "workshops"),
+        ("import", "municipalities")]
+    parser = build_parser()
+    for tool in FILE_TOOLS:
+        args = parser.parse_args([tool.verb, tool.what, "data.csv"])
+        assert args.tool is tool and str(args.file) == "data.csv"
+    assert parser.parse_args(["import", "municipalities", "x.csv", "--silent"]).silent
