@@ -65,7 +65,8 @@ class Storage:
             deliveries=DeliveryRepository(db),
             undecrypted=UndecryptedRepository(db),
             upgrades=UpgradeRepository(db, schemas),
-            member_data=MemberData(db, (*schemas, CORE), {**features, "outbox": outbox}),
+            member_data=MemberData(db, [c for s in (*schemas, CORE) for c in s.member_data],
+                                   {**features, "outbox": outbox}),
             features=features,
         )
 

@@ -44,12 +44,9 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage.database import Database
-
-if TYPE_CHECKING:
-    from storage.schema import Schema
 
 
 class Action(StrEnum):
@@ -127,13 +124,11 @@ class Erasure:
 class MemberData:
     """Export and deletion of every part's `member_data`, for one member at a time."""
 
-    def __init__(self, db: Database, schemas: Sequence[Schema],
+    def __init__(self, db: Database, columns: Sequence[MemberColumn],
                  repositories: Mapping[str, Any]) -> None:
+        """`columns`: every part's `member_data`; `repositories`: those the columns name."""
         self._db = db
-        self.columns: tuple[MemberColumn, ...] = tuple(
-            entry for schema in schemas for entry in schema.member_data)
-        self.not_member_data: dict[tuple[str, str], str] = {
-            key: why for schema in schemas for key, why in schema.not_member_data.items()}
+        self.columns = tuple(columns)
         self._repositories = repositories
         self._pseudonym_key: bytes | None = None
 
