@@ -1,4 +1,5 @@
-"""Every feature of the bot, in the order `!hilfe` lists them: adding one is one line here.
+"""Every feature of the bot, in the order `!hilfe` lists them: adding one is its import and one
+line in the list.
 
 Each is its module's `FEATURE` (see `commands/feature.py`); the settings (`bot/settings.py`),
 the runtime (`bot/runtime.py`) and the Matrix side (`bot/features.py`) go through this list.
@@ -8,7 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from commands import communities, core, experts, meet, municipalities, room_settings, workshops
+from commands import (  # one line each
+    communities,
+    core,
+    experts,
+    meet,
+    municipalities,
+    room_settings,
+    workshops,
+)
 from commands.feature import Feature, check
 from storage import Storage
 
