@@ -3,9 +3,10 @@
 The features are listed once, in `commands/features.py`; the runtime (`bot/runtime.py`) and the
 settings (`bot/settings.py`) go through that list and name no feature.
 A feature gives, each optional:
-- `router`: its commands and subcommands;
-- `schema`: its part of the database (`storage/schema.py`): its tables' steps, its repositories
-  (reached as `storage.<name>`), its columns that can name a member;
+- `router`: its commands and subcommands, the reactions it answers and its room settings;
+- `schema`: its part of the database (`storage/schema.py`), named like the feature: its tables'
+  steps, its repositories (reached as `storage.<name>`), its columns that can name a member,
+  what moves with an upgraded room, the kinds of the bot's messages it records once sent;
 - `section`: its section of the configuration file, `(key, model)`, e.g. `("meet",
   MeetSettings)` for `[meet]`; `bot/settings.py` adds every feature's section to the settings;
 - `configure(settings)`: its configuration, read from its own section of the settings; handlers
@@ -51,11 +52,15 @@ class Feature:
 
 
 def check(features: Sequence[Feature]) -> None:
-    """Each feature once, after the features it needs: else a ValueError that says which."""
+    """Each feature once, after the features it needs, its part of the database under its own
+    name: else a ValueError that says which."""
     seen: list[str] = []
     for feature in features:
         if feature.name in seen:
             raise ValueError(f"the feature {feature.name!r} is listed twice")
+        if feature.schema is not None and feature.schema.name != feature.name:
+            raise ValueError(f"the feature {feature.name!r} calls its part of the database "
+                             f"{feature.schema.name!r}: give it the feature's name")
         missing = [name for name in feature.needs if name not in seen]
         if missing:
             raise ValueError(f"the feature {feature.name!r} needs {', '.join(missing)}: list "

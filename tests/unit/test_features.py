@@ -131,6 +131,8 @@ def test_a_feature_comes_after_the_features_it_needs():
         check([Feature("meet", needs=("experts",)), Feature("experts")])
     with pytest.raises(ValueError, match="listed twice"):
         check([Feature("experts"), Feature("experts")])
+    with pytest.raises(ValueError, match="give it the feature's name"):
+        check([Feature("experts", schema=Schema("profiles", ()))])
     check(FEATURES)  # the bot's own list
 
 
