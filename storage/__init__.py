@@ -41,6 +41,13 @@ class Storage:
     member_data: MemberData  # everything about one member: export, deletion
     features: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Each feature's repository is an attribute like the core's: `storage.workshops`.
+        for name, repository in self.features.items():
+            if hasattr(self, name):
+                raise ValueError(f"a feature's repository cannot be called {name!r}: taken")
+            setattr(self, name, repository)
+
     @classmethod
     async def open(cls, path: str | Path, schemas: Sequence[Schema] = ()) -> Storage:
         """Open and migrate the database: the core's part and each of `schemas` (the features',
@@ -48,33 +55,30 @@ class Storage:
         db = await Database.open(path)
         try:
             await migrate(db, (CORE, *schemas))
+            outbox = OutboxRepository(db, {kind: record for schema in schemas
+                                           for kind, record in schema.when_sent.items()})
+            features = {name: make(db) for schema in schemas
+                        for name, make in schema.repositories.items()}
+            return cls(
+                db=db,
+                session=SessionRepository(db),
+                inbox=InboxRepository(db),
+                outbox=outbox,
+                rooms=RoomRepository(db),
+                joins=JoinRepository(db),
+                deliveries=DeliveryRepository(db),
+                undecrypted=UndecryptedRepository(db),
+                upgrades=UpgradeRepository(db, schemas),
+                member_data=MemberData(db, [c for s in (*schemas, CORE) for c in s.member_data],
+                                       {**features, "outbox": outbox}),
+                features=features,
+            )
         except BaseException:
             await db.close()
             raise
-        outbox = OutboxRepository(db, {kind: record for schema in schemas
-                                       for kind, record in schema.when_sent.items()})
-        features = {name: make(db) for schema in schemas
-                    for name, make in schema.repositories.items()}
-        return cls(
-            db=db,
-            session=SessionRepository(db),
-            inbox=InboxRepository(db),
-            outbox=outbox,
-            rooms=RoomRepository(db),
-            joins=JoinRepository(db),
-            deliveries=DeliveryRepository(db),
-            undecrypted=UndecryptedRepository(db),
-            upgrades=UpgradeRepository(db, schemas),
-            member_data=MemberData(db, [c for s in (*schemas, CORE) for c in s.member_data],
-                                   {**features, "outbox": outbox}),
-            features=features,
-        )
 
     def __getattr__(self, name: str) -> Any:
-        """A feature's repository: `storage.workshops` as `storage.features["workshops"]`."""
-        features = self.__dict__.get("features", {})
-        if name in features:
-            return features[name]
+        """Only for a name that is no repository: say what is missing."""
         raise AttributeError(f"storage has no repository {name!r} (is its feature in the list?)")
 
     async def close(self) -> None:

@@ -268,3 +268,14 @@ async def test_messages_queued_before_the_parts_are_recorded_as_before_once_sent
 async def test_a_bot_from_before_the_parts_refuses_the_moved_database(storage):
     """It read `user_version` as its own history's number: 18 is more than its 17 steps."""
     assert (await storage.db.fetchone("PRAGMA user_version"))[0] > SHARED_HISTORY_END
+
+
+async def test_a_feature_repository_cannot_take_a_core_name():
+    with pytest.raises(ValueError, match="cannot be called 'outbox'"):
+        await Storage.open(":memory:", [Schema("x", (), repositories={"outbox": lambda db: db})])
+    store = await Storage.open(":memory:")
+    try:
+        with pytest.raises(AttributeError, match="is its feature in the list"):
+            store.workshops  # noqa: B018
+    finally:
+        await store.close()
