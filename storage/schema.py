@@ -1,7 +1,8 @@
 """The database in parts, each with its own history of steps: the core's, and one per feature.
 
-A part (`Schema`) is declared where its tables are used: the core's in `storage/core_schema.py`,
-a feature's in its own storage module, handed to `Storage.open` with the feature. Each part's
+A part (`Schema`) is declared with what uses its tables: the core's in `storage/core_schema.py`,
+a feature's in its `FEATURE` (`commands/feature.py`), from the steps (`MIGRATIONS`) and the member
+columns (`MEMBER_DATA`) its storage module holds; `Storage.open` gets every feature's. Each part's
 steps are numbered 1, 2, 3 … on their own; the table `schema_versions` records how far each part
 has come. Steps are appended, never edited. A feature's step may change a core table (add a
 column to it): the core's steps run first.
