@@ -176,10 +176,12 @@ def parse_rule(text: str) -> Rule:
                           if n not in _TIME_PARTS and n != "DTSTART")
     try:
         dates = rrulestr(dates_body, dtstart=datetime.combine(anchor, time()))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise RuleError("unreadable", reason=str(exc)) from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        # dateutil's own reason is English and may quote the rule oddly: the rule as read says
+        # it in the member's language. Reached only by a combination the checks above pass.
+        raise RuleError("unreadable", rule=Text.code(dates_body)) from None
     if not isinstance(dates, rrule):
-        raise RuleError("unreadable", reason=dates_body)
+        raise RuleError("unreadable", rule=Text.code(dates_body))
     # A rule that never falls on a day would make dateutil search to the year 9999 on every
     # look-up (seconds each): refused here.
     first = _first_day(dates_body, anchor, int(values.get("INTERVAL", 1)))

@@ -189,6 +189,21 @@ def test_every_refused_rule_names_its_reason(rule, key, reason):
     assert CATALOG.has("de", f"meet.rule_problems.{key}")
 
 
+def test_a_rule_the_calendar_library_cannot_read_is_refused_in_the_members_language(
+        monkeypatch):
+    """dateutil's own reason is English: the refusal names the rule's parts instead."""
+    def unreadable(*args, **kwargs):
+        raise ValueError("unsupported property: weird")
+
+    monkeypatch.setattr(meet_rule, "rrulestr", unreadable)
+    meet_rule.parse_rule.cache_clear()  # a rule read before would come from the cache
+    with pytest.raises(meet_rule.RuleError) as caught:
+        meet_rule.parse_rule("FREQ=MONTHLY;BYDAY=TH;BYSETPOS=3")
+    german = meet_rule.rule_problem(caught.value, CATALOG, "de").plain
+    assert "FREQ=MONTHLY;BYDAY=TH;BYSETPOS=3" in german and "ergeben zusammen keine" in german
+    assert "unsupported" not in german
+
+
 def test_a_rule_that_never_falls_on_a_day_is_refused_quickly():
     # dateutil would search to the year 9999 for its first date: seconds for a daily rule.
     started = time_module.perf_counter()
