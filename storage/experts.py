@@ -288,10 +288,6 @@ class ExpertRepository:
         )
         return [TopicCount(r[0], r[1]) for r in rows]
 
-    async def all_topics(self) -> list[str]:
-        rows = await self._db.fetchall("SELECT label FROM topic_counts ORDER BY topic_key")
-        return [r[0] for r in rows]
-
     async def removals(self, user_id: str | None = None) -> list[Removal]:
         sql = "SELECT user_id, removed_by, removed_at FROM profile_removals"
         rows = await (self._db.fetchall(sql + " WHERE user_id = ? ORDER BY id", (user_id,))
