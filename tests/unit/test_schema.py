@@ -23,9 +23,11 @@ from storage.schema import (
 )
 
 # What a database of each version of the shared history held: the schema (`sqlite_master`)
-# after steps 1 … k, recorded from the bot before the parts, one list of statements per k.
-BEFORE_PARTS = {int(k): v for k, v in json.loads(
-    (Path(__file__).parent / "data" / "schemas_before_parts.json").read_text()).items()}
+# after steps 1 … k, recorded from the bot before the parts; the file holds each statement once
+# and, per version, which of them made its schema.
+_RECORDED = json.loads((Path(__file__).parent / "data" / "schemas_before_parts.json").read_text())
+BEFORE_PARTS = {int(k): [_RECORDED["statements"][i] for i in ids]
+                for k, ids in _RECORDED["versions"].items()}
 
 PARTS = [CORE, *(f.schema for f in FEATURES if f.schema is not None)]
 
