@@ -188,6 +188,14 @@ class Router:
         self.reactions: list[Reaction] = []
         self.redactions: list[RedactionHandler] = []
         self.room_settings: list[Any] = []  # `commands.room_settings.Setting`s, in `!config`
+        self.erasure_follow_ups: list[Callable[..., Awaitable[list[Reply]]]] = []
+
+    def after_erasure(self, follow_up: Callable[..., Awaitable[list[Reply]]]
+                      ) -> Callable[..., Awaitable[list[Reply]]]:
+        """Declare what this feature tells others after a member's data was deleted
+        (`follow_up(ctx, erasure)`, see `commands/erasure.py`)."""
+        self.erasure_follow_ups.append(follow_up)
+        return follow_up
 
     def room_setting(self, *settings: Any) -> None:
         """Declare settings the moderators of a room change with `!config` (a switch for this
@@ -268,6 +276,8 @@ class Registry:
                         raise ValueError(f"reaction {key!r} is answered twice")
                     self._reactions[key] = reaction
         self.redactions = [handler for router in self.routers for handler in router.redactions]
+        self.erasure_follow_ups = [follow_up for router in self.routers
+                                   for follow_up in router.erasure_follow_ups]
         self._room_settings: dict[str, Any] = {}
         for router in self.routers:
             for setting in router.room_settings:

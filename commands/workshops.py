@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from itertools import groupby
 
 from commands.dates import When, WhenError, format_when, parse_head, resolve
-from commands.erasure import after_erasure
 from commands.feature import Feature
 from commands.framework import (
     Arg,
@@ -378,7 +377,7 @@ def _moved_up(view: View, w: Workshop, promoted: list[Registration]) -> list[Rep
             for r in promoted]
 
 
-@after_erasure
+@router.after_erasure
 async def _tell_moved_up(ctx: Context, erased: Erasure) -> list[Reply]:
     """Whoever moved up into a place a deleted member left is told, as after `!abmelden`."""
     view = View(ctx.services, ctx.language)
