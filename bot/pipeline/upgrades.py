@@ -174,6 +174,8 @@ def setup(context: FeatureContext) -> Awaitable[None]:
     """Follows upgraded rooms: the sync loop records their tombstones."""
     upgrades = RoomUpgrades(context.services, context.connection, user_id=context.user_id,
                             now_ms=context.now_ms, configured=configured_rooms(context.settings),
-                            replan=context.replan, listeners=context.room_upgraded)
+                            replan=context.replan,
+                            # the list itself: features set up after the core add to it
+                            listeners=context.room_upgraded)
     context.parts["upgrades"] = upgrades
     return upgrades.run()
