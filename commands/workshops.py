@@ -23,6 +23,7 @@ the calendar file), `workshop_spec` (reading a moderator's `key=value` line) and
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -605,10 +606,17 @@ async def participants(ctx: Context, workshop_number: str) -> list[Reply]:
 @router.reaction(SIGN_UP_KEY, "")  # "": a ✅ queued before the inbox kept a reaction's key
 async def _sign_up_by_reaction(request: Request, services: Services, post: str,
                                key: str) -> list[Reply]:
-    number = await services.storage.workshops.workshop_of_post(post)
+    repo = services.storage.workshops
+    number = await repo.workshop_of_post(post)
     if number is None:
         return []  # a ✅ on any other message
-    return await _by_reaction(request, services, "rsvp", number)
+
+    async def sign_up(ctx: Context) -> Text | list[Reply]:
+        answer = await _rsvp(ctx, number)
+        await repo.add_reaction(request.event_id, number, request.sender)
+        return answer
+
+    return await _by_reaction(request, services, "rsvp", sign_up)
 
 
 @router.redaction
@@ -618,28 +626,25 @@ async def _withdraw_by_redaction(request: Request, services: Services,
     number = await repo.take_reaction(redacted, request.sender)
     if number is None or await repo.registration(number, request.sender) is None:
         return []  # not a sign-up's ✅, or withdrawn already (`!abmelden`): nothing to say
-    return await _by_reaction(request, services, "withdraw", number)
+    return await _by_reaction(request, services, "withdraw", lambda ctx: _withdraw(ctx, number))
 
 
 async def _by_reaction(request: Request, services: Services, command_key: str,
-                       number: int) -> list[Reply]:
+                       act: Callable[[Context], Awaitable[Text | list[Reply]]]) -> list[Reply]:
+    """`act` with the rules (and the level) of the command `command_key`, answered by DM."""
     command = services.registry.find_key(command_key)
     if command is None:
         return []
     ctx = Context(request, services, command)
     try:
-        if command_key == "rsvp":
-            answer = as_replies(await _rsvp(ctx, number))
-            await services.storage.workshops.add_reaction(request.event_id, number,
-                                                          request.sender)
-        else:
-            answer = as_replies(await _withdraw(ctx, number))
+        answer = as_replies(await act(ctx))
     except UserError as error:
         answer = [Reply(ctx.t(error.key, **error.values))]
     # The answer goes to the member alone; whoever moved up is told as after `!abmelden`.
     # The edits of the workshop's posts (`edit_of`) go into their rooms.
     return [reply if reply.direct or reply.edit_of else replace(reply, direct=True)
             for reply in answer]
+
 
 FEATURE = Feature(
     "workshops", router,
