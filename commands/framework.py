@@ -14,16 +14,18 @@ import logging
 import time
 import traceback
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from commands.i18n import Catalog, Text
 from storage import Storage
 from storage.text import fold
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Level(enum.IntEnum):
@@ -264,26 +266,30 @@ class Router:
         return register
 
 
+def _by_key(pairs: Iterable[tuple[str, T]], twice: str) -> dict[str, T]:
+    """The values by their keys, in order; a key that comes twice is a ValueError (`twice`
+    with the key)."""
+    found: dict[str, T] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(twice.format(key))
+        found[key] = value
+    return found
+
+
 class Registry:
     def __init__(self, routers: Sequence[Router]) -> None:
         self.routers = list(routers)
         self._by_name: dict[str, Command] = {}
-        self._reactions: dict[str, Reaction] = {}
-        for router in self.routers:
-            for reaction in router.reactions:
-                for key in reaction.keys:
-                    if key in self._reactions:
-                        raise ValueError(f"reaction {key!r} is answered twice")
-                    self._reactions[key] = reaction
+        self._reactions: dict[str, Reaction] = _by_key(
+            ((key, reaction) for router in self.routers for reaction in router.reactions
+             for key in reaction.keys), "reaction {!r} is answered twice")
         self.redactions = [handler for router in self.routers for handler in router.redactions]
         self.erasure_follow_ups = [follow_up for router in self.routers
                                    for follow_up in router.erasure_follow_ups]
-        self._room_settings: dict[str, Any] = {}
-        for router in self.routers:
-            for setting in router.room_settings:
-                if setting.key in self._room_settings:
-                    raise ValueError(f"room setting {setting.key!r} is declared twice")
-                self._room_settings[setting.key] = setting
+        self._room_settings: dict[str, Any] = _by_key(
+            ((setting.key, setting) for router in self.routers
+             for setting in router.room_settings), "room setting {!r} is declared twice")
         for router in self.routers:
             for command in router.commands:
                 for name in command.names():

@@ -47,21 +47,27 @@ def is_reaction_body(body: str) -> bool:
     return body.startswith(_MARK)
 
 
+def _parts(body: str) -> tuple[str, str, str]:
+    """An inbox body of `reaction_body` as (kind, event id, key; "" for a redaction)."""
+    kind, _, rest = body[len(_MARK):].partition(" ")
+    target, _, key = rest.partition(" ")
+    return kind, target, key
+
+
 def is_unanswered_reaction(body: str, registry: Registry) -> bool:
     """A reaction nothing is ever said to (👍 on the question after a date): it counts against
     no member's rate limit (a member who likes many messages is asked to slow down by nobody)."""
-    kind, _, rest = body[len(_MARK):].partition(" ")
-    if not body.startswith(_MARK) or kind != _REACTION:
+    if not is_reaction_body(body):
         return False
-    found = registry.reaction(rest.partition(" ")[2])
+    kind, _, key = _parts(body)
+    found = registry.reaction(key) if kind == _REACTION else None
     return found is not None and not found.answered
 
 
 async def answer_reaction(request: Request, services: Services) -> list[Reply]:
     """The replies of the feature that answers this reaction's key, or of every feature that
     looks at redactions."""
-    kind, _, rest = request.body[len(_MARK):].partition(" ")
-    target, _, key = rest.partition(" ")
+    kind, target, key = _parts(request.body)
     if kind == _REACTION:
         found = services.registry.reaction(key)
         return await found.handler(request, services, target, key) if found is not None else []
